@@ -1,0 +1,50 @@
+"""Shared helpers of the benchmark scripts: data location, timing, the OpenCV tutorial pipeline."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def data_dir(name: str) -> Path:
+    """``$LOCALMATCH_DATA/name``, or exit with a clear message when it is not there."""
+    root = os.environ.get("LOCALMATCH_DATA")
+    if not root or not (Path(root) / name).is_dir():
+        sys.exit(f"needs $LOCALMATCH_DATA/{name} (set LOCALMATCH_DATA to the shared data folder)")
+    return Path(root) / name
+
+
+def timed(fn, *args, **kwargs):
+    """``(result, seconds)`` of one call."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def tutorial_homography(path_a: str, path_b: str, ratio: float = 0.8, threshold: float = 3.0):
+    """The OpenCV tutorial pipeline: SIFT at full resolution, BFMatcher kNN k=2, Lowe ratio,
+    findHomography RANSAC. Returns ``(H or None, num_inliers)``."""
+    sift = cv2.SIFT_create()
+    img_a, img_b = cv2.imread(path_a, cv2.IMREAD_GRAYSCALE), cv2.imread(path_b, cv2.IMREAD_GRAYSCALE)
+    kp_a, des_a = sift.detectAndCompute(img_a, None)
+    kp_b, des_b = sift.detectAndCompute(img_b, None)
+    if des_a is None or des_b is None or len(kp_a) < 2 or len(kp_b) < 2:
+        return None, 0
+    good = [m for m, n in cv2.BFMatcher().knnMatch(des_a, des_b, k=2) if m.distance < ratio * n.distance]
+    if len(good) < 4:
+        return None, 0
+    src = np.float32([kp_a[m.queryIdx].pt for m in good])
+    dst = np.float32([kp_b[m.trainIdx].pt for m in good])
+    H, mask = cv2.findHomography(src, dst, cv2.RANSAC, threshold)
+    return H, 0 if mask is None else int(mask.sum())
+
+
+def mean_accuracy(errors: list[float], thresholds: tuple[float, ...]) -> float:
+    """Mean over thresholds of the share of errors at or under each (failures are ``inf``)."""
+    e = np.asarray(errors, dtype=np.float64)
+    return float(np.mean([(e <= t).mean() for t in thresholds]))

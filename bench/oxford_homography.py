@@ -1,0 +1,109 @@
+"""Homography accuracy and speed on the 20 pairs of oxford_affine_vgg, beside the OpenCV tutorial.
+
+Run: LOCALMATCH_DATA=../shared/data python bench/oxford_homography.py
+
+mAA: for each pair, the mean distance between image 1's corners mapped by the estimated and by the
+true homography (inf when no homography is found); mAA is the mean over thresholds 1, 2, 3, 5, 7 and
+10 px of the share of pairs under the threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import cv2
+import numpy as np
+import torch
+
+import localmatch
+from localmatch.matching.nn import quantize
+
+from common import data_dir, mean_accuracy, timed, tutorial_homography
+
+THRESHOLDS = (1, 2, 3, 5, 7, 10)
+SEQUENCES = ("bikes", "boat", "graf", "leuven")
+
+
+def corner_error(H_est, H_true, width: int, height: int) -> float:
+    if H_est is None:
+        return float("inf")
+    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64)
+    def warp(H):
+        p = np.c_[corners, np.ones(4)] @ H.T
+        return p[:, :2] / p[:, 2:]
+    return float(np.linalg.norm(warp(H_est) - warp(H_true), axis=1).mean())
+
+
+def pairs():
+    root = data_dir("oxford_affine_vgg")
+    for seq in SEQUENCES:
+        images = sorted((root / seq).glob("img*.p?m"))
+        for k in range(2, 7):
+            yield f"{seq} 1-{k}", str(images[0]), str(images[k - 1]), np.loadtxt(root / seq / f"H1to{k}p")
+
+
+#: localmatch configurations compared with the tutorial: (label, feature options, matcher options).
+VARIANTS = [
+    ("localmatch (defaults: 2048 RootSIFT, ratio 0.8)", {}, {}),
+    ("localmatch (8192 RootSIFT, ratio 0.9)", {"max_features": 8192}, {"ratio": 0.9}),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="opencv", help="geometry backend of localmatch")
+    args = parser.parse_args()
+
+    names = [name for name, *_ in pairs()]
+    errors = {label: [] for label, *_ in VARIANTS + [("OpenCV tutorial", None, None)]}
+    seconds = {label: [] for label in errors}
+    for _, path_a, path_b, H_true in pairs():
+        h, w = cv2.imread(path_a, cv2.IMREAD_GRAYSCALE).shape
+        for label, feature_options, matcher_options in VARIANTS:
+            res, t = timed(localmatch.verify, path_a, path_b, geometry="homography", backend=args.backend,
+                           feature_config=feature_options, matcher_config=matcher_options)
+            errors[label].append(corner_error(res.matrix, H_true, w, h))
+            seconds[label].append(t)
+        (H_tut, _), t = timed(tutorial_homography, path_a, path_b)
+        errors["OpenCV tutorial"].append(corner_error(H_tut, H_true, w, h))
+        seconds["OpenCV tutorial"].append(t)
+
+    labels = list(errors)
+    print("Corner error (px) per pair:\n")
+    print("| pair | " + " | ".join(labels) + " |")
+    print("|---" * (len(labels) + 1) + "|")
+    for i, name in enumerate(names):
+        print(f"| {name} | " + " | ".join(f"{errors[l][i]:.2f}" for l in labels) + " |")
+    tut_time = statistics.median(seconds["OpenCV tutorial"])
+    print(f"\n| pipeline | homography mAA | median s/pair | time vs tutorial |\n|---|---|---|---|")
+    for label in labels:
+        t = statistics.median(seconds[label])
+        print(f"| {label} | {mean_accuracy(errors[label], THRESHOLDS):.3f} | {t:.3f} | {t / tut_time:.2f}x |")
+
+    # Matching + verification alone from cached features, on one core.
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    times = {"homography": [], "auto": []}
+    counts = []
+    for _, path_a, path_b, _ in pairs():
+        fa, fb = localmatch.extract(path_a), localmatch.extract(path_b)
+        counts.append((len(fa), len(fb)))
+        for geometry in times:
+            def run():
+                m = localmatch.match(fa, fb)
+                return localmatch.verify_matches(fa, fb, m, geometry=geometry, backend=args.backend)
+            run()
+            times[geometry].append(min(timed(run)[1] for _ in range(5)))
+    print(f"\nMatch + verify from cached features (default config, ~{np.mean(counts):.0f} RootSIFT per image), "
+          "1 thread, best of 5 per pair:\n")
+    print("| geometry | median ms | max ms |\n|---|---|---|")
+    for geometry, t in times.items():
+        print(f"| {geometry} | {1000 * statistics.median(t):.2f} | {1000 * max(t):.2f} |")
+    q = [quantize(localmatch.extract(p).descriptors) for _, p, _, _ in list(pairs())[:2]]
+    t_match = min(timed(localmatch.matching.nn.match_nn, q[0], q[1])[1] for _ in range(10))
+    print(f"\nof which matching alone (int8 descriptors already quantised): {1000 * t_match:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The pair API: ``verify(a, b)``, and the step that turns matches into a verification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from localmatch.config import Config, build_config
+from localmatch.features import extract
+from localmatch.geometry import RansacConfig, estimate
+from localmatch.io import ImageSource
+from localmatch.matching import match
+from localmatch.types import Features, Matches, Verification
+
+#: A pair with at least this many inliers counts as the same thing (COLMAP's two-view default).
+DEFAULT_MIN_INLIERS = 15
+
+
+def verify(
+    a: ImageSource | Features,
+    b: ImageSource | Features,
+    *,
+    features: str = "sift",
+    matcher: str = "nn",
+    geometry: str = "auto",
+    backend: str = "opencv",
+    min_inliers: int = DEFAULT_MIN_INLIERS,
+    feature_config: Config | dict | None = None,
+    matcher_config: Config | dict | None = None,
+    ransac: RansacConfig | dict | None = None,
+) -> Verification:
+    """Do images A and B show the same thing, and how are they related?
+
+    Args:
+        a, b: image paths, encoded bytes, RGB arrays, loaded images, or features already extracted.
+        features: extractor name (``localmatch.FEATURES.names()``), used for images given as sources.
+        matcher: matcher name (``localmatch.MATCHERS.names()``).
+        geometry: ``"auto"`` (homography or fundamental matrix, whichever the data supports),
+            ``"homography"``, ``"fundamental"`` or ``"affine"``.
+        backend: robust estimator, ``"opencv"`` (USAC MAGSAC++) or ``"pycolmap"`` (LO-RANSAC).
+        min_inliers: inliers needed for ``is_match``.
+        feature_config, matcher_config, ransac: options of each stage (config objects or dicts).
+            ``ransac.threshold`` is in working-image pixels and is scaled to original pixels.
+
+    Returns:
+        :class:`~localmatch.types.Verification`, all points and the matrix in original pixels.
+
+    Raises:
+        ImageError: an image could not be decoded (the message names it and says why).
+        UnknownNameError: a features, matcher, geometry or backend name is not registered.
+    """
+    features_a = a if isinstance(a, Features) else extract(a, features, feature_config)
+    features_b = b if isinstance(b, Features) else extract(b, features, feature_config)
+    matches = match(features_a, features_b, matcher, matcher_config)
+    return verify_matches(features_a, features_b, matches, geometry=geometry, backend=backend,
+                          min_inliers=min_inliers, ransac=ransac)
+
+
+def verify_matches(
+    features_a: Features,
+    features_b: Features,
+    matches: Matches,
+    *,
+    geometry: str = "auto",
+    backend: str = "opencv",
+    min_inliers: int = DEFAULT_MIN_INLIERS,
+    ransac: RansacConfig | dict | None = None,
+) -> Verification:
+    """Robustly fit a model to putative matches and summarise the result.
+
+    Pairs with fewer matches than ``min_inliers`` cannot be a match and are not estimated.
+    """
+    config = build_config(RansacConfig, ransac, {}, "ransac")
+    # The threshold is meant at working resolution; keypoints are in original pixels.
+    scale = min(features_a.working_scale, features_b.working_scale)
+    config = config.replace(threshold=config.threshold / scale) if scale != 1.0 else config
+    order = np.argsort(-matches.scores, kind="stable")  # best first, for PROSAC sampling
+    points_a = features_a.keypoints[matches.indices[order, 0]]
+    points_b = features_b.keypoints[matches.indices[order, 1]]
+    model = None
+    if len(matches) >= min_inliers:
+        model = estimate(points_a, points_b, geometry, backend=backend, config=config)
+    return verification_from_model(len(matches), points_a, points_b, model, min_inliers)
+
+
+def verification_from_model(num_matches: int, points_a: np.ndarray, points_b: np.ndarray, model: Any,
+                            min_inliers: int) -> Verification:
+    """Pack an estimated model (or None) into a :class:`Verification`."""
+    if model is None:
+        empty = np.zeros((0, 2), np.float32)
+        return Verification(num_matches, 0, empty, empty, None, None, False, 0.0)
+    num_inliers = model.num_inliers
+    return Verification(
+        num_matches=num_matches,
+        num_inliers=num_inliers,
+        points_a=np.asarray(points_a[model.inliers], np.float32),
+        points_b=np.asarray(points_b[model.inliers], np.float32),
+        geometry=model.geometry,
+        matrix=model.matrix,
+        is_match=num_inliers >= min_inliers,
+        score=num_inliers / max(num_matches, 1),
+    )

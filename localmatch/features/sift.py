@@ -1,0 +1,88 @@
+"""OpenCV SIFT keypoints with RootSIFT (default) or SIFT descriptors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from localmatch.config import Config
+from localmatch.features import FEATURES, FeatureExtractor
+from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, resize_to_working
+from localmatch.types import Features
+
+
+@dataclass(frozen=True)
+class SiftConfig(Config):
+    """Options of the SIFT extractor.
+
+    Attributes:
+        max_features: keep at most this many keypoints, the strongest by response.
+        max_side: long side of the working image in pixels (None: original size; never enlarged).
+        root: RootSIFT descriptors (L1-normalise, square root) instead of L2-normalised SIFT.
+        upright: all orientations 0 (no rotation invariance; one descriptor per location).
+        contrast_threshold: OpenCV's DoG contrast threshold (lower finds more in flat images).
+        max_pixels: images larger than this are refused (decompression bombs).
+    """
+
+    max_features: int = 2048
+    max_side: int | None = DEFAULT_MAX_SIDE
+    root: bool = True
+    upright: bool = False
+    contrast_threshold: float = 0.04
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def extract_sift(image: Image, config: SiftConfig) -> Features:
+    """SIFT on the working-size grayscale image; keypoints returned in original pixels."""
+    work = resize_to_working(image.gray(), config.max_side)
+    sift = cv2.SIFT_create(nfeatures=config.max_features, contrastThreshold=config.contrast_threshold)
+    if config.upright:  # detect, reset orientations, then describe: two passes over the pyramid
+        keypoints = _upright(sift.detect(work.pixels, None))[: config.max_features]
+        keypoints, descriptors = sift.compute(work.pixels, keypoints) if keypoints else ((), None)
+    else:
+        keypoints, descriptors = sift.detectAndCompute(work.pixels, None)
+    if not keypoints or descriptors is None:
+        return _empty(image, "rootsift" if config.root else "sift")
+    descriptors = _normalise(descriptors.astype(np.float32), config.root)
+    points = np.array([k.pt for k in keypoints], dtype=np.float32)
+    mean_scale = 0.5 * (work.scale[0] + work.scale[1])
+    return Features(
+        keypoints=work.to_original(points),
+        scales=np.array([k.size for k in keypoints], dtype=np.float32) / mean_scale,
+        orientations=np.deg2rad(np.array([k.angle for k in keypoints], dtype=np.float32)),
+        scores=np.array([k.response for k in keypoints], dtype=np.float32),
+        descriptors=descriptors,
+        image_size=image.size,
+        extractor="rootsift" if config.root else "sift",
+        working_scale=mean_scale,
+    )
+
+
+def _upright(keypoints) -> list:
+    """Orientation 0 for all, dropping the copies SIFT makes of a location for extra orientations."""
+    seen: set[tuple[float, float, float]] = set()
+    out = []
+    for k in sorted(keypoints, key=lambda k: -k.response):
+        key = (round(k.pt[0], 2), round(k.pt[1], 2), round(k.size, 2))
+        if key not in seen:
+            seen.add(key)
+            out.append(cv2.KeyPoint(k.pt[0], k.pt[1], k.size, 0.0, k.response, k.octave, k.class_id))
+    return out
+
+
+def _normalise(descriptors: np.ndarray, root: bool) -> np.ndarray:
+    """RootSIFT (Arandjelovic & Zisserman 2012) or L2: every row comes out with unit L2 norm."""
+    if root:
+        descriptors /= np.maximum(descriptors.sum(axis=1, keepdims=True), 1e-12)
+        return np.sqrt(descriptors, out=descriptors)
+    return descriptors / np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
+
+
+def _empty(image: Image, name: str) -> Features:
+    zeros = np.zeros((0,), np.float32)
+    return Features(np.zeros((0, 2), np.float32), zeros, zeros, zeros, np.zeros((0, 128), np.float32), image.size, name)
+
+
+FEATURES.add("sift", FeatureExtractor("sift", SiftConfig, extract_sift))

@@ -1,0 +1,196 @@
+"""Robust two-view model estimation: homography, fundamental matrix, affine map, and the choice.
+
+Backends, chosen by name:
+- ``"opencv"`` (default): OpenCV's USAC framework with MAGSAC++ scoring, sigma-consensus local
+  optimisation and MAGSAC polishing, seeded through ``UsacParams.randomGeneratorState``.
+- ``"pycolmap"``: COLMAP's LO-RANSAC estimators, seeded through ``RANSACOptions.random_seed``.
+
+Matrices map A to B: ``x_b ~ H x_a``, ``x_b^T F x_a = 0``, ``x_b = A [x_a; 1]``. Degenerate input
+(too few points, repeated or collinear points, a singular result) gives ``None``, never an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from localmatch.config import Config
+from localmatch.errors import UnknownNameError
+from localmatch.registry import Registry
+
+HOMOGRAPHY, FUNDAMENTAL, AFFINE = "homography", "fundamental", "affine"
+#: Models that can be asked for by name; ``"auto"`` picks homography or fundamental from the data.
+GEOMETRIES = (HOMOGRAPHY, FUNDAMENTAL, AFFINE, "auto")
+#: Smallest number of distinct correspondences each model is estimated from.
+MIN_POINTS = {HOMOGRAPHY: 4, FUNDAMENTAL: 8, AFFINE: 3}
+
+
+@dataclass(frozen=True)
+class RansacConfig(Config):
+    """Options of robust estimation.
+
+    Attributes:
+        threshold: inlier threshold in pixels of the coordinates given (reprojection error for H
+            and affine, Sampson-type epipolar distance for F).
+        confidence: stop when the probability of having missed a better model is below 1 - this.
+        max_iterations: hard cap on RANSAC iterations (bounds the time spent on non-matching pairs).
+        seed: random seed; the same input and seed give the same output.
+        max_h_inlier_ratio: ``auto`` takes the homography when ``inliers(H) / inliers(F)`` is above
+            this (COLMAP's rule for planar or rotation-only scenes).
+    """
+
+    threshold: float = 3.0
+    confidence: float = 0.9999
+    max_iterations: int = 10000
+    seed: int = 0
+    max_h_inlier_ratio: float = 0.8
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """An estimated model.
+
+    Attributes:
+        geometry: ``"homography"``, ``"fundamental"`` or ``"affine"``.
+        matrix: ``(3, 3) float64`` mapping A to B.
+        inliers: ``(N,) bool`` mask over the correspondences given.
+    """
+
+    geometry: str
+    matrix: np.ndarray
+    inliers: np.ndarray
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+
+Estimator = Callable[[str, np.ndarray, np.ndarray, RansacConfig], "tuple[np.ndarray, np.ndarray] | None"]
+GEOMETRY_BACKENDS: Registry[Estimator] = Registry("geometry backend")
+
+
+def estimate(points_a: np.ndarray, points_b: np.ndarray, geometry: str = "auto", *,
+             backend: str = "opencv", config: RansacConfig = RansacConfig()) -> Model | None:
+    """Estimate the model that maps ``(N, 2)`` points of A onto their ``(N, 2)`` partners in B.
+
+    Give the correspondences best first (by match score): the OpenCV backend samples them with
+    PROSAC, which then finds good models in far fewer iterations.
+
+    Args:
+        geometry: one of :data:`GEOMETRIES`.
+        backend: a name registered in :data:`GEOMETRY_BACKENDS`.
+
+    Returns:
+        The model with the most support, or None when the input is degenerate or nothing fits.
+    """
+    if geometry not in GEOMETRIES:
+        raise UnknownNameError("geometry", geometry, list(GEOMETRIES))
+    estimator = GEOMETRY_BACKENDS.get(backend)
+    points_a = np.ascontiguousarray(points_a, dtype=np.float64).reshape(-1, 2)
+    points_b = np.ascontiguousarray(points_b, dtype=np.float64).reshape(-1, 2)
+    if len(points_a) != len(points_b):
+        raise ValueError(f"point counts differ: {len(points_a)} vs {len(points_b)}")
+    if geometry != "auto":
+        return _estimate_one(estimator, geometry, points_a, points_b, config)
+    h = _estimate_one(estimator, HOMOGRAPHY, points_a, points_b, config)
+    f = _estimate_one(estimator, FUNDAMENTAL, points_a, points_b, config)
+    if f is None:
+        return h
+    if h is None or h.num_inliers <= config.max_h_inlier_ratio * f.num_inliers:
+        return f
+    return h
+
+
+def _estimate_one(estimator: Estimator, geometry: str, points_a: np.ndarray, points_b: np.ndarray,
+                  config: RansacConfig) -> Model | None:
+    if _is_degenerate(points_a, points_b, MIN_POINTS[geometry]):
+        return None
+    try:
+        result = estimator(geometry, points_a, points_b, config)
+    except (cv2.error, ValueError, RuntimeError):  # backends signal hopeless input in their own ways
+        return None
+    if result is None:
+        return None
+    matrix, inliers = result
+    matrix = np.asarray(matrix, dtype=np.float64)
+    inliers = np.asarray(inliers).reshape(-1).astype(bool)
+    if matrix.shape == (2, 3):
+        matrix = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    if matrix.shape != (3, 3) or not np.isfinite(matrix).all() or len(inliers) != len(points_a):
+        return None
+    if inliers.sum() < MIN_POINTS[geometry]:
+        return None
+    if geometry != FUNDAMENTAL:
+        if abs(np.linalg.det(matrix)) < 1e-12 * max(np.abs(matrix).max(), 1e-300) ** 3:
+            return None
+        matrix = matrix / matrix[2, 2] if abs(matrix[2, 2]) > 1e-12 else matrix
+    return Model(geometry, matrix, inliers)
+
+
+def _is_degenerate(points_a: np.ndarray, points_b: np.ndarray, min_points: int) -> bool:
+    """Too few distinct points, or all of them (nearly) on one line, in either image."""
+    if len(points_a) < min_points or not (np.isfinite(points_a).all() and np.isfinite(points_b).all()):
+        return True
+    for pts in (points_a, points_b):
+        grid = np.round(pts * 8.0).astype(np.int64)  # points closer than 1/8 px count as one
+        if len(np.unique(grid[:, 0] * (1 << 32) + grid[:, 1])) < min_points:
+            return True
+        spread = np.linalg.eigvalsh(np.cov(pts, rowvar=False))  # ascending
+        if spread[1] <= 0 or spread[0] / spread[1] < 1e-6:  # thinner than 1/1000 of its length
+            return True
+    return False
+
+
+def _usac_params(config: RansacConfig) -> cv2.UsacParams:
+    p = cv2.UsacParams()
+    p.threshold = float(config.threshold)
+    p.confidence = float(config.confidence)
+    p.maxIterations = int(config.max_iterations)
+    p.randomGeneratorState = int(config.seed)
+    p.sampler = cv2.SAMPLING_PROSAC  # callers pass matches best first
+    p.score = cv2.SCORE_METHOD_MAGSAC
+    p.loMethod = cv2.LOCAL_OPTIM_SIGMA
+    p.final_polisher = cv2.MAGSAC
+    p.final_polisher_iterations = 10
+    return p
+
+
+@GEOMETRY_BACKENDS.register("opencv")
+def _opencv(geometry: str, points_a: np.ndarray, points_b: np.ndarray, config: RansacConfig):
+    params = _usac_params(config)
+    pa, pb = points_a.astype(np.float32), points_b.astype(np.float32)
+    if geometry == HOMOGRAPHY:
+        matrix, mask = cv2.findHomography(pa, pb, params)
+    elif geometry == FUNDAMENTAL:
+        matrix, mask = cv2.findFundamentalMat(pa, pb, params)
+    else:
+        matrix, mask = cv2.estimateAffine2D(pa, pb, params=params)
+    if matrix is None or mask is None:
+        return None
+    return matrix, mask
+
+
+@GEOMETRY_BACKENDS.register("pycolmap")
+def _pycolmap(geometry: str, points_a: np.ndarray, points_b: np.ndarray, config: RansacConfig):
+    import pycolmap
+
+    options = pycolmap.RANSACOptions()
+    options.max_error = float(config.threshold)
+    options.confidence = float(config.confidence)
+    options.max_num_trials = int(config.max_iterations)
+    options.min_num_trials = min(options.min_num_trials, int(config.max_iterations))
+    options.random_seed = int(config.seed)
+    if geometry == HOMOGRAPHY:
+        result, key = pycolmap.estimate_homography_matrix(points_a, points_b, options), "H"
+    elif geometry == FUNDAMENTAL:
+        result, key = pycolmap.estimate_fundamental_matrix(points_a, points_b, options), "F"
+    else:
+        result, key = pycolmap.estimate_affine2d_robust(points_a, points_b, options), "tgt_from_src"
+    if result is None:
+        return None
+    matrix = result[key]
+    matrix = matrix.matrix() if hasattr(matrix, "matrix") else np.asarray(matrix)
+    return matrix, result["inlier_mask"]

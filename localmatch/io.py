@@ -1,0 +1,233 @@
+"""Safe image decoding, and resizing to a working size with an exact way back.
+
+Coordinate convention, used everywhere in localmatch: a point ``(x, y)`` is in pixels of the
+ORIGINAL image (after its EXIF orientation is applied), x to the right, y down, with the origin at
+the CENTRE of the top-left pixel (OpenCV's convention): the pixel in row ``i``, column ``j`` has its
+centre at ``(j, i)``.
+
+Decoding goes through Pillow, which reads the header (and so the pixel count) before it decodes,
+applies EXIF orientation, and knows 16-bit, palette, alpha and CMYK images. Every failure a file can
+cause is turned into one :class:`~localmatch.errors.ImageError` that names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Union
+
+import cv2
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+
+from localmatch.errors import ImageError
+
+log = logging.getLogger(__name__)
+
+#: Default limit on width x height, against decompression bombs (Pillow's own hard limit is 2x89 MP).
+DEFAULT_MAX_PIXELS = 100_000_000
+#: Default long side of the working image that features are extracted from.
+DEFAULT_MAX_SIDE = 1024
+
+
+@dataclass(frozen=True, eq=False)
+class Image:
+    """A decoded image at its original resolution.
+
+    Attributes:
+        pixels: ``(H, W, 3) uint8`` RGB, EXIF orientation applied, alpha composited over white.
+        source: what it came from, for messages: a path, ``"<bytes>"`` or ``"<array>"``.
+    """
+
+    pixels: np.ndarray
+    source: str
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` in original pixels."""
+        return self.width, self.height
+
+    def gray(self) -> np.ndarray:
+        """``(H, W) uint8`` luminance (exact for images that were grayscale to begin with)."""
+        return cv2.cvtColor(self.pixels, cv2.COLOR_RGB2GRAY)
+
+
+#: Anything :func:`load_image` accepts. Arrays are RGB (or gray), ``uint8``, ``uint16`` or float in [0, 1].
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, Image]
+
+
+def describe_source(source: ImageSource) -> str:
+    """A short text naming an image source in messages and JSON output."""
+    if isinstance(source, Image):
+        return source.source
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, np.ndarray):
+        return "<array>"
+    return "<bytes>"
+
+
+def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+    """Decode an image from a path, encoded bytes or an array.
+
+    Args:
+        source: a file path; the bytes of an encoded file (JPEG, PNG, PPM/PGM, TIFF, WebP, ...);
+            an ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` array in RGB(A) order; or an
+            :class:`Image`, returned as it is.
+        max_pixels: refuse images with more than this many pixels (checked before decoding).
+
+    Raises:
+        ImageError: the source is missing, a directory, empty, truncated, corrupt, not an image, or
+            over ``max_pixels``. The message names the source and the reason.
+    """
+    if isinstance(source, Image):
+        return source
+    if isinstance(source, np.ndarray):
+        return Image(_array_to_rgb8(source, "<array>", max_pixels), "<array>")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise ImageError("<bytes>", "empty (0 bytes)")
+        return Image(_decode(_io.BytesIO(data), "<bytes>", max_pixels), "<bytes>")
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise ImageError(path, "no such file")
+        if os.path.isdir(path):
+            raise ImageError(path, "is a directory, not an image file")
+        if os.path.getsize(path) == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+        try:
+            with open(path, "rb") as f:
+                return Image(_decode(f, path, max_pixels), path)
+        except OSError as e:  # permission denied, I/O error while reading
+            raise ImageError(path, f"cannot read: {e.strerror or e}") from e
+    raise TypeError(f"cannot load an image from {type(source).__name__}; give a path, bytes or an array")
+
+
+def _decode(fileobj, source: str, max_pixels: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        # We apply our own limit below; Pillow's warning would only repeat it.
+        warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+        try:
+            img = PIL.Image.open(fileobj)
+        except PIL.UnidentifiedImageError:
+            raise ImageError(source, "not an image (unrecognised or corrupt header)") from None
+        except PIL.Image.DecompressionBombError as e:
+            raise ImageError(source, f"too many pixels (decompression bomb?): {e}") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageError(source, f"corrupt image header: {e}") from None
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise ImageError(source, f"image has no pixels ({width}x{height})")
+        if width * height > max_pixels:
+            raise ImageError(
+                source, f"{width}x{height} = {width * height} pixels is over the limit of {max_pixels} (max_pixels)"
+            )
+        try:
+            img.load()
+        except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, EOFError... on bad data
+            raise ImageError(source, f"corrupt or truncated image data: {e}") from None
+        try:
+            img = PIL.ImageOps.exif_transpose(img)
+        except Exception as e:  # a broken EXIF block must not cost the pixels
+            log.warning("%s: EXIF orientation ignored (%s)", source, e)
+        return _pil_to_rgb8(img, source)
+
+
+def _pil_to_rgb8(img: PIL.Image.Image, source: str) -> np.ndarray:
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit (or 32-bit integer) grayscale: scale the full range down to 8 bits.
+        arr = np.asarray(img).astype(np.float64)
+        full = 65535.0 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
+        return _array_to_rgb8((arr / full).astype(np.float32), source, None)
+    if mode == "F":
+        return _array_to_rgb8(np.asarray(img), source, None)
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or img.mode == "RGBA":
+        rgba = img.convert("RGBA")
+        white = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = PIL.Image.alpha_composite(white, rgba)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB")), dtype=np.uint8)
+
+
+def _array_to_rgb8(arr: np.ndarray, source: str, max_pixels: int | None) -> np.ndarray:
+    """Validate an array and turn it into ``(H, W, 3) uint8`` RGB."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise ImageError(source, f"array of shape {arr.shape} is not an image; expected (H, W), (H, W, 3) or (H, W, 4)")
+    height, width = arr.shape[:2]
+    if height == 0 or width == 0:
+        raise ImageError(source, f"image has no pixels ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(source, f"{width}x{height} = {width * height} pixels is over the limit of {max_pixels} (max_pixels)")
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = (arr.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        out = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageError(source, "array holds NaN or infinite values")
+        out = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    else:
+        raise ImageError(source, f"unsupported array dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)
+    elif out.shape[2] == 4:
+        alpha = out[:, :, 3:4].astype(np.float32) / 255.0
+        out = (out[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(out)
+
+
+@dataclass(frozen=True, eq=False)
+class Resized:
+    """An image resized to the working size, and the exact map back to original pixels.
+
+    Attributes:
+        pixels: the working image, ``(h, w)`` or ``(h, w, C)``, same dtype as the input.
+        scale: ``(sx, sy)`` = working size / original size along x and y.
+    """
+
+    pixels: np.ndarray
+    scale: tuple[float, float]
+
+    def to_original(self, points: np.ndarray) -> np.ndarray:
+        """Map ``(N, 2)`` working-image points to original pixels (pixel-centre convention)."""
+        sx, sy = self.scale
+        points = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+        out = np.empty_like(points)
+        out[:, 0] = (points[:, 0] + 0.5) / sx - 0.5
+        out[:, 1] = (points[:, 1] + 0.5) / sy - 0.5
+        return out
+
+
+def resize_to_working(pixels: np.ndarray, max_side: int | None = DEFAULT_MAX_SIDE) -> Resized:
+    """Shrink an image so its long side is at most ``max_side`` (never enlarges it).
+
+    ``max_side=None`` or ``0`` keeps the original size. The aspect ratio is kept up to rounding; the
+    returned per-axis scales are the exact ones, so :meth:`Resized.to_original` is exact.
+    """
+    height, width = pixels.shape[:2]
+    if not max_side or max(width, height) <= max_side:
+        return Resized(pixels, (1.0, 1.0))
+    s = max_side / max(width, height)
+    new_w, new_h = max(1, round(width * s)), max(1, round(height * s))
+    small = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return Resized(small, (new_w / width, new_h / height))

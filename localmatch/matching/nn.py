@@ -1,0 +1,142 @@
+"""Mutual nearest neighbour matching with Lowe's ratio test, by matrix products.
+
+Descriptors are unit vectors, so squared distance is ``2 - 2 a.b``; all similarities of a pair come
+from one matrix product. The product runs on int8-quantised descriptors (``torch._int_mm``, about 5x
+faster than a float32 GEMM on a CPU core); the quantisation error of a similarity is about 1e-3,
+far below the margins the ratio test works with. Without int8 support it falls back to float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from localmatch.config import Config
+from localmatch.types import Matches
+
+_INT_MIN = np.iinfo(np.int32).min
+_ROW_CHUNK = 256  # rows of the similarity matrix computed at once (keeps a chunk in cache)
+
+
+@dataclass(frozen=True)
+class NNConfig(Config):
+    """Options of the mutual-NN + ratio matcher.
+
+    Attributes:
+        ratio: keep a match when ``d1 < ratio * d2`` (nearest over second-nearest distance);
+            1.0 turns the test off.
+        mutual: keep only pairs that are each other's nearest neighbour.
+    """
+
+    ratio: float = 0.8
+    mutual: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedDescriptors:
+    """Descriptors as int8, ready for the matcher; ``values ~= descriptors * scale``.
+
+    Attributes:
+        values: ``(N, D) int8`` (a torch tensor, so the product needs no copy).
+        scale: the factor that was applied before rounding.
+    """
+
+    values: torch.Tensor
+    scale: float
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+
+def quantize(descriptors: np.ndarray) -> QuantizedDescriptors:
+    """Quantise ``(N, D)`` float descriptors (unit rows) to int8 with one scale for the set."""
+    descriptors = np.asarray(descriptors, dtype=np.float32)
+    peak = float(np.abs(descriptors).max(initial=0.0))
+    scale = 127.0 / peak if peak > 0 else 1.0
+    values = np.clip(np.rint(descriptors * scale), -127, 127).astype(np.int8)
+    return QuantizedDescriptors(torch.from_numpy(values), scale)
+
+
+def match_nn(desc_a: np.ndarray | QuantizedDescriptors, desc_b: np.ndarray | QuantizedDescriptors,
+             config: NNConfig = NNConfig()) -> Matches:
+    """Match ``(N, D)`` descriptors of A with ``(M, D)`` descriptors of B.
+
+    Returns:
+        :class:`Matches` with ``indices (K, 2)`` (A index, B index), ordered by A index, and
+        ``scores = 1 - d1/d2`` (1 when B has a single descriptor).
+    """
+    qa = desc_a if isinstance(desc_a, QuantizedDescriptors) else quantize(desc_a)
+    return match_nn_batched(qa, [desc_b], config)[0]
+
+
+def match_nn_batched(desc_a: np.ndarray | QuantizedDescriptors,
+                     candidates: Sequence[np.ndarray | QuantizedDescriptors],
+                     config: NNConfig = NNConfig()) -> list[Matches]:
+    """Match one query against many candidates in one call (the re-ranker's form).
+
+    The query is quantised once; each candidate costs one int8 matrix product plus row/column
+    reductions, with no per-descriptor Python work.
+
+    Args:
+        desc_a: ``(N, D)`` query descriptors (or already quantised).
+        candidates: ``(M_k, D)`` descriptors per candidate (or already quantised).
+
+    Returns:
+        One :class:`Matches` per candidate, in order.
+    """
+    qa = desc_a if isinstance(desc_a, QuantizedDescriptors) else quantize(desc_a)
+    out = []
+    for desc_b in candidates:
+        qb = desc_b if isinstance(desc_b, QuantizedDescriptors) else quantize(desc_b)
+        if len(qa) == 0 or len(qb) == 0:
+            out.append(Matches.empty())
+            continue
+        if qa.values.shape[1] != qb.values.shape[1]:
+            raise ValueError(f"descriptor sizes differ: {qa.values.shape[1]} vs {qb.values.shape[1]}")
+        out.append(_match_pair(qa, qb, config))
+    return out
+
+
+def _match_pair(qa: QuantizedDescriptors, qb: QuantizedDescriptors, config: NNConfig) -> Matches:
+    n, m = len(qa), len(qb)
+    qb_t = qb.values.T.contiguous()
+    nearest = np.empty(n, np.int64)
+    best = np.empty(n, np.int32)
+    second = np.full(n, _INT_MIN, np.int32)
+    column_best = np.full(m, _INT_MIN, np.int32)
+    rows = np.arange(min(_ROW_CHUNK, n))
+    for start in range(0, n, _ROW_CHUNK):
+        sim = _int_similarity(qa.values[start:start + _ROW_CHUNK], qb_t)
+        r = rows[: len(sim)]
+        j = sim.argmax(axis=1)
+        b = sim[r, j]
+        np.maximum(column_best, sim.max(axis=0), out=column_best)
+        if m > 1:
+            sim[r, j] = _INT_MIN
+            second[start:start + len(sim)] = sim.max(axis=1)
+        nearest[start:start + len(sim)] = j
+        best[start:start + len(sim)] = b
+    inv = 1.0 / (qa.scale * qb.scale)
+    d1_sq = np.maximum(2.0 - 2.0 * best * inv, 0.0)
+    d2_sq = np.where(second == _INT_MIN, 4.0, np.maximum(2.0 - 2.0 * second * inv, 0.0))
+    keep = d1_sq < (config.ratio ** 2) * d2_sq if config.ratio < 1.0 else np.ones(n, bool)
+    if config.mutual:
+        keep &= best >= column_best[nearest]
+    idx_a = np.flatnonzero(keep)
+    idx_b = nearest[idx_a]
+    # Ties can make two A points the best of one B point; keep the first.
+    _, first = np.unique(idx_b, return_index=True)
+    idx_a, idx_b = idx_a[np.sort(first)], idx_b[np.sort(first)]
+    ratio = np.sqrt(d1_sq[idx_a] / np.maximum(d2_sq[idx_a], 1e-12))
+    return Matches(np.stack([idx_a, idx_b], axis=1).astype(np.int64), (1.0 - ratio).astype(np.float32))
+
+
+def _int_similarity(a: torch.Tensor, b_t: torch.Tensor) -> np.ndarray:
+    """``(n, D) int8 @ (D, m) int8 -> (n, m) int32`` as a writable numpy array."""
+    try:
+        return torch._int_mm(a, b_t).numpy()
+    except (RuntimeError, AttributeError):  # old torch, or a shape the int8 kernel refuses
+        return (a.numpy().astype(np.float32) @ b_t.numpy().astype(np.float32)).astype(np.int32)

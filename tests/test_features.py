@@ -1,0 +1,68 @@
+"""SIFT / RootSIFT extraction."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+import localmatch
+from localmatch import FEATURES, UnknownNameError
+from localmatch.features.sift import SiftConfig
+from localmatch.io import Image
+
+
+def test_rootsift_features_have_the_documented_shapes(astronaut):
+    f = localmatch.extract(astronaut)
+    n = len(f)
+    assert 500 < n <= 2048
+    assert f.keypoints.shape == (n, 2) and f.keypoints.dtype == np.float32
+    assert f.scales.shape == f.orientations.shape == f.scores.shape == (n,)
+    assert f.descriptors.shape == (n, 128) and f.descriptors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-5)
+    assert (f.descriptors >= 0).all()
+    assert f.image_size == (512, 512) and f.extractor == "rootsift" and f.working_scale == 1.0
+    assert (f.keypoints >= -0.5).all() and (f.keypoints[:, 0] < 511.5).all() and (f.keypoints[:, 1] < 511.5).all()
+
+
+def test_options_max_features_upright_and_plain_sift(astronaut):
+    assert len(localmatch.extract(astronaut, max_features=100)) <= 100
+    upright = localmatch.extract(astronaut, upright=True, max_features=300)
+    assert 0 < len(upright) <= 300 and (upright.orientations == 0).all()
+    plain = localmatch.extract(astronaut, config=SiftConfig(root=False))
+    assert plain.extractor == "sift"
+    np.testing.assert_allclose(np.linalg.norm(plain.descriptors, axis=1), 1.0, atol=1e-5)
+
+
+def test_image_without_keypoints_gives_empty_features():
+    f = localmatch.extract(np.full((64, 80), 128, np.uint8))
+    assert len(f) == 0 and f.keypoints.shape == (0, 2) and f.descriptors.shape == (0, 128)
+    assert f.image_size == (80, 64)
+
+
+def test_keypoints_are_in_original_pixels_after_resizing(astronaut):
+    # B is A enlarged 3x; extracted at a 1024 working size, B's keypoints must come back in B's pixels.
+    crop = Image(np.ascontiguousarray(astronaut.pixels[:341, :397]), "crop")  # 397 x 341, odd sizes
+    big = Image(cv2.resize(crop.pixels, (397 * 3, 341 * 3), interpolation=cv2.INTER_CUBIC), "big")
+    fa, fb = localmatch.extract(crop), localmatch.extract(big)
+    assert fb.image_size == (1191, 1023) and fb.working_scale < 0.9
+    result = localmatch.verify(fa, fb, geometry="homography")
+    # Pixel-centre convention: x_b + 0.5 = 3 (x_a + 0.5).
+    truth = np.array([[3.0, 0, 1.0], [0, 3.0, 1.0], [0, 0, 1]])
+    from conftest import corner_error
+    assert corner_error(result.matrix, truth, 397, 341) < 0.75
+
+
+def test_unknown_names_and_options_list_the_valid_ones(astronaut):
+    with pytest.raises(UnknownNameError, match="sift"):
+        localmatch.extract(astronaut, features="nope")
+    with pytest.raises(ValueError, match="max_features"):
+        localmatch.extract(astronaut, max_featurez=10)
+    assert "sift" in FEATURES.names()
+
+
+def test_config_from_dict_and_replace():
+    cfg = SiftConfig.from_dict({"max_features": 10})
+    assert cfg.max_features == 10 and cfg.replace(upright=True).upright
+    with pytest.raises(ValueError, match="valid options"):
+        SiftConfig.from_dict({"bogus": 1})

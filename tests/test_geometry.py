@@ -1,0 +1,133 @@
+"""Robust estimation: models, the auto choice, determinism, degenerate input, both backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from localmatch import UnknownNameError
+from localmatch.geometry import RansacConfig, estimate
+
+BACKENDS = ["opencv", "pycolmap"]
+H_TRUE = np.array([[0.9, 0.2, 30.0], [-0.15, 1.1, 12.0], [1e-4, -2e-4, 1.0]])
+
+
+def apply_h(H, p):
+    q = np.c_[p, np.ones(len(p))] @ H.T
+    return q[:, :2] / q[:, 2:]
+
+
+def with_outliers(pa, pb, rng, share=0.3, noise=0.3):
+    n = len(pa)
+    pb = pb + rng.normal(scale=noise, size=pb.shape)
+    bad = rng.random(n) < share
+    pb[bad] = rng.uniform(0, 800, size=(bad.sum(), 2))
+    return pa, pb, ~bad
+
+
+def planar(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    pa = rng.uniform(0, 800, size=(n, 2))
+    return with_outliers(pa, apply_h(H_TRUE, pa), rng)
+
+
+def scene_3d(seed=0, n=300):
+    """Points at several depths seen by two cameras: only a fundamental matrix explains them."""
+    rng = np.random.default_rng(seed)
+    X = np.c_[rng.uniform(-4, 4, n), rng.uniform(-3, 3, n), rng.uniform(6, 20, n)]
+    K = np.array([[700.0, 0, 400], [0, 700, 300], [0, 0, 1]])
+    angle = 0.15
+    R = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    t = np.array([-1.5, 0.1, 0.2])
+    xa = X @ K.T
+    xb = (X @ R.T + t) @ K.T
+    pa, pb = xa[:, :2] / xa[:, 2:], xb[:, :2] / xb[:, 2:]
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    F_true = np.linalg.inv(K).T @ tx @ R @ np.linalg.inv(K)
+    return (*with_outliers(pa, pb, rng), F_true)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_homography_is_recovered(backend):
+    pa, pb, good = planar()
+    model = estimate(pa, pb, "homography", backend=backend)
+    assert model.geometry == "homography"
+    assert abs(model.num_inliers - good.sum()) <= 5
+    assert (model.inliers[good]).mean() > 0.97
+    err = np.linalg.norm(apply_h(model.matrix, pa[good]) - apply_h(H_TRUE, pa[good]), axis=1)
+    assert err.max() < 1.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fundamental_matrix_maps_a_to_b(backend):
+    pa, pb, good, _ = scene_3d()
+    model = estimate(pa, pb, "fundamental", backend=backend)
+    assert model.geometry == "fundamental" and model.inliers[good].mean() > 0.95
+    F = model.matrix
+    # x_b^T F x_a = 0, measured as distance of x_b to the epipolar line F x_a.
+    xa, xb = np.c_[pa[good], np.ones(good.sum())], np.c_[pb[good], np.ones(good.sum())]
+    lines = xa @ F.T
+    dist = np.abs((xb * lines).sum(1)) / np.linalg.norm(lines[:, :2], axis=1)
+    assert np.median(dist) < 0.5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_affine(backend):
+    rng = np.random.default_rng(1)
+    A = np.array([[1.2, 0.1, 5.0], [-0.2, 0.8, -7.0]])
+    pa = rng.uniform(0, 500, size=(200, 2))
+    pa, pb, good = with_outliers(pa, pa @ A[:, :2].T + A[:, 2], rng)
+    model = estimate(pa, pb, "affine", backend=backend)
+    assert model.geometry == "affine"
+    np.testing.assert_allclose(model.matrix[:2], A, atol=0.05 * np.abs(A).max())
+    np.testing.assert_array_equal(model.matrix[2], [0, 0, 1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_auto_chooses_from_the_data(backend):
+    pa, pb, _ = planar()
+    assert estimate(pa, pb, "auto", backend=backend).geometry == "homography"
+    pa, pb, _, _ = scene_3d()
+    assert estimate(pa, pb, "auto", backend=backend).geometry == "fundamental"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_result(backend):
+    pa, pb, _ = planar(seed=2)
+    runs = [estimate(pa, pb, "homography", backend=backend, config=RansacConfig(seed=7)) for _ in range(3)]
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.matrix, runs[0].matrix)
+        np.testing.assert_array_equal(r.inliers, runs[0].inliers)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("geometry", ["homography", "fundamental", "affine", "auto"])
+def test_degenerate_input_gives_no_model(backend, geometry):
+    rng = np.random.default_rng(0)
+    line = np.c_[np.linspace(0, 100, 50), 2 * np.linspace(0, 100, 50) + 1]
+    cases = {
+        "empty": (np.zeros((0, 2)), np.zeros((0, 2))),
+        "too few": (rng.uniform(0, 100, (2, 2)), rng.uniform(0, 100, (2, 2))),
+        "identical points": (np.ones((40, 2)), np.ones((40, 2)) * 5),
+        "collinear": (line, line * 0.5 + 3),
+        "nan": (np.full((40, 2), np.nan), rng.uniform(0, 100, (40, 2))),
+    }
+    for name, (pa, pb) in cases.items():
+        assert estimate(pa, pb, geometry, backend=backend) is None, name
+
+
+def test_pure_noise_finds_no_large_model():
+    rng = np.random.default_rng(3)
+    pa, pb = rng.uniform(0, 800, (200, 2)), rng.uniform(0, 800, (200, 2))
+    model = estimate(pa, pb, "homography")
+    assert model is None or model.num_inliers < 15
+
+
+def test_unknown_names():
+    pa, pb, _ = planar()
+    with pytest.raises(UnknownNameError, match="homography"):
+        estimate(pa, pb, "similarity")
+    with pytest.raises(UnknownNameError, match="opencv, pycolmap"):
+        estimate(pa, pb, "homography", backend="magic")
+    with pytest.raises(ValueError, match="point counts differ"):
+        estimate(pa, pb[:-1], "homography")

@@ -1,0 +1,190 @@
+"""Image decoding: formats, orientation, bit depth, alpha, palette, CMYK, limits, bad input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import PIL.Image
+import pytest
+
+from localmatch import ImageError, load_image
+from localmatch.io import Image, resize_to_working
+
+
+@pytest.fixture(scope="module")
+def photo(astronaut) -> np.ndarray:
+    return np.ascontiguousarray(astronaut.pixels[100:301, 50:277])  # 227 x 201, odd sizes
+
+
+def _save(tmp_path, array_or_image, name, **kwargs):
+    img = array_or_image if isinstance(array_or_image, PIL.Image.Image) else PIL.Image.fromarray(array_or_image)
+    path = tmp_path / name
+    img.save(path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("name", ["x.png", "x.ppm", "x.tif", "x.webp"])
+def test_lossless_formats_decode_exactly(tmp_path, photo, name):
+    kwargs = {"lossless": True} if name.endswith("webp") else {}
+    img = load_image(_save(tmp_path, photo, name, **kwargs))
+    assert img.pixels.dtype == np.uint8 and img.pixels.shape == photo.shape
+    np.testing.assert_array_equal(img.pixels, photo)
+
+
+def test_jpeg_and_pgm(tmp_path, photo):
+    jpg = load_image(_save(tmp_path, photo, "x.jpg", quality=95))
+    assert np.abs(jpg.pixels.astype(int) - photo).mean() < 3
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    pgm = load_image(_save(tmp_path, gray, "x.pgm"))
+    assert pgm.pixels.shape == photo.shape
+    np.testing.assert_array_equal(pgm.gray(), gray)  # grayscale survives the round trip exactly
+
+
+def test_path_bytes_and_array_give_the_same_pixels(tmp_path, photo):
+    path = _save(tmp_path, photo, "x.png")
+    a, b, c = load_image(path), load_image(path.read_bytes()), load_image(photo)
+    np.testing.assert_array_equal(a.pixels, b.pixels)
+    np.testing.assert_array_equal(a.pixels, c.pixels)
+    assert a.source == str(path) and b.source == "<bytes>" and c.source == "<array>"
+    assert load_image(a) is a
+
+
+def test_exif_orientation_is_applied(tmp_path, photo):
+    img = PIL.Image.fromarray(photo)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "rot.jpg"
+    img.save(path, exif=exif, quality=95)
+    loaded = load_image(path)
+    assert loaded.size == (photo.shape[0], photo.shape[1])  # width and height swapped
+    expected = np.rot90(photo, k=-1)
+    assert np.abs(loaded.pixels.astype(int) - expected).mean() < 3
+
+
+def test_16_bit_gray_png_is_scaled_to_8_bits(tmp_path):
+    values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16).repeat(3, axis=0)
+    path = tmp_path / "g16.png"
+    assert cv2.imwrite(str(path), values)
+    img = load_image(path)
+    np.testing.assert_array_equal(img.pixels[0, :, 0], [0, 1, 128, 255])
+
+
+def test_16_bit_rgb_png_and_tiff(tmp_path):
+    rgb16 = np.zeros((5, 7, 3), np.uint16)
+    rgb16[..., 0], rgb16[..., 1], rgb16[..., 2] = 65535, 32896, 0
+    for name in ("c16.png", "c16.tif"):
+        path = tmp_path / name
+        assert cv2.imwrite(str(path), rgb16[..., ::-1])  # OpenCV writes BGR
+        img = load_image(path)
+        np.testing.assert_allclose(img.pixels[0, 0], [255, 128, 0], atol=1)
+
+
+def test_uint16_and_float_arrays():
+    np.testing.assert_array_equal(load_image(np.full((3, 4), 65535, np.uint16)).pixels, 255)
+    np.testing.assert_array_equal(load_image(np.full((3, 4, 3), 0.5, np.float32)).pixels, 128)
+
+
+def test_alpha_is_composited_over_white(tmp_path):
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, :3, 3] = 255  # left half opaque red-ish, right half fully transparent
+    img = load_image(_save(tmp_path, rgba, "a.png"))
+    np.testing.assert_array_equal(img.pixels[0, 0], [200, 0, 0])
+    np.testing.assert_array_equal(img.pixels[0, 5], [255, 255, 255])
+
+
+def test_palette_and_cmyk_and_grayscale(tmp_path, photo):
+    pal = PIL.Image.fromarray(photo).convert("P", palette=PIL.Image.Palette.ADAPTIVE, colors=64)
+    loaded = load_image(_save(tmp_path, pal, "p.png"))
+    np.testing.assert_array_equal(loaded.pixels, np.asarray(pal.convert("RGB")))
+
+    cmyk = PIL.Image.fromarray(photo).convert("CMYK")
+    loaded = load_image(_save(tmp_path, cmyk, "c.jpg", quality=95))
+    assert loaded.pixels.shape == photo.shape
+    assert np.abs(loaded.pixels.astype(int) - photo).mean() < 6
+
+    gray = load_image(_save(tmp_path, photo[..., 1], "g.png"))
+    assert (gray.pixels[..., 0] == gray.pixels[..., 2]).all()
+
+
+# ---- bad input: one error type, naming the file and the reason ----
+
+def _png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny valid PNG whose header says it is ``width x height``."""
+    buf = io.BytesIO()
+    PIL.Image.new("L", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def test_bad_input_raises_image_error_naming_the_file(tmp_path, photo):
+    good = _save(tmp_path, photo, "good.jpg", quality=90).read_bytes()
+    cases = {
+        "missing.jpg": None,
+        "empty.jpg": b"",
+        "truncated.jpg": good[: len(good) // 2],
+        "corrupt.jpg": good[:200] + bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8)),
+        "text.jpg": b"this is not an image at all\n" * 10,
+        "bomb.png": _png_claiming_size(100_000, 100_000),
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        if data is not None:
+            path.write_bytes(data)
+        with pytest.raises(ImageError) as info:
+            load_image(path)
+        assert str(path) in str(info.value) and info.value.reason, name
+    with pytest.raises(ImageError, match="directory"):
+        load_image(tmp_path)
+
+
+def test_pixel_limit_is_configurable(tmp_path, photo):
+    path = _save(tmp_path, photo, "x.png")
+    with pytest.raises(ImageError, match="over the limit"):
+        load_image(path, max_pixels=1000)
+    with pytest.raises(ImageError, match="over the limit"):
+        load_image(photo, max_pixels=1000)
+    assert load_image(path, max_pixels=photo.shape[0] * photo.shape[1]).size == (227, 201)
+
+
+def test_image_error_is_a_value_error():
+    assert issubclass(ImageError, ValueError)
+    with pytest.raises(ValueError):
+        load_image(b"")
+
+
+@pytest.mark.parametrize("array", [np.zeros((0, 5), np.uint8), np.zeros((4, 4, 2), np.uint8),
+                                   np.zeros((4, 4), np.int64), np.full((4, 4), np.nan, np.float32)])
+def test_bad_arrays(array):
+    with pytest.raises(ImageError, match="<array>"):
+        load_image(array)
+
+
+# ---- working size and the way back ----
+
+def test_resize_keeps_small_images_and_shrinks_large_ones():
+    small = np.zeros((300, 200), np.uint8)
+    assert resize_to_working(small, 1024).pixels is small
+    big = np.zeros((777, 1001), np.uint8)
+    r = resize_to_working(big, 500)
+    assert r.pixels.shape == (388, 500)
+    assert r.scale == (500 / 1001, 388 / 777)
+    assert resize_to_working(big, None).pixels is big
+
+
+def test_to_original_uses_pixel_centres():
+    r = resize_to_working(np.zeros((10, 30), np.uint8), 15)  # exactly half size
+    # Working pixel 0 covers original pixels 0 and 1: its centre is at 0.5 in original pixels.
+    np.testing.assert_allclose(r.to_original(np.array([[0.0, 0.0], [14.0, 4.0]])), [[0.5, 0.5], [28.5, 8.5]])
+
+
+def test_image_gray_and_size(photo):
+    img = Image(photo, "x")
+    assert img.size == (227, 201) and img.gray().shape == (201, 227)

@@ -1,0 +1,96 @@
+"""Mutual nearest neighbour + ratio test against a float64 brute-force reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import localmatch
+from localmatch import UnknownNameError
+from localmatch.matching.nn import NNConfig, match_nn, match_nn_batched, quantize
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def reference(a: np.ndarray, b: np.ndarray, ratio: float, mutual: bool) -> set[tuple[int, int]]:
+    """The textbook definition, in float64 with full sorting."""
+    d = np.sqrt(np.maximum(2 - 2 * a.astype(np.float64) @ b.T.astype(np.float64), 0))
+    order = np.argsort(d, axis=1)
+    out = set()
+    for i in range(len(a)):
+        j, j2 = order[i, 0], order[i, 1]
+        if d[i, j] < ratio * d[i, j2] and (not mutual or np.argmin(d[:, j]) == i):
+            out.add((i, int(j)))
+    return out
+
+
+def planted(seed: int, n: int = 700, m: int = 900, noise: float = 0.3, dim: int = 128):
+    """Descriptors of A, and B holding noisy copies of the first (up to) 400 of A among distractors."""
+    rng = np.random.default_rng(seed)
+    a = unit_rows(np.abs(rng.normal(size=(n, dim))))
+    b = unit_rows(np.abs(rng.normal(size=(m, dim))))
+    k = min(400, n, m)
+    perm = rng.permutation(m)[:k]
+    b[perm] = unit_rows(a[:k] + noise * np.abs(rng.normal(size=(k, dim))) / np.sqrt(dim))
+    return a, b, perm
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("mutual", [True, False])
+def test_agrees_with_brute_force(seed, mutual):
+    a, b, perm = planted(seed)
+    got = {tuple(p) for p in match_nn(a, b, NNConfig(ratio=0.8, mutual=mutual)).indices.tolist()}
+    want = reference(a, b, 0.8, mutual)
+    assert len(want) > 300
+    # int8 products may only flip pairs sitting on the ratio boundary.
+    assert len(got ^ want) <= 0.01 * len(want)
+    assert {(i, int(perm[i])) for i in range(400)} & got  # the planted matches are found
+
+
+def test_permuted_copy_is_matched_exactly():
+    a, _, _ = planted(3)
+    perm = np.random.default_rng(3).permutation(len(a))
+    m = match_nn(a, a[perm])
+    assert len(m) == len(a)
+    np.testing.assert_array_equal(perm[m.indices[:, 1]], m.indices[:, 0])
+    assert (m.scores > 0).all() and (m.scores <= 1).all()
+
+
+def test_ratio_test_drops_ambiguous_matches():
+    a, _, _ = planted(4, n=50)
+    b = np.concatenate([a, a])  # every descriptor twice: nearest and second nearest tie
+    assert len(match_nn(a, b, NNConfig(ratio=0.8, mutual=False))) == 0
+    assert len(match_nn(a, b, NNConfig(ratio=1.0, mutual=True))) == 50
+
+
+def test_empty_single_and_mismatched_inputs():
+    a, b, _ = planted(5, n=20, m=30)
+    assert len(match_nn(a[:0], b)) == 0 and len(match_nn(a, b[:0])) == 0
+    one = match_nn(a, a[3:4])
+    assert one.indices.tolist() == [[3, 0]] and one.scores[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="descriptor sizes differ"):
+        match_nn(a, b[:, :64])
+
+
+def test_batched_equals_pairwise():
+    a, b, _ = planted(6)
+    candidates = [b, b[::2], b[:0], b[100:130]]
+    batched = match_nn_batched(a, candidates)
+    qa = quantize(a)
+    for got, cand in zip(batched, candidates):
+        want = match_nn(qa, quantize(cand))
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_allclose(got.scores, want.scores)
+
+
+def test_match_api_and_registry(astronaut):
+    f = localmatch.extract(astronaut, max_features=300)
+    m = localmatch.match(f, f)
+    assert len(m) == len(f)
+    with pytest.raises(UnknownNameError, match="nn"):
+        localmatch.match(f, f, matcher="bogus")
+    plain = localmatch.extract(astronaut, max_features=300, root=False)
+    with pytest.raises(ValueError, match="cannot match rootsift features with sift"):
+        localmatch.match(f, plain)

@@ -1,0 +1,85 @@
+"""End to end: verify() on real photographs and on the shared Oxford affine data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import localmatch
+from conftest import corner_error, shared_data, warp
+
+# Rotation, scale, shear and perspective; the target canvas is 469 x 437 (not multiples of 8).
+H_TRUE = np.array([[0.82, 0.21, 23.0], [-0.17, 0.91, 61.0], [2.1e-4, -1.3e-4, 1.0]])
+
+
+@pytest.fixture(scope="module")
+def warped(astronaut):
+    return warp(astronaut, H_TRUE, (469, 437))
+
+
+@pytest.mark.parametrize("backend", ["opencv", "pycolmap"])
+def test_synthetic_homography_on_a_real_photo(astronaut, warped, backend):
+    result = localmatch.verify(astronaut, warped, geometry="homography", backend=backend)
+    assert result.is_match and result.geometry == "homography"
+    assert corner_error(result.matrix, H_TRUE, 512, 512) < 1.0
+    assert result.points_a.shape == result.points_b.shape == (result.num_inliers, 2)
+    projected = np.c_[result.points_a, np.ones(result.num_inliers)] @ H_TRUE.T
+    err = np.linalg.norm(projected[:, :2] / projected[:, 2:] - result.points_b, axis=1)
+    assert np.median(err) < 1.0  # inlier points are real correspondences in original pixels
+    assert 0 < result.score <= 1
+
+
+def test_auto_picks_homography_for_a_plane_and_affine_works(astronaut, warped):
+    assert localmatch.verify(astronaut, warped).geometry == "homography"
+    affine = localmatch.verify(astronaut, warped, geometry="affine")
+    assert affine.geometry == "affine" and affine.num_inliers > 15
+
+
+def test_working_size_smaller_than_the_image(astronaut, warped):
+    result = localmatch.verify(astronaut, warped, geometry="homography", feature_config={"max_side": 333})
+    assert result.is_match and corner_error(result.matrix, H_TRUE, 512, 512) < 2.0
+
+
+def test_different_photos_do_not_match(astronaut, coffee):
+    result = localmatch.verify(astronaut, coffee)
+    assert not result.is_match and result.num_inliers < localmatch.DEFAULT_MIN_INLIERS
+
+
+def test_inputs_as_path_bytes_array_and_features(tmp_path, astronaut, warped):
+    import PIL.Image
+
+    path = tmp_path / "warped.png"
+    PIL.Image.fromarray(warped.pixels).save(path)
+    features = localmatch.extract(astronaut)
+    results = [localmatch.verify(astronaut.pixels, path), localmatch.verify(features, path.read_bytes()),
+               localmatch.verify(astronaut, warped)]
+    for r in results[1:]:
+        np.testing.assert_allclose(r.matrix, results[0].matrix, atol=1e-6)
+        assert r.num_inliers == results[0].num_inliers
+
+
+def test_deterministic(astronaut, warped):
+    a, b = localmatch.verify(astronaut, warped), localmatch.verify(astronaut, warped)
+    np.testing.assert_array_equal(a.matrix, b.matrix)
+    assert a.num_inliers == b.num_inliers
+
+
+def test_featureless_image_is_a_no_match_not_an_error(astronaut):
+    result = localmatch.verify(astronaut, np.full((100, 120, 3), 90, np.uint8))
+    assert result.num_matches == 0 and result.geometry is None and result.matrix is None and not result.is_match
+
+
+# Easy pairs: small changes of blur, zoom, viewpoint and light (image 1 to 2 and 3).
+EASY_PAIRS = [("bikes", 2), ("bikes", 3), ("boat", 2), ("boat", 3), ("graf", 2), ("leuven", 2), ("leuven", 3)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sequence,k", EASY_PAIRS)
+def test_oxford_affine_easy_pairs_agree_with_ground_truth(sequence, k):
+    root = shared_data("oxford_affine_vgg") / sequence
+    first, other = sorted(root.glob("img1.p?m"))[0], sorted(root.glob(f"img{k}.p?m"))[0]
+    H_true = np.loadtxt(root / f"H1to{k}p")
+    result = localmatch.verify(first, other, geometry="homography")
+    image = localmatch.load_image(first)
+    assert result.is_match
+    assert corner_error(result.matrix, H_true, image.width, image.height) < 2.0
