@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 import numpy as np
@@ -15,6 +16,8 @@ from localmatch.features import FEATURES
 from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS
 from localmatch.io import describe_source, load_image
 from localmatch.matching import MATCHERS
+from localmatch.rerank import DEFAULT_RERANK_GEOMETRY
+from localmatch.shortlist.index import INDEX_KINDS
 from localmatch.types import Verification
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
@@ -84,6 +87,91 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else 1
 
 
+def _open_database(path: str, *, readonly: bool, must_exist: bool = True, **settings):
+    from localmatch.database import DB_FILE, Database, DatabaseError
+
+    if must_exist and not os.path.exists(os.path.join(path, DB_FILE)):
+        raise DatabaseError(f"{path}: no localmatch database here (create one with `localmatch index build`)")
+    return Database(path, readonly=readonly, **settings)
+
+
+def _print_add_report(report, quiet: bool) -> None:
+    for path, reason in report.failed:
+        print(f"localmatch: skipped {path}: {reason}", file=sys.stderr)
+    if not quiet:
+        print(f"added {len(report.added)}, already indexed {len(report.skipped)}, failed {len(report.failed)}")
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from localmatch.database import DB_FILE, DatabaseError
+
+    if os.path.exists(os.path.join(args.db, DB_FILE)):
+        raise DatabaseError(f"{args.db}: a database already exists here (use `localmatch index add`)")
+    with _open_database(args.db, readonly=False, must_exist=False, features=args.features,
+                        index=args.index) as db:
+        _print_add_report(db.add(args.images, progress=None if not args.quiet else False), args.quiet)
+    return EXIT_OK
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    with _open_database(args.db, readonly=False) as db:
+        _print_add_report(db.add(args.images, progress=None if not args.quiet else False), args.quiet)
+    return EXIT_OK
+
+
+def cmd_index_remove(args: argparse.Namespace) -> int:
+    items = [int(x) if x.isdigit() else x for x in args.items]
+    with _open_database(args.db, readonly=False) as db:
+        removed = db.remove(items)
+    print(f"removed {removed}")
+    return EXIT_OK
+
+
+def cmd_index_info(args: argparse.Namespace) -> int:
+    with _open_database(args.db, readonly=True) as db:
+        info = db.info()
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value:.0f}" if isinstance(value, float) else f"{key}: {value}")
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    out = []
+    with _open_database(args.db, readonly=True) as db:
+        for query in args.queries:
+            hits = db.search(query, k=args.k, shortlist=args.shortlist, rerank=not args.no_rerank,
+                             geometry=args.geometry, min_inliers=args.min_inliers)
+            out.append({"query": query, "results": [h.to_dict() for h in hits]})
+            if not args.json:
+                print(query)
+                for h in hits:
+                    mark = f"{h.num_inliers} inliers" if h.verified else "not verified"
+                    print(f"  {h.rank:3d}  {h.path}  global {h.global_score:.3f}  {mark}")
+    if args.json:
+        print(json.dumps([{"query": o["query"], "results": [
+            {k: r[k] for k in ("rank", "path", "score", "global_score", "num_inliers", "geometry", "verified")}
+            for r in o["results"]]} for o in out]))
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from localmatch.evaluate import evaluate, load_ground_truth
+
+    truth = load_ground_truth(args.ground_truth, protocol=args.protocol, images_root=args.images_root)
+    with _open_database(args.db, readonly=True) as db:
+        report = evaluate(db, truth, rerank=not args.no_rerank, shortlist=args.shortlist,
+                          exclude_query=not args.keep_query, ukbench=args.ukbench, geometry=args.geometry)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        for key, value in report.to_dict().items():
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localmatch", description="Do these images show the same thing, "
                                      "and how are they related?")
@@ -97,6 +185,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--draw", metavar="OUT.png", help="write a side-by-side picture of the inlier matches")
     p.set_defaults(run=cmd_verify)
+
+    index = sub.add_parser("index", help="build and maintain an image database").add_subparsers(
+        dest="index_command", required=True)
+    p = index.add_parser("build", help="create a database from images and folders of images")
+    p.add_argument("db")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--features", default="sift", help=f"local features ({', '.join(FEATURES.names())})")
+    p.add_argument("--index", default="flat", choices=INDEX_KINDS, help="shortlist index (default: exact)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(run=cmd_index_build)
+    p = index.add_parser("add", help="add images (already indexed content is skipped)")
+    p.add_argument("db")
+    p.add_argument("images", nargs="+")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(run=cmd_index_add)
+    p = index.add_parser("remove", help="remove images by path (as added) or id")
+    p.add_argument("db")
+    p.add_argument("items", nargs="+")
+    p.set_defaults(run=cmd_index_remove)
+    p = index.add_parser("info", help="images, features and bytes per image")
+    p.add_argument("db")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_index_info)
+
+    p = sub.add_parser("search", help="find database images showing what the queries show")
+    p.add_argument("db")
+    p.add_argument("queries", nargs="+")
+    p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--shortlist", type=int, default=100, help="candidates verified per query (default 100)")
+    p.add_argument("--no-rerank", action="store_true", help="global shortlist order only")
+    p.add_argument("--geometry", default=DEFAULT_RERANK_GEOMETRY, choices=GEOMETRIES)
+    p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS)
+    p.add_argument("--json", action="store_true", help="print one JSON array, one object per query")
+    p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("eval", help="retrieval metrics of a database against ground truth")
+    p.add_argument("db")
+    p.add_argument("ground_truth", help="JSON layout of localmatch.evaluate, or a Revisited Oxford/Paris gnd_*.mat")
+    p.add_argument("--protocol", default="medium", choices=("easy", "medium", "hard"))
+    p.add_argument("--images-root", default=None, help="folder of the images named in a .mat ground truth")
+    p.add_argument("--shortlist", type=int, default=100)
+    p.add_argument("--no-rerank", action="store_true")
+    p.add_argument("--geometry", default=DEFAULT_RERANK_GEOMETRY, choices=GEOMETRIES)
+    p.add_argument("--keep-query", action="store_true", help="keep the query itself in its ranking")
+    p.add_argument("--ukbench", action="store_true", help="also report the UKBench N-S score")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("demo", help="verify built-in pairs made from images scikit-image ships")
     p.add_argument("--json", action="store_true", help="print a JSON array")

@@ -97,10 +97,7 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     if isinstance(source, np.ndarray):
         return Image(_array_to_rgb8(source, "<array>", max_pixels), "<array>")
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        if not data:
-            raise ImageError("<bytes>", "empty (0 bytes)")
-        return Image(_decode(_io.BytesIO(data), "<bytes>", max_pixels), "<bytes>")
+        return decode_bytes(bytes(source), "<bytes>", max_pixels=max_pixels)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
@@ -115,6 +112,13 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         except OSError as e:  # permission denied, I/O error while reading
             raise ImageError(path, f"cannot read: {e.strerror or e}") from e
     raise TypeError(f"cannot load an image from {type(source).__name__}; give a path, bytes or an array")
+
+
+def decode_bytes(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+    """Decode an encoded file already read into memory; ``source`` names it in errors."""
+    if not data:
+        raise ImageError(source, "empty (0 bytes)")
+    return Image(_decode(_io.BytesIO(data), source, max_pixels), source)
 
 
 def _decode(fileobj, source: str, max_pixels: int) -> np.ndarray:

@@ -111,3 +111,37 @@ class Verification:
             "is_match": self.is_match,
             "score": self.score,
         }
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result.
+
+    Attributes:
+        path: the image's path as given when it was added.
+        image_id: its id in the database.
+        rank: 1-based position in the result list.
+        score: what the list is sorted by: for verified hits ``num_inliers + (global_score + 1) / 4``
+            (at least ``min_inliers``); for the others ``(global_score + 1) / 4`` (below 1); without
+            re-ranking, ``global_score``.
+        global_score: inner product of the global descriptors (cosine similarity).
+        num_inliers: inliers of the geometric verification (0 when not verified).
+        geometry: the verified model's name, or None.
+        matrix: ``(3, 3)`` from the query to this image in original pixels, or None.
+        verified: ``num_inliers >= min_inliers``.
+    """
+
+    path: str
+    image_id: int
+    rank: int
+    score: float
+    global_score: float
+    num_inliers: int = 0
+    geometry: str | None = None
+    matrix: np.ndarray | None = None
+    verified: bool = False
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "path": self.path, "score": self.score, "global_score": self.global_score,
+                "num_inliers": self.num_inliers, "geometry": self.geometry, "verified": self.verified,
+                "matrix": None if self.matrix is None else np.asarray(self.matrix).tolist()}

@@ -75,3 +75,43 @@ def test_console_script_is_installed(pair):
     assert json.loads(done.stdout)["is_match"] is True
     bad = subprocess.run([script, "verify", a, a + ".missing"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_index_search_and_eval_commands(tmp_path, capsys):
+    from conftest import shared_data
+
+    images = sorted((shared_data("ukbench_subset") / "images").glob("*.jpg"))[:8]
+    paths = [str(p) for p in images]
+    db = str(tmp_path / "db")
+    assert main(["index", "build", db, *paths[:6], "-q"]) == 0
+    assert main(["index", "build", db, *paths]) == 2  # exists already
+    assert "already exists" in capsys.readouterr().err
+    assert main(["index", "add", db, *paths]) == 0
+    assert "added 2, already indexed 6" in capsys.readouterr().out
+    assert main(["index", "info", db, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["images"] == 8 and info["features"] > 0 and info["bytes_per_image"] > 0
+
+    assert main(["search", db, paths[1], paths[6], "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [o["query"] for o in out] == [paths[1], paths[6]]
+    first = out[0]["results"]
+    assert len(first) == 3 and first[0]["path"] == paths[1] and first[0]["rank"] == 1
+    assert {"rank", "path", "score", "global_score", "num_inliers"} <= set(first[0])
+    assert {r["path"] for r in first} <= set(paths[:4])
+
+    assert main(["index", "remove", db, paths[0]]) == 0
+    assert "removed 1" in capsys.readouterr().out
+    assert main(["search", db, paths[1], "--no-rerank", "--json"]) == 0
+    assert paths[0] not in [r["path"] for r in json.loads(capsys.readouterr().out)[0]["results"]]
+
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"queries": [{"query": p, "positives": [q for q in paths[4:8] if q != p]}
+                                          for p in paths[4:8]]}))
+    assert main(["eval", db, str(gt), "--json", "--ukbench"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mAP"] > 0.9 and report["queries"] == 4 and report["N-S"] > 3 and report["latency_ms"] > 0
+
+    assert main(["search", str(tmp_path / "none"), paths[0]]) == 2
+    assert "no localmatch database" in capsys.readouterr().err
+    assert main(["search", db, str(tmp_path / "missing.jpg")]) == 2

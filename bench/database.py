@@ -1,0 +1,149 @@
+"""Database benchmark: retrieval accuracy, re-ranking throughput, shortlist latency, bytes per image.
+
+Run: LOCALMATCH_DATA=../shared/data python bench/database.py [--skip-100k]
+
+1. multiview_dev (every image queries all 79, itself ignored) and ukbench_subset + imagededup base images
+   as distractors (every ukbench image queries; its group of 4 are the positives): mAP and N-S with and
+   without re-ranking.
+2. Re-ranking throughput from cached features: 100 candidates per query (a database of all the images
+   above), localmatch's batched re-ranker beside a loop of the OpenCV tutorial pipeline (BFMatcher kNN k=2,
+   ratio 0.8, findHomography RANSAC 3 px) over the same pairs and the same stored features.
+3. Shortlist search latency without re-ranking at 100k images (random unit descriptors of the default
+   global descriptor's size), per index kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common import data_dir
+from localmatch.database import Database
+from localmatch.evaluate import QueryTruth, evaluate, ground_truth_from_folders
+from localmatch.rerank import verify_candidates
+from localmatch.shortlist.index import INDEX_KINDS, ShortlistIndex
+
+SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def multiview_paths() -> list[str]:
+    return [str(p) for p in sorted(data_dir("multiview_dev").glob("*/*")) if p.suffix.lower() in SUFFIXES]
+
+
+def ukbench_truth() -> tuple[list[str], list[str], list[QueryTruth]]:
+    images = [str(p) for p in sorted((data_dir("ukbench_subset") / "images").glob("*.jpg"))]
+    distractors = [str(p) for p in sorted((data_dir("imagededup_testdata") / "base_images").glob("*.jpg"))]
+    group = lambda p: int(Path(p).stem[len("ukbench"):]) // 4  # noqa: E731
+    truth = [QueryTruth(p, frozenset(q for q in images if group(q) == group(p)) - {p}) for p in images]
+    return images, distractors, truth
+
+
+def accuracy(folder: Path) -> None:
+    print("## Retrieval accuracy\n")
+    print("| set | images | shortlist only: mAP | with re-ranking: mAP | N-S (shortlist / re-ranked) "
+          "| ms per query (shortlist / re-ranked) | bytes per image |")
+    print("|---|---|---|---|---|---|---|")
+    paths = multiview_paths()
+    with Database(folder / "multiview") as db:
+        db.add(paths)
+        truth = ground_truth_from_folders(paths)
+        plain, reranked = evaluate(db, truth, rerank=False), evaluate(db, truth, rerank=True)
+    print(f"| multiview_dev | {len(paths)} | {plain.mean_ap:.3f} | {reranked.mean_ap:.3f} | - "
+          f"| {plain.latency_ms:.0f} / {reranked.latency_ms:.0f} | {reranked.bytes_per_image:.0f} |")
+    images, distractors, truth = ukbench_truth()
+    with Database(folder / "ukbench") as db:
+        db.add(images + distractors)
+        plain = evaluate(db, truth, rerank=False, ukbench=True)
+        reranked = evaluate(db, truth, rerank=True, ukbench=True)
+    print(f"| ukbench_subset + {len(distractors)} distractors | {len(images) + len(distractors)} "
+          f"| {plain.mean_ap:.3f} | {reranked.mean_ap:.3f} | {plain.ukbench_ns:.2f} / {reranked.ukbench_ns:.2f} "
+          f"| {plain.latency_ms:.0f} / {reranked.latency_ms:.0f} | {reranked.bytes_per_image:.0f} |")
+
+
+def tutorial_pair(kp_a, des_a, kp_b, des_b, matcher) -> int:
+    if len(des_a) < 2 or len(des_b) < 2:
+        return 0
+    good = [m for m, n in matcher.knnMatch(des_a, des_b, k=2) if m.distance < 0.8 * n.distance]
+    if len(good) < 4:
+        return 0
+    src = np.float32([kp_a[m.queryIdx] for m in good])
+    dst = np.float32([kp_b[m.trainIdx] for m in good])
+    _, mask = cv2.findHomography(src, dst, cv2.RANSAC, 3.0)
+    return 0 if mask is None else int(mask.sum())
+
+
+def throughput(folder: Path, queries: int = 5) -> None:
+    print("\n## Re-ranking throughput (100 candidates per query, cached features, 2 cores)\n")
+    images, distractors, _ = ukbench_truth()
+    paths = multiview_paths() + images + distractors
+    with Database(folder / "all", feature_config={}) as db:
+        db.add(paths)
+        ours, tutorial, counts = [], [], []
+        matcher = cv2.BFMatcher(cv2.NORM_L2)
+        for q in multiview_paths()[:: max(1, len(multiview_paths()) // queries)][:queries]:
+            query, vector = db.query_features(q)
+            ids, _ = db._current_index().search(vector, 100)
+            candidates = [db.features_of(i) for i in ids]
+            counts += [len(c.keypoints) for c in candidates]
+            verify_candidates(query, candidates[:5])  # warm up
+            start = time.perf_counter()
+            verify_candidates(query, candidates)
+            ours.append(time.perf_counter() - start)
+            floats = [(c.keypoints, c.descriptors.values.numpy().astype(np.float32) / c.descriptors.scale) for c in candidates]
+            start = time.perf_counter()
+            for kp, des in floats:
+                tutorial_pair(query.keypoints, query.descriptors, kp, des, matcher)
+            tutorial.append(time.perf_counter() - start)
+    t_ours, t_tut = statistics.median(ours), statistics.median(tutorial)
+    print(f"candidates have {np.median(counts):.0f} RootSIFT features (median), the query "
+          f"{len(query.keypoints)}; {len(ours)} queries\n")
+    print("| pipeline | s per query (100 pairs) | pairs per second | speed-up |\n|---|---|---|---|")
+    print(f"| localmatch re-ranker (int8 NN + ratio, MAGSAC++ F, 2 threads) | {t_ours:.3f} | {100 / t_ours:.0f} "
+          f"| {t_tut / t_ours:.1f}x |")
+    print(f"| OpenCV tutorial loop (BFMatcher kNN + ratio + findHomography RANSAC) | {t_tut:.3f} | {100 / t_tut:.0f} | 1.0x |")
+
+
+def latency(dim: int, n: int = 100_000, queries: int = 50) -> None:
+    print(f"\n## Shortlist search latency, {n} images, {dim}-d random unit descriptors, top 100\n")
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((n, dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    probes = vectors[:queries] + 0.05 * rng.standard_normal((queries, dim), dtype=np.float32)
+    print("| index | build s | median ms per query | RAM bytes per image | finds the perturbed copy |")
+    print("|---|---|---|---|---|")
+    for kind in INDEX_KINDS:
+        index = ShortlistIndex(dim, kind)
+        start = time.perf_counter()
+        index.build(vectors, np.arange(n))
+        build = time.perf_counter() - start
+        times, found = [], 0
+        for i, q in enumerate(probes):
+            start = time.perf_counter()
+            ids, _ = index.search(q, 100)
+            times.append(time.perf_counter() - start)
+            found += int(len(ids) > 0 and ids[0] == i)
+        ram = {"flat": 4 * dim + 8, "ivf": 4 * dim + 16, "hnsw": 4 * dim + 8 + 2 * 32 * 4}[kind]
+        print(f"| {kind} | {build:.1f} | {1000 * statistics.median(times):.2f} | {ram} | {found}/{queries} |")
+        del index
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-100k", action="store_true", help="skip the 100k-image latency part")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        accuracy(Path(tmp))
+        throughput(Path(tmp))
+    if not args.skip_100k:
+        from localmatch.shortlist import get_global_descriptor
+        latency(get_global_descriptor("vlad").dim)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""A searchable image database: local features, a global shortlist, verified re-ranking.
+
+On disk (one folder):
+
+- ``localmatch.sqlite``: SQLite in WAL mode. ``meta`` (format version, settings, committed lengths of
+  the arrays, a generation counter) and ``images`` (path as given, content hash, size, row offsets).
+- ``keypoints.f32``, ``descriptors.i8``, ``global.f16``: append-only arrays (see :mod:`.store`).
+- ``shortlist.faiss``: a cache of the faiss index, rebuilt from ``global.f16`` when stale.
+- ``write.lock``: held (``flock``) by the one process allowed to write.
+
+An image is committed by one SQLite transaction after its bytes are on disk (fsync), so a process
+killed at any moment leaves a database holding exactly the images committed before the kill.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from localmatch.api import DEFAULT_MIN_INLIERS
+from localmatch.config import build_config
+from localmatch.database.store import AppendOnlyArray, ArraySpec
+from localmatch.errors import ImageError, LocalmatchError, UnknownNameError
+from localmatch.features import FEATURES
+from localmatch.geometry import RansacConfig
+from localmatch.io import ImageSource, decode_bytes, describe_source, load_image
+from localmatch.matching.nn import QuantizedDescriptors, quantize
+from localmatch.rerank import DEFAULT_RERANK_GEOMETRY, Candidate, fuse_ranking, verify_candidates
+from localmatch.shortlist import get_global_descriptor
+from localmatch.shortlist.index import INDEX_KINDS, ShortlistIndex
+from localmatch.types import Features, Hit
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DB_FILE = "localmatch.sqlite"
+INDEX_FILE = "shortlist.faiss"
+LOCK_FILE = "write.lock"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".bmp")
+
+
+class DatabaseError(LocalmatchError):
+    """A database folder that cannot be used as asked (missing, wrong version, locked...)."""
+
+
+@dataclass
+class AddReport:
+    """What :meth:`Database.add` did: paths added, skipped as already indexed, and failures."""
+
+    added: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[str]:
+    """Files as given, and the image files under folders (sorted, recursive), as text paths."""
+    out: list[str] = []
+    for item in items:
+        path = os.fspath(item)
+        if os.path.isdir(path):
+            found = [str(p) for p in sorted(Path(path).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+            out.extend(os.path.join(path, os.path.relpath(f, path)) for f in found)
+        else:
+            out.append(path)
+    return out
+
+
+class Database:
+    """Create or open an image database folder.
+
+    Args:
+        path: the folder; created (with the settings below) when it does not exist or is empty.
+        readonly: open for searching only (no write lock; many readers may search at once).
+        features: local feature extractor name for a new database (default ``"sift"``).
+        feature_config: its options (dict or config) for a new database.
+        global_descriptor: shortlist descriptor name for a new database (default ``"vlad"``).
+        index: ``"flat"`` (exact inner product, default), ``"ivf"`` or ``"hnsw"`` for large collections.
+
+    Settings of an existing database are read from it; giving different ones raises DatabaseError.
+    Use as a context manager, or call :meth:`close`, to release the write lock.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False, features: str | None = None,
+                 feature_config: dict | None = None, global_descriptor: str | None = None,
+                 index: str | None = None) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._lock_file = None
+        exists = (self.path / DB_FILE).exists()
+        if not exists and readonly:
+            raise DatabaseError(f"{self.path}: no localmatch database here")
+        if not exists and self.path.exists() and any(self.path.iterdir()):
+            raise DatabaseError(f"{self.path}: folder is not empty and holds no localmatch database")
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not readonly:
+            self._take_write_lock()
+        self._db = sqlite3.connect(self.path / DB_FILE, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        if not exists:
+            self._create(features or "sift", feature_config or {}, global_descriptor or "vlad", index or "flat")
+        self._load_settings(features, feature_config, global_descriptor, index)
+        self._arrays = {
+            "keypoints": AppendOnlyArray(self.path, ArraySpec("keypoints.f32", np.float32, 2)),
+            "descriptors": AppendOnlyArray(self.path, ArraySpec("descriptors.i8", np.int8, self.descriptor_dim)),
+            "global": AppendOnlyArray(self.path, ArraySpec("global.f16", np.float16, self.global_dim)),
+        }
+        if not readonly:  # cut off whatever a killed writer appended but never committed
+            self._arrays["keypoints"].truncate(self._meta_int("feature_rows"))
+            self._arrays["descriptors"].truncate(self._meta_int("feature_rows"))
+            self._arrays["global"].truncate(self._meta_int("global_rows"))
+        self._index: ShortlistIndex | None = None
+        self._index_generation = -1
+
+    # ---- opening, settings, locking ----
+
+    def _take_write_lock(self) -> None:
+        self._lock_file = open(self.path / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise DatabaseError(f"{self.path}: another process is writing to this database "
+                                "(open it with readonly=True to search)") from None
+
+    def _create(self, features: str, feature_config: dict, global_descriptor: str, index: str) -> None:
+        extractor = FEATURES.get(features)
+        cfg = build_config(extractor.config_type, feature_config, {}, features)
+        descriptor = get_global_descriptor(global_descriptor)
+        if index not in INDEX_KINDS:
+            raise UnknownNameError("index kind", index, list(INDEX_KINDS))
+        probe = extractor.run(load_image(np.full((16, 16), 128, np.uint8)), cfg)
+        meta = {
+            "format_version": FORMAT_VERSION, "features": features, "feature_config": json.dumps(cfg.to_dict()),
+            "descriptor_dim": probe.descriptor_dim, "global_descriptor": global_descriptor,
+            "global_dim": descriptor.dim, "index": index, "feature_rows": 0, "global_rows": 0, "generation": 0,
+        }
+        with self._transaction():
+            self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE images (id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, "
+                "content_hash TEXT NOT NULL UNIQUE, width INTEGER NOT NULL, height INTEGER NOT NULL, "
+                "num_features INTEGER NOT NULL, feature_row INTEGER NOT NULL, descriptor_scale REAL NOT NULL, "
+                "working_scale REAL NOT NULL, global_row INTEGER NOT NULL)")
+            self._db.execute("CREATE INDEX images_path ON images(path)")
+            self._db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
+
+    def _load_settings(self, features, feature_config, global_descriptor, index) -> None:
+        try:
+            meta = dict(self._db.execute("SELECT key, value FROM meta"))
+        except sqlite3.DatabaseError as e:
+            raise DatabaseError(f"{self.path}: not a readable localmatch database ({e})") from None
+        version = int(meta.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise DatabaseError(f"{self.path}: format version {version}; this localmatch reads version {FORMAT_VERSION}")
+        self.features = meta["features"]
+        self.feature_config = build_config(FEATURES.get(self.features).config_type,
+                                           json.loads(meta["feature_config"]), {}, self.features)
+        self.descriptor_dim = int(meta["descriptor_dim"])
+        self.global_descriptor_name = meta["global_descriptor"]
+        self.global_dim = int(meta["global_dim"])
+        self.index_kind = meta["index"]
+        given = {"features": (features, self.features), "global_descriptor": (global_descriptor, self.global_descriptor_name),
+                 "index": (index, self.index_kind)}
+        for name, (wanted, stored) in given.items():
+            if wanted is not None and wanted != stored:
+                raise DatabaseError(f"{self.path}: the database uses {name}={stored!r}, not {wanted!r}")
+        if feature_config and build_config(type(self.feature_config), feature_config, {}, self.features) != self.feature_config:
+            raise DatabaseError(f"{self.path}: the database was built with other feature options ({meta['feature_config']})")
+        self._descriptor = get_global_descriptor(self.global_descriptor_name)
+
+    def _meta_int(self, key: str) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+    def _transaction(self):
+        db = self._db
+
+        class _Tx:
+            def __enter__(self_inner):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, exc_type, exc, tb):
+                db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                return False
+
+        return _Tx()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    # ---- writing ----
+
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise DatabaseError(f"{self.path}: opened read-only")
+
+    def add(self, paths: Iterable[str | os.PathLike], *, progress: bool | None = None) -> AddReport:
+        """Add image files (and the images under folders); already indexed content is skipped.
+
+        Each image is committed on its own, so an interrupted call keeps what it finished and a new call
+        resumes. Images that cannot be decoded are reported in ``AddReport.failed`` (path, reason) and
+        the batch goes on.
+
+        Args:
+            progress: show a progress bar (default: when stderr is a terminal).
+        """
+        self._require_writable()
+        report = AddReport()
+        files = expand_image_paths(paths)
+        show = sys.stderr.isatty() if progress is None else progress
+        for path in tqdm(files, desc="indexing", unit="img", disable=not show):
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                report.failed.append((path, f"cannot read: {e.strerror or e}"))
+                log.info("%s: cannot read (%s)", path, e)
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if self._db.execute("SELECT 1 FROM images WHERE content_hash = ?", (digest,)).fetchone():
+                report.skipped.append(path)
+                continue
+            try:
+                image = decode_bytes(data, path, max_pixels=self.feature_config.max_pixels)
+            except ImageError as e:
+                report.failed.append((path, e.reason))
+                log.info("skipped %s", e)
+                continue
+            self._commit_image(path, digest, image)
+            report.added.append(path)
+        if report.added:
+            self._save_index()
+        log.info("added %d, skipped %d, failed %d", len(report.added), len(report.skipped), len(report.failed))
+        return report
+
+    def _commit_image(self, path: str, digest: str, image) -> None:
+        features = FEATURES.get(self.features).run(image, self.feature_config)
+        vector = self._descriptor.describe(image, features)
+        q = quantize(features.descriptors)
+        feature_row, global_row = self._meta_int("feature_rows"), self._meta_int("global_rows")
+        self._arrays["keypoints"].append(feature_row, features.keypoints)
+        self._arrays["descriptors"].append(feature_row, q.values.numpy())
+        self._arrays["global"].append(global_row, vector.astype(np.float16))
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO images (path, content_hash, width, height, num_features, feature_row, descriptor_scale,"
+                " working_scale, global_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (path, digest, image.width, image.height, len(features), feature_row, q.scale,
+                 features.working_scale, global_row))
+            self._set_meta(feature_rows=feature_row + len(features), global_rows=global_row + 1,
+                           generation=self._meta_int("generation") + 1)
+
+    def _set_meta(self, **values) -> None:
+        self._db.executemany("UPDATE meta SET value = ? WHERE key = ?", [(str(v), k) for k, v in values.items()])
+
+    def remove(self, items: Iterable[str | int]) -> int:
+        """Remove images by path (as added) or id; returns how many were removed."""
+        self._require_writable()
+        removed = 0
+        with self._transaction():
+            for item in items:
+                column = "id" if isinstance(item, (int, np.integer)) else "path"
+                removed += self._db.execute(f"DELETE FROM images WHERE {column} = ?", (item,)).rowcount
+            if removed:
+                self._set_meta(generation=self._meta_int("generation") + 1)
+        if removed:
+            self._save_index()
+        return removed
+
+    # ---- the shortlist index ----
+
+    def _rows(self, where: str = "", args: tuple = ()) -> list[tuple]:
+        return self._db.execute(
+            "SELECT id, path, width, height, num_features, feature_row, descriptor_scale, working_scale, global_row"
+            f" FROM images {where} ORDER BY id", args).fetchall()
+
+    def _build_index(self) -> ShortlistIndex:
+        rows = self._rows()
+        ids = np.array([r[0] for r in rows], np.int64)
+        store = self._arrays["global"]
+        vectors = np.stack([store.read(r[8], 1)[0] for r in rows]).astype(np.float32) if rows else np.zeros((0, self.global_dim), np.float32)
+        index = ShortlistIndex(self.global_dim, self.index_kind)
+        index.build(vectors, ids)
+        return index
+
+    def _current_index(self) -> ShortlistIndex:
+        generation = self._meta_int("generation")
+        if self._index is None or self._index_generation != generation:
+            self._index = self._load_saved_index(generation) or self._build_index()
+            self._index_generation = generation
+        return self._index
+
+    def _load_saved_index(self, generation: int) -> ShortlistIndex | None:
+        path = self.path / INDEX_FILE
+        saved = self._db.execute("SELECT value FROM meta WHERE key = 'index_generation'").fetchone()
+        if not path.exists() or saved is None or int(saved[0]) != generation:
+            return None
+        try:
+            return ShortlistIndex.load(path, self.global_dim, self.index_kind)
+        except (RuntimeError, ValueError) as e:
+            log.warning("%s: unreadable, rebuilding (%s)", path, e)
+            return None
+
+    def _save_index(self) -> None:
+        """Write the index cache, then record which generation it holds (a stale cache is rebuilt)."""
+        index = self._current_index()
+        index.save(self.path / INDEX_FILE)
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('index_generation', ?)", (str(self._index_generation),))
+
+    # ---- reading ----
+
+    def _candidate(self, row: tuple) -> Candidate:
+        image_id, path, width, height, n, feature_row, scale, working_scale, _ = row
+        return Candidate(
+            image_id=image_id, path=path,
+            keypoints=self._arrays["keypoints"].read(feature_row, n),
+            descriptors=QuantizedDescriptors(torch.from_numpy(np.array(self._arrays["descriptors"].read(feature_row, n))), scale),
+            working_scale=working_scale, image_size=(width, height))
+
+    def images(self) -> list[tuple[int, str]]:
+        """``(id, path)`` of every image, in the order they were added."""
+        return [(r[0], r[1]) for r in self._rows()]
+
+    def features_of(self, image_id: int) -> Candidate:
+        rows = self._rows("WHERE id = ?", (int(image_id),))
+        if not rows:
+            raise KeyError(image_id)
+        return self._candidate(rows[0])
+
+    def query_features(self, query: ImageSource | Features) -> tuple[Features, np.ndarray]:
+        """The query's local features and global descriptor, made the way the database's were."""
+        if isinstance(query, Features):
+            return query, self._descriptor.describe(None, query)
+        image = load_image(query, max_pixels=self.feature_config.max_pixels)
+        features = FEATURES.get(self.features).run(image, self.feature_config)
+        return features, self._descriptor.describe(image, features)
+
+    def search(self, query: ImageSource | Features, k: int = 10, *, shortlist: int = 100, rerank: bool = True,
+               geometry: str = DEFAULT_RERANK_GEOMETRY, backend: str = "opencv", min_inliers: int = DEFAULT_MIN_INLIERS,
+               ransac: RansacConfig | dict | None = None, threads: int | None = None) -> list[Hit]:
+        """The ``k`` database images most likely to show what the query shows.
+
+        The global index returns ``shortlist`` candidates; with ``rerank`` each is matched against the
+        query with its stored features and verified; verified candidates (``num_inliers >= min_inliers``)
+        come first by inliers (ties by global score), then the others by global score.
+        """
+        features, vector = self.query_features(query)
+        ids, scores = self._current_index().search(vector, max(k, shortlist if rerank else k))
+        if not rerank:
+            rows = {r[0]: r for r in self._rows_for(ids)}
+            return [Hit(rows[i][1], int(i), rank + 1, float(s), float(s)) for rank, (i, s) in enumerate(zip(ids[:k], scores))]
+        rows = self._rows_for(ids)
+        by_id = {r[0]: r for r in rows}
+        candidates = [self._candidate(by_id[i]) for i in ids]
+        results = verify_candidates(features, candidates, geometry=geometry, backend=backend,
+                                    min_inliers=min_inliers, ransac=ransac, threads=threads)
+        return fuse_ranking(candidates, scores, results, min_inliers)[:k]
+
+    def _rows_for(self, ids: np.ndarray) -> list[tuple]:
+        if len(ids) == 0:
+            return []
+        marks = ",".join("?" * len(ids))
+        return self._rows(f"WHERE id IN ({marks})", tuple(int(i) for i in ids))
+
+    def info(self) -> dict:
+        """Images, local features and bytes on disk (total and per image)."""
+        n = len(self)
+        num_features = int(self._db.execute("SELECT COALESCE(SUM(num_features), 0) FROM images").fetchone()[0])
+        files = [self.path / DB_FILE, self.path / INDEX_FILE, *[a.path for a in self._arrays.values()]]
+        files += [self.path / (DB_FILE + "-wal")]
+        total = sum(f.stat().st_size for f in files if f.exists())
+        return {"path": str(self.path), "images": n, "features": num_features, "bytes": total,
+                "bytes_per_image": total / n if n else 0.0, "local_features": self.features,
+                "global_descriptor": self.global_descriptor_name, "global_dim": self.global_dim,
+                "index": self.index_kind, "format_version": FORMAT_VERSION}

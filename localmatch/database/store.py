@@ -1,0 +1,67 @@
+"""Append-only arrays of local features and global descriptors, addressed by row offsets.
+
+Three flat binary files grow at their ends: ``keypoints.f32`` (rows of 2 float32), ``descriptors.i8``
+(rows of D int8) and ``global.f16`` (rows of G float16). Offsets and committed lengths live in SQLite;
+bytes past the committed length (left by a killed writer) are never read and are cut off when the next
+writer opens. Readers memory-map the files; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    file_name: str
+    dtype: np.dtype
+    row: int  # values per row
+
+    @property
+    def row_bytes(self) -> int:
+        return np.dtype(self.dtype).itemsize * self.row
+
+
+class AppendOnlyArray:
+    """One growing ``(rows, row)`` array on disk."""
+
+    def __init__(self, folder: Path, spec: ArraySpec) -> None:
+        self.path = folder / spec.file_name
+        self.spec = spec
+        self._map: np.ndarray | None = None
+        self._mapped_rows = -1
+        self.path.touch(exist_ok=True)
+
+    def truncate(self, rows: int) -> None:
+        """Drop everything past ``rows`` (uncommitted bytes of a killed writer)."""
+        with open(self.path, "r+b") as f:
+            f.truncate(rows * self.spec.row_bytes)
+
+    def append(self, start_row: int, values: np.ndarray) -> None:
+        """Write ``values`` at ``start_row`` (the committed end) and make them durable."""
+        data = np.ascontiguousarray(values, dtype=self.spec.dtype).reshape(-1, self.spec.row)
+        with open(self.path, "r+b") as f:
+            f.seek(start_row * self.spec.row_bytes)
+            f.write(data.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read(self, start_row: int, count: int) -> np.ndarray:
+        """A read-only ``(count, row)`` view (memory-mapped)."""
+        end = start_row + count
+        if end > self._mapped_rows:
+            size = self.path.stat().st_size // self.spec.row_bytes
+            if end > size:
+                raise ValueError(f"{self.path}: rows {start_row}..{end} are past the end ({size} rows)")
+            self._map = np.memmap(self.path, dtype=self.spec.dtype, mode="r", shape=(size, self.spec.row)) if size else None
+            self._mapped_rows = size
+        if count == 0:
+            return np.zeros((0, self.spec.row), self.spec.dtype)
+        return self._map[start_row:end]
+
+    def nbytes(self) -> int:
+        return self.path.stat().st_size

@@ -1,0 +1,190 @@
+"""Retrieval metrics and the evaluation loop.
+
+Ground truth (JSON, documented layout)::
+
+    {"queries": [
+        {"query": "path/of/query.jpg",            # as added to the database, or any image file
+         "positives": ["path/a.jpg", ...],        # database paths (as added) that should be found
+         "junk": ["path/c.jpg", ...],             # optional: ignored when ranking is scored
+         "bbox": [x0, y0, x1, y1]},               # optional: query region (Revisited Oxford/Paris)
+        ...]}
+
+Revisited Oxford/Paris ground truth (``gnd_roxford5k.mat`` / ``gnd_rparis6k.mat``, read with scipy; the
+``.pkl`` variant is not read because nothing from disk is unpickled) is turned into this layout per
+protocol: Easy (positives easy; junk junk+hard), Medium (positives easy+hard; junk junk) and Hard
+(positives hard; junk junk+easy), as in Radenovic et al., CVPR 2018.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+PROTOCOLS = ("easy", "medium", "hard")
+
+
+@dataclass(frozen=True)
+class QueryTruth:
+    query: str
+    positives: frozenset[str]
+    junk: frozenset[str] = frozenset()
+    bbox: tuple[float, float, float, float] | None = None
+
+
+def average_precision(ranked: Sequence[str], positives: Iterable[str], junk: Iterable[str] = ()) -> float:
+    """AP of one ranked list, junk removed from the list; positives never retrieved count as misses.
+
+    Same interpolation as the Revisited Oxford/Paris ``compute_ap`` (trapezoids between recall steps).
+    """
+    positives, junk = set(positives), set(junk)
+    if not positives:
+        return float("nan")
+    kept = [r for r in ranked if r not in junk]
+    hits = [i for i, r in enumerate(kept) if r in positives]
+    ap, recall_step = 0.0, 1.0 / len(positives)
+    for j, i in enumerate(hits):
+        precision_0 = 1.0 if i == 0 else j / i
+        precision_1 = (j + 1) / (i + 1)
+        ap += (precision_0 + precision_1) * recall_step / 2.0
+    return ap
+
+
+def precision_at_k(ranked: Sequence[str], positives: Iterable[str], k: int, junk: Iterable[str] = ()) -> float:
+    junk = set(junk)
+    kept = [r for r in ranked if r not in junk][:k]
+    return sum(r in set(positives) for r in kept) / k
+
+
+def recall_at_k(ranked: Sequence[str], positives: Iterable[str], k: int, junk: Iterable[str] = ()) -> float:
+    """1 when at least one positive is in the top ``k`` (junk removed), else 0 (place-recognition recall)."""
+    junk = set(junk)
+    kept = [r for r in ranked if r not in junk][:k]
+    return float(any(r in set(positives) for r in kept))
+
+
+def ndcg_at_k(ranked: Sequence[str], positives: Iterable[str], k: int, junk: Iterable[str] = ()) -> float:
+    """Normalised discounted cumulative gain with binary relevance, junk removed."""
+    positives, junk = set(positives), set(junk)
+    kept = [r for r in ranked if r not in junk][:k]
+    dcg = sum(1.0 / np.log2(i + 2) for i, r in enumerate(kept) if r in positives)
+    ideal = sum(1.0 / np.log2(i + 2) for i in range(min(k, len(positives))))
+    return dcg / ideal if ideal else float("nan")
+
+
+def ukbench_ns(ranked: Sequence[str], group: Iterable[str]) -> float:
+    """UKBench N-S score of one query: how many of its group of 4 (itself included) are in the top 4."""
+    return float(sum(r in set(group) for r in ranked[:4]))
+
+
+def load_ground_truth(path: str | os.PathLike, *, protocol: str = "medium", images_root: str | None = None,
+                      suffix: str = ".jpg") -> list[QueryTruth]:
+    """Read the JSON layout above, or a Revisited Oxford/Paris ``gnd_*.mat`` for one protocol.
+
+    For ``.mat`` files, image names are turned into paths as ``images_root/name + suffix``.
+    """
+    path = Path(path)
+    if path.suffix == ".mat":
+        return _load_revisited(path, protocol, images_root or "", suffix)
+    if path.suffix == ".pkl":
+        raise ValueError(f"{path}: pickle files are not read; use the .mat ground truth or the JSON layout")
+    data = json.loads(path.read_text())
+    return [QueryTruth(q["query"], frozenset(q["positives"]), frozenset(q.get("junk", ())),
+                       tuple(q["bbox"]) if q.get("bbox") else None) for q in data["queries"]]
+
+
+def _load_revisited(path: Path, protocol: str, images_root: str, suffix: str) -> list[QueryTruth]:
+    from scipy.io import loadmat
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    mat = loadmat(str(path), squeeze_me=True, struct_as_record=False)
+    imlist = [str(x) for x in np.atleast_1d(mat["imlist"])]
+    qimlist = [str(x) for x in np.atleast_1d(mat["qimlist"])]
+    name = lambda i: os.path.join(images_root, imlist[int(i)] + suffix)  # noqa: E731  (0-based indices)
+    out = []
+    for q, g in zip(qimlist, np.atleast_1d(mat["gnd"])):
+        easy = {name(i) for i in np.atleast_1d(getattr(g, "easy", []))}
+        hard = {name(i) for i in np.atleast_1d(getattr(g, "hard", []))}
+        junk = {name(i) for i in np.atleast_1d(getattr(g, "junk", []))}
+        positives, ignore = {"easy": (easy, junk | hard), "medium": (easy | hard, junk),
+                             "hard": (hard, junk | easy)}[protocol]
+        bbx = getattr(g, "bbx", None)
+        out.append(QueryTruth(os.path.join(images_root, q + suffix), frozenset(positives), frozenset(ignore),
+                              tuple(float(v) for v in np.atleast_1d(bbx)) if bbx is not None else None))
+    return out
+
+
+def ground_truth_from_folders(paths: Sequence[str]) -> list[QueryTruth]:
+    """Every image queries; the other images of its folder are its positives (multiview_dev's layout)."""
+    by_folder: dict[str, set[str]] = {}
+    for p in paths:
+        by_folder.setdefault(os.path.dirname(p), set()).add(p)
+    return [QueryTruth(p, frozenset(by_folder[os.path.dirname(p)] - {p})) for p in paths]
+
+
+@dataclass
+class EvaluationReport:
+    """Mean metrics over queries, with speed and size beside them."""
+
+    queries: int
+    mean_ap: float
+    precision_at: dict[int, float] = field(default_factory=dict)
+    recall_at: dict[int, float] = field(default_factory=dict)
+    ndcg_at: dict[int, float] = field(default_factory=dict)
+    ukbench_ns: float | None = None
+    latency_ms: float = 0.0
+    bytes_per_image: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"queries": self.queries, "mAP": self.mean_ap,
+                **{f"mP@{k}": v for k, v in self.precision_at.items()},
+                **{f"recall@{k}": v for k, v in self.recall_at.items()},
+                **{f"NDCG@{k}": v for k, v in self.ndcg_at.items()},
+                **({"N-S": self.ukbench_ns} if self.ukbench_ns is not None else {}),
+                "latency_ms": self.latency_ms, "bytes_per_image": self.bytes_per_image}
+
+
+def evaluate(database, truth: Sequence[QueryTruth], *, ks: Sequence[int] = (1, 5, 10), rerank: bool = True,
+             shortlist: int = 100, exclude_query: bool = True, ukbench: bool = False, **search_options) -> EvaluationReport:
+    """Search every query and score the rankings.
+
+    Args:
+        database: an open :class:`~localmatch.database.Database`.
+        exclude_query: drop the query's own path from its ranking (every-image-queries protocols).
+        ukbench: also report the N-S score (the query counts as one of its group of 4).
+    """
+    from localmatch.io import load_image
+
+    depth = len(database)
+    aps, prec, rec, ndcg, ns, seconds = [], {k: [] for k in ks}, {k: [] for k in ks}, {k: [] for k in ks}, [], []
+    for q in truth:
+        query = q.query
+        if q.bbox is not None:
+            image = load_image(q.query)
+            x0, y0, x1, y1 = (int(round(v)) for v in q.bbox)
+            query = np.ascontiguousarray(image.pixels[max(y0, 0):y1, max(x0, 0):x1])
+        start = time.perf_counter()
+        hits = database.search(query, k=depth, shortlist=shortlist, rerank=rerank, **search_options)
+        seconds.append(time.perf_counter() - start)
+        ranked = [h.path for h in hits]
+        if ukbench:
+            ns.append(ukbench_ns(ranked, q.positives | {q.query}))
+        if exclude_query:
+            ranked = [r for r in ranked if r != q.query]
+        aps.append(average_precision(ranked, q.positives, q.junk))
+        for k in ks:
+            prec[k].append(precision_at_k(ranked, q.positives, k, q.junk))
+            rec[k].append(recall_at_k(ranked, q.positives, k, q.junk))
+            ndcg[k].append(ndcg_at_k(ranked, q.positives, k, q.junk))
+    mean = lambda xs: float(np.nanmean(xs)) if len(xs) else float("nan")  # noqa: E731
+    return EvaluationReport(
+        queries=len(truth), mean_ap=mean(aps), precision_at={k: mean(v) for k, v in prec.items()},
+        recall_at={k: mean(v) for k, v in rec.items()}, ndcg_at={k: mean(v) for k, v in ndcg.items()},
+        ukbench_ns=mean(ns) if ukbench else None, latency_ms=1000 * float(np.median(seconds)) if seconds else 0.0,
+        bytes_per_image=database.info()["bytes_per_image"])

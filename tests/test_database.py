@@ -1,0 +1,225 @@
+"""The image database: build, search, persistence, removal, locking, crash safety, accuracy floors."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import localmatch
+from conftest import shared_data
+from localmatch.database import Database, DatabaseError
+from localmatch.evaluate import evaluate, ground_truth_from_folders
+from localmatch.rerank import verify_candidates
+from localmatch.shortlist.index import ShortlistIndex
+
+SMALL = {"max_side": 400, "max_features": 500}  # small working size keeps the tests quick
+
+
+@pytest.fixture(scope="module")
+def ukbench_paths() -> list[str]:
+    return [str(p) for p in sorted((shared_data("ukbench_subset") / "images").glob("*.jpg"))][:16]
+
+
+@pytest.fixture(scope="module")
+def small_db(tmp_path_factory, ukbench_paths):
+    path = tmp_path_factory.mktemp("db") / "db"
+    with Database(path, feature_config=SMALL) as db:
+        report = db.add(ukbench_paths)
+    assert len(report.added) == len(ukbench_paths) and not report.failed
+    return path
+
+
+def ranking(db: Database, query: str, **options) -> list[tuple[str, int, float]]:
+    return [(h.path, h.num_inliers, round(h.global_score, 5)) for h in db.search(query, k=8, **options)]
+
+
+def test_search_finds_the_group_and_results_survive_reopening(small_db, ukbench_paths):
+    query = ukbench_paths[5]  # group 4..7
+    with Database(small_db, readonly=True) as db:
+        hits = db.search(query, k=4)
+        before = {q: ranking(db, q) for q in ukbench_paths[::3]}
+        plain = ranking(db, query, rerank=False)
+    assert [h.rank for h in hits] == [1, 2, 3, 4]
+    assert hits[0].path == query and hits[0].verified
+    assert {h.path for h in hits} == set(ukbench_paths[4:8])
+    assert all(h.verified and h.geometry == "fundamental" and h.matrix.shape == (3, 3) for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    with Database(small_db, readonly=True) as db:
+        assert {q: ranking(db, q) for q in ukbench_paths[::3]} == before
+        assert ranking(db, query, rerank=False) == plain
+        assert len(db) == len(ukbench_paths)
+
+
+def test_add_is_incremental_resumable_and_reports_bad_files(tmp_path, ukbench_paths):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "text.png").write_bytes(b"not an image")
+    (bad / "trunc.jpg").write_bytes(Path(ukbench_paths[0]).read_bytes()[:3000])
+    with Database(tmp_path / "db", feature_config=SMALL) as db:
+        first = db.add(ukbench_paths[:3])
+        second = db.add([*ukbench_paths[:5], str(bad)])
+        assert first.added == ukbench_paths[:3]
+        assert second.skipped == ukbench_paths[:3] and second.added == ukbench_paths[3:5]
+        assert {Path(p).name for p, _ in second.failed} == {"empty.jpg", "text.png", "trunc.jpg"}
+        assert all(reason for _, reason in second.failed)
+        assert len(db) == 5
+        info = db.info()
+    assert info["images"] == 5 and info["features"] > 0 and 0 < info["bytes_per_image"] < 200_000
+
+
+def test_remove_then_search(tmp_path, ukbench_paths):
+    with Database(tmp_path / "db", feature_config=SMALL) as db:
+        db.add(ukbench_paths[:8])
+        gone = ukbench_paths[5]
+        assert db.remove([gone]) == 1 and db.remove([gone]) == 0
+        image_id = db.images()[0][0]
+        assert db.remove([image_id]) == 1
+        assert len(db) == 6
+        paths = [h.path for h in db.search(ukbench_paths[4], k=10)]
+        assert gone not in paths and ukbench_paths[0] not in paths
+        assert paths[0] == ukbench_paths[4]
+        assert db.add([gone]).added == [gone]  # content can come back
+        assert gone in [h.path for h in db.search(ukbench_paths[4], k=10)]
+
+
+def test_one_writer_many_readers(small_db, ukbench_paths):
+    with Database(small_db) as writer:
+        with pytest.raises(DatabaseError, match="another process is writing"):
+            Database(small_db)
+        with Database(small_db, readonly=True) as reader:  # searching works beside the writer
+            assert reader.search(ukbench_paths[0], k=1)[0].path == ukbench_paths[0]
+        with pytest.raises(DatabaseError, match="read-only"):
+            Database(small_db, readonly=True).add(ukbench_paths[:1])
+        assert len(writer) == len(ukbench_paths)
+    Database(small_db).close()  # the lock is released on close
+
+
+def test_settings_and_folders_are_checked(tmp_path, small_db):
+    with pytest.raises(DatabaseError, match="features"):
+        Database(small_db, readonly=True, features="other")
+    with pytest.raises(DatabaseError, match="no localmatch database"):
+        Database(tmp_path / "nothing", readonly=True)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("x")
+    with pytest.raises(DatabaseError, match="not empty"):
+        Database(tmp_path / "full")
+    with pytest.raises(localmatch.UnknownNameError, match="flat"):
+        Database(tmp_path / "new", index="annoy")
+
+
+def test_bad_query_raises_image_error(small_db, tmp_path):
+    with Database(small_db, readonly=True) as db:
+        with pytest.raises(localmatch.ImageError, match="missing.jpg"):
+            db.search(tmp_path / "missing.jpg")
+
+
+def test_reranking_matches_the_pair_api(small_db, ukbench_paths):
+    with Database(small_db, readonly=True) as db:
+        query, _ = db.query_features(ukbench_paths[9])
+        candidates = [db.features_of(i) for i, _ in db.images()]
+        batched = verify_candidates(query, candidates, geometry="homography", threads=2)
+        for cand, result in zip(candidates, batched):
+            stored = localmatch.Features(cand.keypoints, np.zeros(len(cand.keypoints), np.float32),
+                                         np.zeros(len(cand.keypoints), np.float32), np.zeros(len(cand.keypoints), np.float32),
+                                         cand.descriptors.values.numpy().astype(np.float32) / cand.descriptors.scale,
+                                         cand.image_size, query.extractor, cand.working_scale)
+            pair = localmatch.verify(query, stored, geometry="homography")
+            assert abs(pair.num_inliers - result.num_inliers) <= max(3, 0.02 * pair.num_inliers)
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    from localmatch.database import Database
+    db = Database(sys.argv[1], feature_config={"max_side": 320, "max_features": 300})
+    for path in sys.argv[2:]:
+        report = db.add([path])
+        if report.added:
+            print(path, flush=True)
+""")
+
+
+def test_killed_writer_leaves_exactly_the_committed_images(tmp_path, ukbench_paths):
+    db_path = tmp_path / "db"
+    rng = random.Random(0)
+    committed: list[str] = []
+    for attempt in range(4):
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(db_path), *ukbench_paths],
+                                 stdout=subprocess.PIPE, text=True)
+        for _ in range(rng.randint(1, 2)):  # let it commit one or two images, then kill it mid-work
+            line = child.stdout.readline().strip()
+            if line:
+                committed.append(line)
+        time.sleep(rng.uniform(0.0, 0.15))
+        child.send_signal(signal.SIGKILL)
+        rest, _ = child.communicate()
+        committed += rest.split()
+        with Database(db_path, readonly=True) as db:
+            stored = [p for _, p in db.images()]
+            in_flight = set(stored) - set(committed)
+            assert set(committed) <= set(stored) and len(in_flight) <= 1, attempt
+            assert len(stored) == len(set(stored))
+            for path in stored:  # every committed image is whole: found first, by itself
+                hit = db.search(path, k=1, rerank=False)[0]
+                assert hit.path == path and hit.global_score > 0.99
+            committed = stored
+    with Database(db_path, feature_config={"max_side": 320, "max_features": 300}) as db:
+        db.add(ukbench_paths)
+        assert sorted(p for _, p in db.images()) == sorted(ukbench_paths)
+        assert db.search(ukbench_paths[-1], k=1)[0].path == ukbench_paths[-1]
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_index_kinds_find_near_duplicates_and_round_trip(tmp_path, kind):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(2000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(2000, dtype=np.int64) * 7 + 3
+    index = ShortlistIndex(64, kind)
+    index.build(vectors, ids)
+    queries = vectors[:50] + 0.01 * rng.normal(size=(50, 64)).astype(np.float32)
+    found = [index.search(q, 5)[0][0] for q in queries]
+    assert np.mean(np.array(found) == ids[:50]) >= 0.95
+    index.save(tmp_path / "i.faiss")
+    again = ShortlistIndex.load(tmp_path / "i.faiss", 64, kind)
+    np.testing.assert_array_equal(again.search(queries[0], 5)[0], index.search(queries[0], 5)[0])
+
+
+@pytest.mark.slow
+def test_ukbench_with_distractors_accuracy_floor(tmp_path):
+    images = [str(p) for p in sorted((shared_data("ukbench_subset") / "images").glob("*.jpg"))]
+    distractors = [str(p) for p in sorted((shared_data("imagededup_testdata") / "base_images").glob("*.jpg"))]
+    groups = [(p, frozenset(q for q in images if int(Path(q).stem[7:]) // 4 == int(Path(p).stem[7:]) // 4) - {p})
+              for p in images]
+    from localmatch.evaluate import QueryTruth
+    truth = [QueryTruth(p, pos) for p, pos in groups]
+    with Database(tmp_path / "db") as db:
+        db.add(images + distractors)
+        plain = evaluate(db, truth, rerank=False, ukbench=True)
+        reranked = evaluate(db, truth, rerank=True, ukbench=True)
+    assert plain.mean_ap >= 0.80 and plain.ukbench_ns >= 3.3
+    assert reranked.mean_ap >= plain.mean_ap and reranked.mean_ap >= 0.90
+    assert reranked.ukbench_ns >= plain.ukbench_ns
+
+
+@pytest.mark.slow
+def test_multiview_dev_accuracy_floor(tmp_path):
+    root = shared_data("multiview_dev")
+    paths = [str(p) for p in sorted(root.glob("*/*")) if p.suffix.lower() in (".jpg", ".png", ".jpeg")]
+    assert len(paths) == 79
+    truth = ground_truth_from_folders(paths)
+    with Database(tmp_path / "db") as db:
+        db.add(paths)
+        plain = evaluate(db, truth, rerank=False)
+        reranked = evaluate(db, truth, rerank=True)
+    assert plain.mean_ap >= 0.78
+    assert reranked.mean_ap >= plain.mean_ap + 0.03 and reranked.mean_ap >= 0.85

@@ -1,0 +1,61 @@
+"""Retrieval metrics on hand-checked rankings, and the ground-truth readers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from localmatch.evaluate import (average_precision, ground_truth_from_folders, load_ground_truth, ndcg_at_k,
+                                 precision_at_k, recall_at_k, ukbench_ns)
+
+
+def test_average_precision_matches_the_revisited_definition():
+    # Positives at ranks 1 and 3 of 2 positives: trapezoids (1+1)/2*0.5 + (0.5+2/3)/2*0.5
+    assert average_precision(["a", "x", "b"], {"a", "b"}) == pytest.approx(0.5 + (0.5 + 2 / 3) / 4)
+    assert average_precision(["a", "b", "x"], {"a", "b"}) == pytest.approx(1.0)
+    assert average_precision(["x", "y"], {"a"}) == 0.0  # never retrieved
+    # junk is removed before scoring
+    assert average_precision(["j", "a", "b"], {"a", "b"}, junk={"j"}) == pytest.approx(1.0)
+    assert np.isnan(average_precision(["a"], set()))
+
+
+def test_precision_recall_ndcg_and_ns():
+    ranked = ["x", "a", "j", "b", "y"]
+    assert precision_at_k(ranked, {"a", "b"}, 2) == 0.5
+    assert precision_at_k(ranked, {"a", "b"}, 3, junk={"j"}) == pytest.approx(2 / 3)
+    assert recall_at_k(ranked, {"a"}, 1) == 0.0 and recall_at_k(ranked, {"a"}, 2) == 1.0
+    assert ndcg_at_k(["a", "b"], {"a", "b"}, 2) == pytest.approx(1.0)
+    assert ndcg_at_k(["x", "a"], {"a"}, 2) == pytest.approx(1 / np.log2(3))
+    assert ukbench_ns(["q", "a", "x", "b", "c"], {"q", "a", "b", "c"}) == 3.0
+
+
+def test_json_ground_truth_and_folders(tmp_path):
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({"queries": [{"query": "q.jpg", "positives": ["a.jpg"], "junk": ["j.jpg"],
+                                             "bbox": [1, 2, 30, 40]}, {"query": "r.jpg", "positives": []}]}))
+    truth = load_ground_truth(path)
+    assert truth[0].positives == {"a.jpg"} and truth[0].junk == {"j.jpg"} and truth[0].bbox == (1, 2, 30, 40)
+    assert truth[1].junk == frozenset() and truth[1].bbox is None
+    folders = ground_truth_from_folders(["s1/a.jpg", "s1/b.jpg", "s2/c.jpg"])
+    assert folders[0].positives == {"s1/b.jpg"} and folders[2].positives == frozenset()
+    with pytest.raises(ValueError, match="pickle"):
+        load_ground_truth(tmp_path / "gnd_roxford5k.pkl")
+
+
+def test_revisited_mat_protocols(tmp_path):
+    from scipy.io import savemat
+
+    gnd = np.zeros((1,), dtype=[("easy", "O"), ("hard", "O"), ("junk", "O"), ("bbx", "O")])
+    gnd[0] = (np.array([0, 1]), np.array([2]), np.array([3]), np.array([10.0, 20.0, 110.0, 220.0]))
+    savemat(tmp_path / "gnd_test.mat", {"imlist": np.array(["i0", "i1", "i2", "i3", "i4"], dtype=object),
+                                        "qimlist": np.array(["q0"], dtype=object), "gnd": gnd})
+    path = tmp_path / "gnd_test.mat"
+    easy = load_ground_truth(path, protocol="easy", images_root="r")[0]
+    medium = load_ground_truth(path, protocol="medium", images_root="r")[0]
+    hard = load_ground_truth(path, protocol="hard", images_root="r")[0]
+    assert easy.query == "r/q0.jpg" and easy.bbox == (10.0, 20.0, 110.0, 220.0)
+    assert easy.positives == {"r/i0.jpg", "r/i1.jpg"} and easy.junk == {"r/i2.jpg", "r/i3.jpg"}
+    assert medium.positives == {"r/i0.jpg", "r/i1.jpg", "r/i2.jpg"} and medium.junk == {"r/i3.jpg"}
+    assert hard.positives == {"r/i2.jpg"} and hard.junk == {"r/i0.jpg", "r/i1.jpg", "r/i3.jpg"}

@@ -1,0 +1,1 @@
+"""Small artefacts localmatch makes and ships (installed as ``localmatch.shipped``)."""
