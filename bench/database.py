@@ -30,6 +30,7 @@ from localmatch.rerank import verify_candidates
 from localmatch.shortlist.index import INDEX_KINDS, ShortlistIndex
 
 SUFFIXES = (".jpg", ".jpeg", ".png")
+GLOBAL_DESCRIPTORS_COMPARED = ("vlad", "gem", "gem+vlad")  # gem+vlad is the default
 
 
 def multiview_paths() -> list[str]:
@@ -46,24 +47,22 @@ def ukbench_truth() -> tuple[list[str], list[str], list[QueryTruth]]:
 
 def accuracy(folder: Path) -> None:
     print("## Retrieval accuracy\n")
-    print("| set | images | shortlist only: mAP | with re-ranking: mAP | N-S (shortlist / re-ranked) "
-          "| ms per query (shortlist / re-ranked) | bytes per image |")
-    print("|---|---|---|---|---|---|---|")
+    print("| set | global descriptor | images | shortlist only: mAP | with re-ranking: mAP "
+          "| N-S (shortlist / re-ranked) | ms per query (shortlist / re-ranked) | bytes per image |")
+    print("|---|---|---|---|---|---|---|---|")
     paths = multiview_paths()
-    with Database(folder / "multiview") as db:
-        db.add(paths)
-        truth = ground_truth_from_folders(paths)
-        plain, reranked = evaluate(db, truth, rerank=False), evaluate(db, truth, rerank=True)
-    print(f"| multiview_dev | {len(paths)} | {plain.mean_ap:.3f} | {reranked.mean_ap:.3f} | - "
-          f"| {plain.latency_ms:.0f} / {reranked.latency_ms:.0f} | {reranked.bytes_per_image:.0f} |")
-    images, distractors, truth = ukbench_truth()
-    with Database(folder / "ukbench") as db:
-        db.add(images + distractors)
-        plain = evaluate(db, truth, rerank=False, ukbench=True)
-        reranked = evaluate(db, truth, rerank=True, ukbench=True)
-    print(f"| ukbench_subset + {len(distractors)} distractors | {len(images) + len(distractors)} "
-          f"| {plain.mean_ap:.3f} | {reranked.mean_ap:.3f} | {plain.ukbench_ns:.2f} / {reranked.ukbench_ns:.2f} "
-          f"| {plain.latency_ms:.0f} / {reranked.latency_ms:.0f} | {reranked.bytes_per_image:.0f} |")
+    images, distractors, ukbench = ukbench_truth()
+    sets = [("multiview_dev", paths, ground_truth_from_folders(paths), False),
+            (f"ukbench_subset + {len(distractors)} distractors", images + distractors, ukbench, True)]
+    for name, files, truth, is_ukbench in sets:
+        for descriptor in GLOBAL_DESCRIPTORS_COMPARED:
+            with Database(folder / f"{name[:8]}-{descriptor}", global_descriptor=descriptor) as db:
+                db.add(files)
+                plain = evaluate(db, truth, rerank=False, ukbench=is_ukbench)
+                reranked = evaluate(db, truth, rerank=True, ukbench=is_ukbench)
+            ns = f"{plain.ukbench_ns:.2f} / {reranked.ukbench_ns:.2f}" if is_ukbench else "-"
+            print(f"| {name} | {descriptor} | {len(files)} | {plain.mean_ap:.3f} | {reranked.mean_ap:.3f} | {ns} "
+                  f"| {plain.latency_ms:.0f} / {reranked.latency_ms:.0f} | {reranked.bytes_per_image:.0f} |")
 
 
 def tutorial_pair(kp_a, des_a, kp_b, des_b, matcher) -> int:
@@ -82,7 +81,7 @@ def throughput(folder: Path, queries: int = 5) -> None:
     print("\n## Re-ranking throughput (100 candidates per query, cached features, 2 cores)\n")
     images, distractors, _ = ukbench_truth()
     paths = multiview_paths() + images + distractors
-    with Database(folder / "all", feature_config={}) as db:
+    with Database(folder / "all") as db:
         db.add(paths)
         ours, tutorial, counts = [], [], []
         matcher = cv2.BFMatcher(cv2.NORM_L2)
@@ -141,8 +140,8 @@ def main() -> None:
         accuracy(Path(tmp))
         throughput(Path(tmp))
     if not args.skip_100k:
-        from localmatch.shortlist import get_global_descriptor
-        latency(get_global_descriptor("vlad").dim)
+        from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, get_global_descriptor
+        latency(get_global_descriptor(DEFAULT_GLOBAL_DESCRIPTOR).dim)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ def test_search_finds_the_group_and_results_survive_reopening(small_db, ukbench_
     assert hits[0].path == query and hits[0].verified
     assert {h.path for h in hits} == set(ukbench_paths[4:8])
     assert all(h.verified and h.geometry == "fundamental" and h.matrix.shape == (3, 3) for h in hits)
+    assert db.global_descriptor_name == "gem+vlad"
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     with Database(small_db, readonly=True) as db:
         assert {q: ranking(db, q) for q in ukbench_paths[::3]} == before
@@ -221,5 +222,6 @@ def test_multiview_dev_accuracy_floor(tmp_path):
         db.add(paths)
         plain = evaluate(db, truth, rerank=False)
         reranked = evaluate(db, truth, rerank=True)
-    assert plain.mean_ap >= 0.78
-    assert reranked.mean_ap >= plain.mean_ap + 0.03 and reranked.mean_ap >= 0.85
+    # Measured: 0.936 for the shortlist (gem+vlad), 0.953 with re-ranking.
+    assert plain.mean_ap >= 0.92
+    assert reranked.mean_ap >= plain.mean_ap + 0.01 and reranked.mean_ap >= 0.945

@@ -38,7 +38,7 @@ from localmatch.geometry import RansacConfig
 from localmatch.io import ImageSource, decode_bytes, describe_source, load_image
 from localmatch.matching.nn import QuantizedDescriptors, quantize
 from localmatch.rerank import DEFAULT_RERANK_GEOMETRY, Candidate, fuse_ranking, verify_candidates
-from localmatch.shortlist import get_global_descriptor
+from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, FALLBACK_GLOBAL_DESCRIPTOR, get_global_descriptor
 from localmatch.shortlist.index import INDEX_KINDS, ShortlistIndex
 from localmatch.types import Features, Hit
 
@@ -85,7 +85,8 @@ class Database:
         readonly: open for searching only (no write lock; many readers may search at once).
         features: local feature extractor name for a new database (default ``"sift"``).
         feature_config: its options (dict or config) for a new database.
-        global_descriptor: shortlist descriptor name for a new database (default ``"vlad"``).
+        global_descriptor: shortlist descriptor name for a new database (default ``"gem+vlad"``;
+            ``"gem"``, ``"vlad"``).
         index: ``"flat"`` (exact inner product, default), ``"ivf"`` or ``"hnsw"`` for large collections.
 
     Settings of an existing database are read from it; giving different ones raises DatabaseError.
@@ -110,7 +111,7 @@ class Database:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         if not exists:
-            self._create(features or "sift", feature_config or {}, global_descriptor or "vlad", index or "flat")
+            self._create(features or "sift", feature_config or {}, global_descriptor, index or "flat")
         self._load_settings(features, feature_config, global_descriptor, index)
         self._arrays = {
             "keypoints": AppendOnlyArray(self.path, ArraySpec("keypoints.f32", np.float32, 2)),
@@ -136,13 +137,20 @@ class Database:
             raise DatabaseError(f"{self.path}: another process is writing to this database "
                                 "(open it with readonly=True to search)") from None
 
-    def _create(self, features: str, feature_config: dict, global_descriptor: str, index: str) -> None:
+    def _create(self, features: str, feature_config: dict, global_descriptor: str | None, index: str) -> None:
         extractor = FEATURES.get(features)
         cfg = build_config(extractor.config_type, feature_config, {}, features)
-        descriptor = get_global_descriptor(global_descriptor)
         if index not in INDEX_KINDS:
             raise UnknownNameError("index kind", index, list(INDEX_KINDS))
         probe = extractor.run(load_image(np.full((16, 16), 128, np.uint8)), cfg)
+        if global_descriptor is None:
+            default = get_global_descriptor(DEFAULT_GLOBAL_DESCRIPTOR)
+            accepted = not default.accepts or probe.extractor in default.accepts
+            global_descriptor = DEFAULT_GLOBAL_DESCRIPTOR if accepted else FALLBACK_GLOBAL_DESCRIPTOR
+        descriptor = get_global_descriptor(global_descriptor)
+        if descriptor.accepts and probe.extractor not in descriptor.accepts:
+            raise DatabaseError(f"global descriptor {global_descriptor!r} aggregates {', '.join(descriptor.accepts)} "
+                                f"features, not {probe.extractor}")
         meta = {
             "format_version": FORMAT_VERSION, "features": features, "feature_config": json.dumps(cfg.to_dict()),
             "descriptor_dim": probe.descriptor_dim, "global_descriptor": global_descriptor,

@@ -29,9 +29,17 @@ class GlobalDescriptor(Protocol):
 GLOBAL_DESCRIPTORS: Registry = Registry("global descriptor")
 
 
+#: The shortlist descriptor of a new database: the best measured on multiview_dev (see ``fusion``), and
+#: ``"gem"`` when the local features are not RootSIFT (VLAD's words are RootSIFT words).
+DEFAULT_GLOBAL_DESCRIPTOR = "gem+vlad"
+FALLBACK_GLOBAL_DESCRIPTOR = "gem"
+
+
 def get_global_descriptor(name: str) -> GlobalDescriptor:
     """A ready descriptor instance by registered name (factories are called once per call)."""
     return GLOBAL_DESCRIPTORS.get(name)()
 
 
+from localmatch.shortlist import gem as _gem  # noqa: E402,F401  (registers "gem")
 from localmatch.shortlist import vlad as _vlad  # noqa: E402,F401  (registers "vlad")
+from localmatch.shortlist import fusion as _fusion  # noqa: E402,F401  (registers "gem+vlad")

