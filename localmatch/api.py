@@ -1,4 +1,4 @@
-"""The pair API: ``verify(a, b)``, and the step that turns matches into a verification."""
+"""The pair API: ``verify(a, b)``, and the steps that turn matches into a verification."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 
 from localmatch.config import Config, build_config
 from localmatch.features import extract
-from localmatch.geometry import RansacConfig, estimate
-from localmatch.io import ImageSource
-from localmatch.matching import match
-from localmatch.types import Features, Matches, Verification
+from localmatch.geometry import Model, RansacConfig, estimate
+from localmatch.io import ImageSource, load_image
+from localmatch.matching import MATCHERS
+from localmatch.types import Correspondences, Features, Matches, Verification
 
 #: A pair with at least this many inliers counts as the same thing (COLMAP's two-view default).
 DEFAULT_MIN_INLIERS = 15
@@ -35,7 +35,8 @@ def verify(
     Args:
         a, b: image paths, encoded bytes, RGB arrays, loaded images, or features already extracted.
         features: extractor name (``localmatch.FEATURES.names()``), used for images given as sources.
-        matcher: matcher name (``localmatch.MATCHERS.names()``).
+        matcher: matcher name (``localmatch.MATCHERS.names()``); a dense matcher (``"loftr"``) takes the
+            images themselves and ignores ``features``.
         geometry: ``"auto"`` (homography or fundamental matrix, whichever the data supports),
             ``"homography"``, ``"fundamental"`` or ``"affine"``.
         backend: robust estimator, ``"opencv"`` (USAC MAGSAC++) or ``"pycolmap"`` (LO-RANSAC).
@@ -50,43 +51,60 @@ def verify(
         ImageError: an image could not be decoded (the message names it and says why).
         UnknownNameError: a features, matcher, geometry or backend name is not registered.
     """
+    m = MATCHERS.get(matcher)
+    if m.dense:
+        if isinstance(a, Features) or isinstance(b, Features):
+            raise ValueError(f"matcher {matcher!r} matches images; give images, not features")
+        correspondences = m.run(load_image(a), load_image(b), m.make_config(matcher_config))
+        return verify_correspondences(correspondences, geometry=geometry, backend=backend,
+                                      min_inliers=min_inliers, ransac=ransac)
     features_a = a if isinstance(a, Features) else extract(a, features, feature_config)
     features_b = b if isinstance(b, Features) else extract(b, features, feature_config)
-    matches = match(features_a, features_b, matcher, matcher_config)
+    m.check(features_a, features_b)
+    matches = m.run(features_a, features_b, m.make_config(matcher_config))
     return verify_matches(features_a, features_b, matches, geometry=geometry, backend=backend,
                           min_inliers=min_inliers, ransac=ransac)
 
 
-def verify_matches(
-    features_a: Features,
-    features_b: Features,
-    matches: Matches,
+def correspondences_of(features_a: Features, features_b: Features, matches: Matches) -> Correspondences:
+    """The matched points of A and B, best match first."""
+    order = np.argsort(-matches.scores, kind="stable")
+    return Correspondences(features_a.keypoints[matches.indices[order, 0]], features_b.keypoints[matches.indices[order, 1]],
+                           matches.scores[order], min(features_a.working_scale, features_b.working_scale))
+
+
+def verify_matches(features_a: Features, features_b: Features, matches: Matches, **options: Any) -> Verification:
+    """Robustly fit a model to putative matches and summarise the result (options as
+    :func:`verify_correspondences`)."""
+    return verify_correspondences(correspondences_of(features_a, features_b, matches), **options)
+
+
+def verify_correspondences(
+    correspondences: Correspondences,
     *,
     geometry: str = "auto",
     backend: str = "opencv",
     min_inliers: int = DEFAULT_MIN_INLIERS,
     ransac: RansacConfig | dict | None = None,
 ) -> Verification:
-    """Robustly fit a model to putative matches and summarise the result.
+    """Fit a model to point pairs given best first (PROSAC samples them in that order).
 
-    Pairs with fewer matches than ``min_inliers`` cannot be a match and are not estimated.
+    Pairs with fewer correspondences than ``min_inliers`` cannot be a match and are not estimated.
     """
     config = build_config(RansacConfig, ransac, {}, "ransac")
-    # The threshold is meant at working resolution; keypoints are in original pixels.
-    scale = min(features_a.working_scale, features_b.working_scale)
-    config = config.replace(threshold=config.threshold / scale) if scale != 1.0 else config
-    order = np.argsort(-matches.scores, kind="stable")  # best first, for PROSAC sampling
-    points_a = features_a.keypoints[matches.indices[order, 0]]
-    points_b = features_b.keypoints[matches.indices[order, 1]]
+    # The threshold is meant at working resolution; points are in original pixels.
+    scale = correspondences.working_scale
+    if scale != 1.0:
+        config = config.replace(threshold=config.threshold / scale)
     model = None
-    if len(matches) >= min_inliers:
-        model = estimate(points_a, points_b, geometry, backend=backend, config=config)
-    return verification_from_model(len(matches), points_a, points_b, model, min_inliers)
+    if len(correspondences) >= min_inliers:
+        model = estimate(correspondences.points_a, correspondences.points_b, geometry, backend=backend, config=config)
+    return verification_from_model(correspondences, model, min_inliers)
 
 
-def verification_from_model(num_matches: int, points_a: np.ndarray, points_b: np.ndarray, model: Any,
-                            min_inliers: int) -> Verification:
+def verification_from_model(correspondences: Correspondences, model: Model | None, min_inliers: int) -> Verification:
     """Pack an estimated model (or None) into a :class:`Verification`."""
+    num_matches = len(correspondences)
     if model is None:
         empty = np.zeros((0, 2), np.float32)
         return Verification(num_matches, 0, empty, empty, None, None, False, 0.0)
@@ -94,8 +112,8 @@ def verification_from_model(num_matches: int, points_a: np.ndarray, points_b: np
     return Verification(
         num_matches=num_matches,
         num_inliers=num_inliers,
-        points_a=np.asarray(points_a[model.inliers], np.float32),
-        points_b=np.asarray(points_b[model.inliers], np.float32),
+        points_a=np.asarray(correspondences.points_a[model.inliers], np.float32),
+        points_b=np.asarray(correspondences.points_b[model.inliers], np.float32),
         geometry=model.geometry,
         matrix=model.matrix,
         is_match=num_inliers >= min_inliers,

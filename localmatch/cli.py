@@ -143,7 +143,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     with _open_database(args.db, readonly=True) as db:
         for query in args.queries:
             hits = db.search(query, k=args.k, shortlist=args.shortlist, rerank=not args.no_rerank,
-                             geometry=args.geometry, min_inliers=args.min_inliers)
+                             matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers)
             out.append({"query": query, "results": [h.to_dict() for h in hits]})
             if not args.json:
                 print(query)
@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--shortlist", type=int, default=100, help="candidates verified per query (default 100)")
     p.add_argument("--no-rerank", action="store_true", help="global shortlist order only")
+    p.add_argument("--matcher", default="nn", help=f"re-ranking matcher ({', '.join(MATCHERS.names())})")
     p.add_argument("--geometry", default=DEFAULT_RERANK_GEOMETRY, choices=GEOMETRIES)
     p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS)
     p.add_argument("--json", action="store_true", help="print one JSON array, one object per query")

@@ -222,16 +222,24 @@ class Resized:
         return out
 
 
-def resize_to_working(pixels: np.ndarray, max_side: int | None = DEFAULT_MAX_SIDE) -> Resized:
+def resize_to_working(pixels: np.ndarray, max_side: int | None = DEFAULT_MAX_SIDE, *, multiple: int = 1) -> Resized:
     """Shrink an image so its long side is at most ``max_side`` (never enlarges it).
 
-    ``max_side=None`` or ``0`` keeps the original size. The aspect ratio is kept up to rounding; the
-    returned per-axis scales are the exact ones, so :meth:`Resized.to_original` is exact.
+    ``max_side=None`` or ``0`` keeps the original size. With ``multiple > 1`` both sides are then rounded
+    to multiples of it (at least one multiple), as networks with a fixed stride need. The aspect ratio is
+    kept up to rounding; the returned per-axis scales are the exact ones, so :meth:`Resized.to_original`
+    is exact.
     """
     height, width = pixels.shape[:2]
-    if not max_side or max(width, height) <= max_side:
-        return Resized(pixels, (1.0, 1.0))
-    s = max_side / max(width, height)
+    s = 1.0 if not max_side or max(width, height) <= max_side else max_side / max(width, height)
     new_w, new_h = max(1, round(width * s)), max(1, round(height * s))
-    small = cv2.resize(pixels, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    if multiple > 1:
+        new_w = max(multiple, round(new_w / multiple) * multiple)
+        new_h = max(multiple, round(new_h / multiple) * multiple)
+        if max_side and max(new_w, new_h) > max(max_side, multiple):
+            new_w, new_h = (max(multiple, (v // multiple) * multiple) for v in (new_w, new_h))
+    if (new_w, new_h) == (width, height):
+        return Resized(pixels, (1.0, 1.0))
+    interpolation = cv2.INTER_AREA if new_w <= width and new_h <= height else cv2.INTER_LINEAR
+    small = cv2.resize(pixels, (new_w, new_h), interpolation=interpolation)
     return Resized(small, (new_w / width, new_h / height))

@@ -1,5 +1,6 @@
 """Re-ranking a shortlist: batched matching and threaded verification from cached features.
 
+
 The query's descriptors are quantised once; candidates are split into one chunk per worker thread,
 and each worker matches its chunk with int8 matrix products and fits a model to each candidate. The
 matrix products, numpy reductions and OpenCV/pycolmap RANSAC all release the GIL, so the workers run
@@ -8,6 +9,7 @@ on all cores. Nothing here calls the pair API in a loop.
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,11 +17,16 @@ from typing import Sequence
 
 import numpy as np
 
-from localmatch.api import verification_from_model
-from localmatch.config import build_config
-from localmatch.geometry import RansacConfig, estimate
-from localmatch.matching.nn import NNConfig, QuantizedDescriptors, match_nn_batched, quantize
-from localmatch.types import Features, Hit, Verification
+from localmatch.api import correspondences_of, verify_correspondences
+from localmatch.config import Config
+from localmatch.errors import ImageError
+from localmatch.geometry import RansacConfig
+from localmatch.io import Image, load_image
+from localmatch.matching import MATCHERS
+from localmatch.matching.nn import QuantizedDescriptors, match_nn_batched, quantize
+from localmatch.types import Correspondences, Features, Hit, Verification
+
+log = logging.getLogger(__name__)
 
 
 #: Model fitted when re-ranking: landmarks and objects are seldom planar, so the fundamental matrix
@@ -45,43 +52,73 @@ class Candidate:
     working_scale: float
     image_size: tuple[int, int]
 
+    def as_features(self, extractor: str) -> Features:
+        """The stored features as :class:`Features` (descriptors dequantised; no scales or orientations)."""
+        n = len(self.keypoints)
+        zeros = np.zeros(n, np.float32)
+        descriptors = self.descriptors.values.numpy().astype(np.float32) / self.descriptors.scale
+        return Features(np.array(self.keypoints, np.float32), zeros, zeros, zeros, descriptors,
+                        self.image_size, extractor, self.working_scale)
 
-def verify_candidates(query: Features, candidates: Sequence[Candidate], *, geometry: str = DEFAULT_RERANK_GEOMETRY,
+
+def verify_candidates(query: Features, candidates: Sequence[Candidate], *, matcher: str = "nn",
+                      matcher_config: Config | dict | None = None, geometry: str = DEFAULT_RERANK_GEOMETRY,
                       backend: str = "opencv", min_inliers: int = 15, ransac: RansacConfig | dict | None = None,
-                      matcher_config: NNConfig = NNConfig(), threads: int | None = None) -> list[Verification]:
-    """Verify every candidate against the query; one :class:`Verification` per candidate, in order."""
+                      threads: int | None = None, query_image: Image | None = None) -> list[Verification]:
+    """Verify every candidate against the query; one :class:`Verification` per candidate, in order.
+
+    ``nn`` runs batched over chunks of candidates; LightGlue runs pair by pair on the stored features
+    (dequantised); a dense matcher (``loftr``) needs ``query_image`` and re-reads each candidate's image
+    from its stored path (no cached features: the full network runs per pair). RANSAC and the matrix
+    products release the GIL, so chunks run in ``threads`` worker threads (default: all cores).
+    """
     if not candidates:
         return []
-    base = build_config(RansacConfig, ransac, {}, "ransac")
-    q = quantize(query.descriptors)
+    m = MATCHERS.get(matcher)
+    cfg = m.make_config(matcher_config)
+    options = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac)
+    q = quantize(query.descriptors) if matcher == "nn" else None
     workers = max(1, min(threads or os.cpu_count() or 1, len(candidates)))
-    chunks = [list(range(i, len(candidates), workers)) for i in range(workers)]
+    if matcher != "nn":
+        workers = 1  # the networks use torch's own threads
 
     def run(chunk: list[int]) -> list[tuple[int, Verification]]:
-        matches = match_nn_batched(q, [candidates[i].descriptors for i in chunk], matcher_config)
-        out = []
-        for i, m in zip(chunk, matches):
-            c = candidates[i]
-            order = np.argsort(-m.scores, kind="stable")
-            pa, pb = query.keypoints[m.indices[order, 0]], c.keypoints[m.indices[order, 1]]
-            model = None
-            if len(m) >= min_inliers:
-                scale = min(query.working_scale, c.working_scale)
-                config = base.replace(threshold=base.threshold / scale) if scale != 1.0 else base
-                model = estimate(pa, pb, geometry, backend=backend, config=config)
-            out.append((i, verification_from_model(len(m), pa, pb, model, min_inliers)))
-        return out
+        if matcher == "nn":
+            all_matches = match_nn_batched(q, [candidates[i].descriptors for i in chunk], cfg, query.extractor)
+            pairs = [correspondences_of(query, candidates[i].as_features(query.extractor), mt)
+                     for i, mt in zip(chunk, all_matches)]
+        elif m.dense:
+            if query_image is None:
+                raise ValueError(f"re-ranking with {matcher!r} needs the query image")
+            pairs = [_dense_pair(m, cfg, query_image, candidates[i]) for i in chunk]
+        else:
+            pairs = []
+            for i in chunk:
+                stored = candidates[i].as_features(query.extractor)
+                m.check(query, stored)
+                pairs.append(correspondences_of(query, stored, m.run(query, stored, cfg)))
+        return [(i, verify_correspondences(p, **options)) for i, p in zip(chunk, pairs)]
 
-    results: list[Verification | None] = [None] * len(candidates)
+    chunks = [list(range(i, len(candidates), workers)) for i in range(workers)]
     if workers == 1:
         done = [run(chunks[0])]
     else:
         with ThreadPoolExecutor(workers) as pool:
             done = list(pool.map(run, chunks))
+    results: list[Verification | None] = [None] * len(candidates)
     for part in done:
         for i, v in part:
             results[i] = v
     return results  # type: ignore[return-value]
+
+
+def _dense_pair(m, cfg, query_image: Image, candidate: Candidate) -> Correspondences:
+    try:
+        image = load_image(candidate.path)
+    except ImageError as e:  # the file moved or changed since it was indexed
+        log.warning("cannot re-rank with %s: %s", m.name, e)
+        return Correspondences(np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, np.float32))
+    return m.run(query_image, image, cfg)
 
 
 def fuse_ranking(candidates: Sequence[Candidate], global_scores: np.ndarray,

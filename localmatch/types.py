@@ -77,6 +77,27 @@ class Matches:
 
 
 @dataclass(frozen=True, eq=False)
+class Correspondences:
+    """Point pairs between A and B, best first, ready for robust estimation.
+
+    Attributes:
+        points_a: ``(K, 2) float32`` in A's original pixels.
+        points_b: ``(K, 2) float32`` the corresponding points in B.
+        scores: ``(K,) float32`` match quality, descending.
+        working_scale: the smaller working size / original size of the two images (RANSAC thresholds
+            given in working pixels are divided by it).
+    """
+
+    points_a: np.ndarray
+    points_b: np.ndarray
+    scores: np.ndarray
+    working_scale: float = 1.0
+
+    def __len__(self) -> int:
+        return len(self.points_a)
+
+
+@dataclass(frozen=True, eq=False)
 class Verification:
     """The answer to "do A and B show the same thing, and how are they related?".
 

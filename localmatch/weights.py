@@ -8,7 +8,9 @@ Resolution order for a model named in ``weights/manifest.json``:
 4. a download from the manifest's URLs into the torch hub cache.
 
 Every file is checked against the manifest's sha256 before it is used; a mismatch is refused. Files are
-loaded with ``torch.load(..., weights_only=True)`` and only after that check.
+loaded with ``torch.load(..., weights_only=True)`` and only after that check. The LoFTR checkpoints have no
+published sha256 (``null`` in the manifest): they are used unchecked, with a warning, and still only through
+``weights_only=True``, which cannot run code.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class WeightsError(LocalmatchError):
 class WeightsEntry:
     name: str
     file: str
-    sha256: str
+    sha256: str | None
     urls: tuple[str, ...] = ()
     licence: str = ""
     kornia_cache_name: str | None = None
@@ -111,6 +113,9 @@ def resolve(name: str, *, download: bool = True) -> Path:
     e = entry(name)
     for path in candidate_paths(e):
         if path.is_file():
+            if e.sha256 is None:
+                log.warning("%s: no published sha256 to check it against", path)
+                return path
             got = sha256_of(path)
             if got != e.sha256:
                 raise WeightsError(f"{path}: sha256 {got} does not match the expected {e.sha256} for {e.file}; "
@@ -125,7 +130,7 @@ def resolve(name: str, *, download: bool = True) -> Path:
                 errors.append(f"{url}: {err}")
     where = " or ".join(str(p.parent) for p in candidate_paths(e)[:2])
     tried = f" Download failed: {'; '.join(errors)}." if errors else ""
-    raise WeightsError(f"weights file {e.file} (sha256 {e.sha256}) for {name!r} not found. Put it in {where} "
+    raise WeightsError(f"weights file {e.file} (sha256 {e.sha256 or 'not published'}) for {name!r} not found. Put it in {where} "
                        f"(or set LOCALMATCH_WEIGHTS to its folder).{tried}")
 
 
@@ -139,7 +144,7 @@ def _download(url: str, e: WeightsEntry) -> Path:
                 shutil.copyfileobj(response, tmp)
             tmp.close()
             got = sha256_of(tmp.name)
-            if got != e.sha256:
+            if e.sha256 is not None and got != e.sha256:
                 raise WeightsError(f"downloaded file has sha256 {got}, expected {e.sha256}")
             os.replace(tmp.name, target)
         finally:

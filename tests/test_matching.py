@@ -89,7 +89,7 @@ def test_match_api_and_registry(astronaut):
     f = localmatch.extract(astronaut, max_features=300)
     m = localmatch.match(f, f)
     assert len(m) == len(f)
-    with pytest.raises(UnknownNameError, match="nn"):
+    with pytest.raises(UnknownNameError, match="lightglue, loftr, nn"):
         localmatch.match(f, f, matcher="bogus")
     plain = localmatch.extract(astronaut, max_features=300, root=False)
     with pytest.raises(ValueError, match="cannot match rootsift features with sift"):

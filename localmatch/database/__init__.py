@@ -373,15 +373,20 @@ class Database:
         return features, self._descriptor.describe(image, features)
 
     def search(self, query: ImageSource | Features, k: int = 10, *, shortlist: int = 100, rerank: bool = True,
-               geometry: str = DEFAULT_RERANK_GEOMETRY, backend: str = "opencv", min_inliers: int = DEFAULT_MIN_INLIERS,
-               ransac: RansacConfig | dict | None = None, threads: int | None = None) -> list[Hit]:
+               matcher: str = "nn", matcher_config: dict | None = None,
+               geometry: str = DEFAULT_RERANK_GEOMETRY, backend: str = "opencv",
+               min_inliers: int = DEFAULT_MIN_INLIERS, ransac: RansacConfig | dict | None = None,
+               threads: int | None = None) -> list[Hit]:
         """The ``k`` database images most likely to show what the query shows.
 
         The global index returns ``shortlist`` candidates; with ``rerank`` each is matched against the
         query with its stored features and verified; verified candidates (``num_inliers >= min_inliers``)
-        come first by inliers (ties by global score), then the others by global score.
+        come first by inliers (ties by global score), then the others by global score. ``matcher`` picks the
+        re-ranking matcher: ``"nn"`` (batched), ``"lightglue"``/``"lighterglue"`` for learned features, or
+        ``"loftr"`` (dense; re-reads each candidate's image, so every pair costs a network pass).
         """
-        features, vector = self.query_features(query)
+        image = None if isinstance(query, Features) else load_image(query, max_pixels=self.feature_config.max_pixels)
+        features, vector = self.query_features(query if image is None else image)
         ids, scores = self._current_index().search(vector, max(k, shortlist if rerank else k))
         if not rerank:
             rows = {r[0]: r for r in self._rows_for(ids)}
@@ -389,8 +394,9 @@ class Database:
         rows = self._rows_for(ids)
         by_id = {r[0]: r for r in rows}
         candidates = [self._candidate(by_id[i]) for i in ids]
-        results = verify_candidates(features, candidates, geometry=geometry, backend=backend,
-                                    min_inliers=min_inliers, ransac=ransac, threads=threads)
+        results = verify_candidates(features, candidates, matcher=matcher, matcher_config=matcher_config,
+                                    geometry=geometry, backend=backend,
+                                    min_inliers=min_inliers, ransac=ransac, threads=threads, query_image=image)
         return fuse_ranking(candidates, scores, results, min_inliers)[:k]
 
     def _rows_for(self, ids: np.ndarray) -> list[tuple]:

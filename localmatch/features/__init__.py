@@ -51,4 +51,4 @@ def extract(
     return extractor.run(loaded, cfg)
 
 
-from localmatch.features import sift as _sift  # noqa: E402,F401  (registers "sift")
+from localmatch.features import aliked, disk, sift, xfeat  # noqa: E402,F401  (registers them)

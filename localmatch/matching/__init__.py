@@ -1,4 +1,10 @@
-"""Matchers, chosen by name: each takes two :class:`~localmatch.types.Features` and a config."""
+"""Matchers, chosen by name.
+
+Sparse matchers take two :class:`~localmatch.types.Features` and return :class:`~localmatch.types.Matches`:
+``nn`` (mutual nearest neighbour + ratio test, any features), ``lightglue`` (DISK, ALIKED) and
+``lighterglue`` (XFeat). Dense matchers take two images and return
+:class:`~localmatch.types.Correspondences` directly: ``loftr``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from localmatch.config import Config, build_config
+from localmatch.matching.lightglue import LightGlueConfig, match_lightglue
+from localmatch.matching.loftr import LoFTRConfig, match_loftr
 from localmatch.matching.nn import NNConfig, match_nn, match_nn_batched, quantize
 from localmatch.registry import Registry
 from localmatch.types import Features, Matches
@@ -13,36 +21,54 @@ from localmatch.types import Features, Matches
 
 @dataclass(frozen=True)
 class Matcher:
+    """A registered matcher.
+
+    Attributes:
+        run: sparse: ``(Features, Features, config) -> Matches``; dense: ``(Image, Image, config) -> Correspondences``.
+        dense: whether it matches images (no features).
+        accepts: extractor names (``Features.extractor``) it can match; empty means any.
+    """
+
     name: str
     config_type: type[Config]
-    run: Callable[[Features, Features, Any], Matches]
+    run: Callable[..., Any]
+    dense: bool = False
+    accepts: tuple[str, ...] = ()
 
     def make_config(self, config: Config | dict | None = None, **overrides: Any) -> Config:
         """The config from an instance, a dict or keyword overrides of the defaults."""
         return build_config(self.config_type, config, overrides, self.name)
+
+    def check(self, features_a: Features, features_b: Features) -> None:
+        if features_a.extractor != features_b.extractor:
+            raise ValueError(f"cannot match {features_a.extractor} features with {features_b.extractor} features")
+        if self.accepts and features_a.extractor not in self.accepts:
+            raise ValueError(f"matcher {self.name!r} works with {', '.join(self.accepts)} features, "
+                             f"not {features_a.extractor}")
 
 
 MATCHERS: Registry[Matcher] = Registry("matcher")
 
 
 def _nn(features_a: Features, features_b: Features, config: NNConfig) -> Matches:
-    _check_compatible(features_a, features_b)
-    return match_nn(features_a.descriptors, features_b.descriptors, config)
-
-
-def _check_compatible(features_a: Features, features_b: Features) -> None:
-    if features_a.extractor != features_b.extractor:
-        raise ValueError(f"cannot match {features_a.extractor} features with {features_b.extractor} features")
+    return match_nn(features_a.descriptors, features_b.descriptors, config, features_a.extractor)
 
 
 MATCHERS.add("nn", Matcher("nn", NNConfig, _nn))
+MATCHERS.add("lightglue", Matcher("lightglue", LightGlueConfig, match_lightglue, accepts=("disk", "aliked")))
+MATCHERS.add("lighterglue", Matcher("lighterglue", LightGlueConfig, match_lightglue, accepts=("xfeat",)))
+MATCHERS.add("loftr", Matcher("loftr", LoFTRConfig, match_loftr, dense=True))
 
 
 def match(features_a: Features, features_b: Features, matcher: str = "nn",
           config: Config | dict | None = None, **overrides: Any) -> Matches:
-    """Match the features of two images with a registered matcher (see ``MATCHERS.names()``)."""
+    """Match the features of two images with a registered sparse matcher (see ``MATCHERS.names()``)."""
     m = MATCHERS.get(matcher)
+    if m.dense:
+        raise ValueError(f"{matcher!r} matches images, not features: use localmatch.verify(a, b, matcher={matcher!r})")
+    m.check(features_a, features_b)
     return m.run(features_a, features_b, m.make_config(config, **overrides))
 
 
-__all__ = ["MATCHERS", "Matcher", "NNConfig", "match", "match_nn", "match_nn_batched", "quantize"]
+__all__ = ["MATCHERS", "Matcher", "NNConfig", "LightGlueConfig", "LoFTRConfig", "match", "match_nn",
+           "match_nn_batched", "quantize"]

@@ -1,0 +1,75 @@
+"""Shared parts of the learned (torch) extractors: their config, device choice, input tensors, loading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from localmatch.config import Config
+from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, Resized, resize_to_working
+from localmatch.types import Features
+
+
+@dataclass(frozen=True)
+class LearnedConfig(Config):
+    """Options shared by the learned extractors.
+
+    Attributes:
+        max_features: keep at most this many keypoints, the highest scoring.
+        max_side: long side of the working image (None: original size); sides are rounded to the
+            network's stride. Bounds memory and time.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+        half: run in float16 on CUDA where the model supports it (ignored on the CPU).
+        max_pixels: images larger than this are refused (decompression bombs).
+    """
+
+    max_features: int = 2048
+    max_side: int | None = DEFAULT_MAX_SIDE
+    device: str = "auto"
+    half: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda")
+    return torch.device(name)
+
+
+def working_tensor(image: Image, config: LearnedConfig, multiple: int, device: torch.device,
+                   gray: bool = False) -> tuple[torch.Tensor, Resized]:
+    """``(1, C, h, w)`` float tensor in [0, 1] at the working size (sides multiples of ``multiple``)."""
+    pixels = image.gray() if gray else image.pixels
+    work = resize_to_working(pixels, config.max_side, multiple=multiple)
+    array = work.pixels.astype(np.float32) / 255.0
+    array = array[None] if gray else array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))[None].to(device), work
+
+
+def to_features(image: Image, work: Resized, keypoints: torch.Tensor, scores: torch.Tensor,
+                descriptors: torch.Tensor, extractor: str, max_features: int) -> Features:
+    """Features from working-image keypoints (pixel centres at integers), strongest first."""
+    order = torch.argsort(scores.float(), descending=True)[:max_features]
+    kp = keypoints[order].float().cpu().numpy().reshape(-1, 2)
+    desc = torch.nn.functional.normalize(descriptors[order].float(), dim=-1).cpu().numpy()
+    n = len(kp)
+    mean_scale = 0.5 * (work.scale[0] + work.scale[1])
+    zeros = np.zeros(n, np.float32)
+    return Features(work.to_original(kp), zeros.copy(), zeros, scores[order].float().cpu().numpy().astype(np.float32),
+                    np.ascontiguousarray(desc, dtype=np.float32), image.size, extractor, mean_scale)
+
+
+def load_checked(module: torch.nn.Module, state: dict, *, derived: tuple[str, ...] = (),
+                 ignored: tuple[str, ...] = ()) -> None:
+    """``load_state_dict(strict=False)`` that fails unless only derived buffers are missing and only the
+    ``ignored`` prefixes are unexpected (so no learned parameter is left at random)."""
+    result = module.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith(derived)] if derived else list(result.missing_keys)
+    unexpected = [k for k in result.unexpected_keys if not k.startswith(ignored)] if ignored else list(result.unexpected_keys)
+    if missing or unexpected:
+        raise RuntimeError(f"{type(module).__name__}: checkpoint does not fit: missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]}")

@@ -1,0 +1,34 @@
+"""DISK (Tyszkiewicz et al., NeurIPS 2020) through kornia, with the "depth" checkpoint."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from localmatch.features import FEATURES, FeatureExtractor
+from localmatch.features._torch import LearnedConfig, select_device, to_features, working_tensor
+from localmatch.io import Image
+from localmatch.types import Features
+from localmatch.weights import load_state_dict
+
+
+@lru_cache(maxsize=4)
+def _model(device: str):
+    from kornia.feature import DISK
+
+    model = DISK()
+    model.load_state_dict(load_state_dict("disk-depth")["extractor"], strict=True)
+    return model.eval().to(device)
+
+
+def extract_disk(image: Image, config: LearnedConfig) -> Features:
+    """DISK keypoints (integer pixels of the working image, 128-d descriptors), in original pixels."""
+    device = select_device(config.device)
+    tensor, work = working_tensor(image, config, 16, device)
+    with torch.inference_mode():
+        out = _model(str(device))(tensor, n=config.max_features, window_size=5, pad_if_not_divisible=True)[0]
+    return to_features(image, work, out.keypoints, out.detection_scores, out.descriptors, "disk", config.max_features)
+
+
+FEATURES.add("disk", FeatureExtractor("disk", LearnedConfig, extract_disk))

@@ -1,0 +1,81 @@
+"""LightGlue (Lindenberger et al., ICCV 2023) through kornia: ``lightglue`` for DISK and ALIKED features,
+``lighterglue`` (the XFeat authors' smaller LightGlue) for XFeat features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from localmatch.config import Config
+from localmatch.features._torch import load_checked, select_device
+from localmatch.types import Features, Matches
+from localmatch.weights import load_state_dict
+
+#: extractor name -> (kornia's LightGlue feature preset, weights name in the manifest)
+PRESETS = {"disk": ("disk", "disk-lightglue"), "aliked": ("aliked", "aliked-lightglue"),
+           "xfeat": ("xfeat", "xfeat-lighterglue")}
+
+
+@dataclass(frozen=True)
+class LightGlueConfig(Config):
+    """Options of the LightGlue matchers.
+
+    Attributes:
+        filter_threshold: keep matches whose assignment score is above this.
+        depth_confidence: early stop of the layers (-1 off; None: the preset's value).
+        width_confidence: point pruning (-1 off; None: the preset's value).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        half: mixed precision on CUDA.
+    """
+
+    filter_threshold: float = 0.1
+    depth_confidence: float | None = None
+    width_confidence: float | None = None
+    device: str = "auto"
+    half: bool = True
+
+
+@lru_cache(maxsize=8)
+def _model(preset: str, weights: str, device: str, filter_threshold: float, depth_confidence, width_confidence, mp: bool):
+    from kornia.feature import LightGlue
+
+    conf = {k: v for k, v in LightGlue.features[preset].items() if k != "weights"}
+    conf["filter_threshold"] = filter_threshold
+    if depth_confidence is not None:
+        conf["depth_confidence"] = depth_confidence
+    if width_confidence is not None:
+        conf["width_confidence"] = width_confidence
+    model = LightGlue(None, mp=mp, **conf)
+    state = {k[len("matcher."):] if k.startswith("matcher.") else k: v for k, v in load_state_dict(weights).items()}
+    for i in range(model.conf.n_layers):  # the checkpoints' older layout, renamed as kornia does
+        state = {k.replace(f"self_attn.{i}", f"transformers.{i}.self_attn")
+                  .replace(f"cross_attn.{i}", f"transformers.{i}.cross_attn"): v for k, v in state.items()}
+    # derived buffer missing; DISK's checkpoint has unused log_assignment.*.r scalars, XFeat's carries the extractor
+    load_checked(model, state, derived=("confidence_thresholds",), ignored=("extractor.",) + tuple(
+        f"log_assignment.{i}.r" for i in range(model.conf.n_layers)))
+    return model.eval().to(device)
+
+
+def _as_input(f: Features, device: torch.device) -> dict:
+    return {"keypoints": torch.from_numpy(f.keypoints)[None].to(device),
+            "descriptors": torch.from_numpy(f.descriptors)[None].to(device),
+            "image_size": torch.tensor([f.image_size], dtype=torch.float32, device=device)}
+
+
+def match_lightglue(features_a: Features, features_b: Features, config: LightGlueConfig) -> Matches:
+    """LightGlue matches of A's keypoints with B's; ``scores`` are the assignment probabilities."""
+    if len(features_a) == 0 or len(features_b) == 0:
+        return Matches.empty()
+    preset, weights = PRESETS[features_a.extractor]
+    device = select_device(config.device)
+    model = _model(preset, weights, str(device), config.filter_threshold, config.depth_confidence,
+                   config.width_confidence, device.type == "cuda" and config.half)
+    with torch.inference_mode():
+        out = model({"image0": _as_input(features_a, device), "image1": _as_input(features_b, device)})
+    matches0 = out["matches0"][0].cpu().numpy()
+    scores0 = out["matching_scores0"][0].float().cpu().numpy()
+    idx_a = np.flatnonzero(matches0 > -1)
+    return Matches(np.stack([idx_a, matches0[idx_a]], axis=1).astype(np.int64), scores0[idx_a].astype(np.float32))

@@ -1,0 +1,132 @@
+"""Learned features (DISK, ALIKED, XFeat), LightGlue matchers and LoFTR dense matching through kornia."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import localmatch
+from conftest import corner_error, shared_data, warp
+from localmatch.database import Database
+from localmatch.weights import WeightsError, resolve
+from test_verify import H_TRUE
+
+DIMS = {"disk": 128, "aliked": 128, "xfeat": 64}
+MATCHER_FOR = {"disk": "lightglue", "aliked": "lightglue", "xfeat": "lighterglue"}
+SMALL = {"max_side": 512}
+
+
+def needs_weights(*names: str) -> None:
+    if not os.environ.get("LOCALMATCH_WEIGHTS"):
+        pytest.skip("LOCALMATCH_WEIGHTS is not set (point it at the shared weights folder)")
+    for name in names:
+        try:
+            resolve(name, download=False)
+        except WeightsError as e:
+            pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def warped(astronaut):
+    return warp(astronaut, H_TRUE, (469, 437))  # not multiples of 8, 16 or 32
+
+
+WEIGHTS_OF = {"disk": ("disk-depth", "disk-lightglue"), "aliked": ("aliked-n16", "aliked-lightglue"),
+              "xfeat": ("xfeat", "xfeat-lighterglue")}
+
+
+@pytest.mark.parametrize("name", ["xfeat", "aliked", "disk"])
+def test_learned_features_have_the_features_layout(name, warped):
+    needs_weights(WEIGHTS_OF[name][0])
+    f = localmatch.extract(warped, name, max_features=500)
+    assert 100 < len(f) <= 500 and f.extractor == name
+    assert f.keypoints.dtype == np.float32 and f.descriptors.shape == (len(f), DIMS[name])
+    np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-4)
+    assert (f.keypoints > -0.5).all() and (f.keypoints[:, 0] < 468.5).all() and (f.keypoints[:, 1] < 436.5).all()
+    assert list(f.scores) == sorted(f.scores, reverse=True)
+
+
+@pytest.mark.parametrize("name", ["xfeat", "aliked", "disk"])
+def test_learned_pipeline_recovers_a_homography_in_original_pixels(name, astronaut, warped):
+    needs_weights(*WEIGHTS_OF[name])
+    for matcher in (MATCHER_FOR[name], "nn"):
+        result = localmatch.verify(astronaut, warped, features=name, matcher=matcher, geometry="homography",
+                                   feature_config=SMALL)
+        assert result.is_match, matcher
+        assert corner_error(result.matrix, H_TRUE, 512, 512) < 2.0, matcher
+
+
+def test_learned_features_on_a_resized_working_image(astronaut, warped):
+    needs_weights(*WEIGHTS_OF["aliked"])
+    result = localmatch.verify(astronaut, warped, features="aliked", matcher="lightglue", geometry="homography",
+                               feature_config={"max_side": 300})
+    assert result.is_match and corner_error(result.matrix, H_TRUE, 512, 512) < 3.0
+
+
+def test_matchers_refuse_features_they_were_not_trained_for(astronaut):
+    sift = localmatch.extract(astronaut, max_features=100)
+    with pytest.raises(ValueError, match="disk, aliked"):
+        localmatch.match(sift, sift, "lightglue")
+    with pytest.raises(ValueError, match="matches images"):
+        localmatch.match(sift, sift, "loftr")
+
+
+# ---- LoFTR: the real architecture; random weights unless the checkpoint is available ----
+
+RANDOM_LOFTR = {"pretrained": "none", "max_side": 160, "confidence": 0.0}
+
+
+def test_loftr_random_weights_shapes_coordinates_and_filtering(astronaut, coffee):
+    m = localmatch.MATCHERS.get("loftr")
+    image_b = localmatch.Image(np.ascontiguousarray(coffee.pixels[:333, :451]), "coffee crop")  # other size, odd
+    corr = m.run(astronaut, image_b, m.make_config(RANDOM_LOFTR))
+    assert len(corr) > 0 and corr.points_a.shape == corr.points_b.shape == (len(corr), 2)
+    assert list(corr.scores) == sorted(corr.scores, reverse=True)
+    assert (corr.points_a > -0.5).all() and (corr.points_a < 511.5).all()
+    assert (corr.points_b[:, 0] < 450.5).all() and (corr.points_b[:, 1] < 332.5).all() and (corr.points_b > -0.5).all()
+    # A's points sit on LoFTR's 1/8 grid of the working image: back in working pixels, 8 * cell.
+    s = 160 / 512
+    np.testing.assert_allclose(((corr.points_a + 0.5) * s) % 8, 0, atol=1e-3)
+    threshold = float(np.median(corr.scores))
+    kept = m.run(astronaut, image_b, m.make_config({**RANDOM_LOFTR, "confidence": threshold}))
+    assert 0 < len(kept) < len(corr) and (kept.scores > threshold).all()
+
+
+def test_loftr_in_the_verifier_and_the_reranker(tmp_path, astronaut, warped):
+    result = localmatch.verify(astronaut, warped, matcher="loftr", matcher_config=RANDOM_LOFTR)
+    assert result.num_matches > 0 and result.points_a.shape == (result.num_inliers, 2)
+    with pytest.raises(ValueError, match="give images"):
+        localmatch.verify(localmatch.extract(astronaut), warped, matcher="loftr")
+    import PIL.Image
+    paths = []
+    for i, image in enumerate([astronaut, warped]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        PIL.Image.fromarray(image.pixels).save(paths[-1])
+    with Database(tmp_path / "db", feature_config={"max_side": 256, "max_features": 300}) as db:
+        db.add(paths)
+        hits = db.search(paths[0], k=2, matcher="loftr", matcher_config=RANDOM_LOFTR, min_inliers=4)
+    assert {h.path for h in hits} == set(paths) and all(h.num_inliers >= 0 for h in hits)
+
+
+def test_loftr_pretrained_outdoor(astronaut, warped):
+    try:
+        resolve("loftr-outdoor", download=False)
+    except WeightsError:
+        pytest.skip("loftr_outdoor.ckpt is not available here: LoFTR's matching quality is not verified")
+    result = localmatch.verify(astronaut, warped, matcher="loftr", geometry="homography")
+    assert result.is_match and corner_error(result.matrix, H_TRUE, 512, 512) < 3.0
+
+
+@pytest.mark.slow
+def test_database_with_learned_features_and_lightglue_reranking(tmp_path):
+    needs_weights(*WEIGHTS_OF["aliked"])
+    images = [str(p) for p in sorted((shared_data("ukbench_subset") / "images").glob("*.jpg"))[:8]]
+    with Database(tmp_path / "db", features="aliked", feature_config={"max_side": 480, "max_features": 1024}) as db:
+        db.add(images)
+        assert db.global_descriptor_name == "gem"
+        for matcher in ("lightglue", "nn"):
+            hits = db.search(images[1], k=4, matcher=matcher)
+            assert {h.path for h in hits} == set(images[:4]), matcher
+            assert hits[0].path == images[1] and sum(h.verified for h in hits) >= 3, matcher
