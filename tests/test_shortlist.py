@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -97,8 +100,12 @@ def test_missing_weights_say_what_and_where(monkeypatch, tmp_path):
 
 
 def test_shared_weights_verify(monkeypatch):
-    import os
     if not os.environ.get("LOCALMATCH_WEIGHTS"):
         pytest.skip("LOCALMATCH_WEIGHTS is not set (point it at the shared weights folder)")
-    for name in ("xfeat", "aliked-n16", "disk-depth"):
-        assert resolve(name, download=False).is_file()
+    from localmatch.weights import manifest
+    checked = 0
+    for name, e in manifest().items():
+        if e.sha256 and (Path(os.environ["LOCALMATCH_WEIGHTS"]) / e.file).is_file():
+            assert resolve(name, download=False).parent == Path(os.environ["LOCALMATCH_WEIGHTS"])
+            checked += 1
+    assert checked >= 10  # every shared file's sha256 agrees with the manifest

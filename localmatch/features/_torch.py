@@ -20,6 +20,8 @@ class LearnedConfig(Config):
         max_features: keep at most this many keypoints, the highest scoring.
         max_side: long side of the working image (None: original size); sides are rounded to the
             network's stride. Bounds memory and time.
+        detection_threshold: keypoint score a detection must exceed; None takes the model's own default,
+            0 keeps the ``max_features`` strongest maxima whatever their score.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
         half: run in float16 on CUDA where the model supports it (ignored on the CPU).
         max_pixels: images larger than this are refused (decompression bombs).
@@ -27,6 +29,7 @@ class LearnedConfig(Config):
 
     max_features: int = 2048
     max_side: int | None = DEFAULT_MAX_SIDE
+    detection_threshold: float | None = None
     device: str = "auto"
     half: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS

@@ -16,10 +16,10 @@ DETECTION_THRESHOLD = 0.2  # kornia's and the authors' default
 
 
 @lru_cache(maxsize=4)
-def _model(device: str, max_features: int):
+def _model(device: str, max_features: int, detection_threshold: float):
     from kornia.feature import ALIKED
 
-    model = ALIKED(model_name="aliked-n16", max_num_keypoints=max_features, detection_threshold=DETECTION_THRESHOLD)
+    model = ALIKED(model_name="aliked-n16", max_num_keypoints=max_features, detection_threshold=detection_threshold)
     load_checked(model, load_state_dict("aliked-n16"), derived=("hw_grid",))
     return model.eval().to(device)
 
@@ -28,7 +28,8 @@ def extract_aliked(image: Image, config: LearnedConfig) -> Features:
     """ALIKED sub-pixel keypoints and 128-d descriptors, in original pixels."""
     device = select_device(config.device)
     tensor, work = working_tensor(image, config, 32, device)
-    model = _model(str(device), config.max_features)
+    threshold = DETECTION_THRESHOLD if config.detection_threshold is None else config.detection_threshold
+    model = _model(str(device), config.max_features, threshold)
     with torch.inference_mode(), torch.autocast("cuda", enabled=device.type == "cuda" and config.half):
         out = model(tensor)[0]
     return to_features(image, work, out.keypoints, out.keypoint_scores, out.descriptors, "aliked", config.max_features)

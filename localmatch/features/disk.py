@@ -27,7 +27,8 @@ def extract_disk(image: Image, config: LearnedConfig) -> Features:
     device = select_device(config.device)
     tensor, work = working_tensor(image, config, 16, device)
     with torch.inference_mode():
-        out = _model(str(device))(tensor, n=config.max_features, window_size=5, pad_if_not_divisible=True)[0]
+        out = _model(str(device))(tensor, n=config.max_features, window_size=5, pad_if_not_divisible=True,
+                                  score_threshold=config.detection_threshold or 0.0)[0]
     return to_features(image, work, out.keypoints, out.detection_scores, out.descriptors, "disk", config.max_features)
 
 

@@ -26,7 +26,8 @@ def extract_xfeat(image: Image, config: LearnedConfig) -> Features:
     """XFeat keypoints (integer pixels of a working image whose sides are multiples of 32), in original pixels."""
     device = select_device(config.device)
     tensor, work = working_tensor(image, config, 32, device)
-    out = _model(str(device)).detectAndCompute(tensor, top_k=config.max_features)[0]
+    out = _model(str(device)).detectAndCompute(tensor, top_k=config.max_features,
+                                               detection_threshold=config.detection_threshold)[0]
     return to_features(image, work, out["keypoints"], out["scores"], out["descriptors"], "xfeat", config.max_features)
 
 

@@ -1,0 +1,187 @@
+"""Learned features and matchers side by side with SIFT + NN: homography mAA on oxford_affine_vgg, relative
+pose AUC on scannet_sample_superglue, extraction time per image and matching time per pair (CPU).
+
+Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/learned.py
+     [--only oxford|scannet] [--combos sift+nn,aliked+lightglue,...]
+
+ScanNet protocol (SuperGlue's): images at 640x480, intrinsics scaled to match; the essential matrix is
+estimated from points normalised by K with a threshold of 1 px over the mean focal length (OpenCV
+USAC_MAGSAC, whose default seed is fixed) and decomposed with recoverPose; the error
+of a pair is the larger of the rotation error and the translation-direction error (sign-free), a failure
+counts as 180 degrees; AUC up to 5/10/20 degrees, in percent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import localmatch
+from common import data_dir, mean_accuracy
+from oxford_homography import THRESHOLDS, corner_error, pairs as oxford_pairs
+
+COMBOS = ["sift+nn", "disk+nn", "disk+lightglue", "aliked+nn", "aliked+lightglue", "xfeat+nn", "xfeat+lighterglue",
+          "aliked+lightglue:detection_threshold=0"]
+
+
+def parse_combo(combo: str) -> tuple[str, str, dict]:
+    """``features+matcher[:option=value]`` -> (features, matcher, feature options)."""
+    pair, _, option = combo.partition(":")
+    features, matcher = pair.split("+")
+    options = {}
+    if option:
+        key, value = option.split("=")
+        options[key] = float(value)
+    return features, matcher, options
+
+
+def timed_extract(path, features, options, times):
+    start = time.perf_counter()
+    f = localmatch.extract(path, features, **options)
+    times.append(time.perf_counter() - start)
+    return f
+
+
+def timed_match(fa, fb, matcher, times):
+    start = time.perf_counter()
+    m = localmatch.match(fa, fb, matcher)
+    times.append(time.perf_counter() - start)
+    return m
+
+
+def oxford(combos: list[str]) -> None:
+    print("## oxford_affine_vgg: homography mAA (20 pairs), CPU\n")
+    print("| features + matcher | mAA | median s extraction / image | median s matching / pair | errors > 10 px |")
+    print("|---|---|---|---|---|")
+    for combo in combos:
+        features, matcher, options = parse_combo(combo)
+        t_extract, t_match, errors, cache = [], [], [], {}
+        for _, path_a, path_b, H_true in oxford_pairs():
+            for p in (path_a, path_b):
+                if p not in cache:
+                    cache[p] = timed_extract(p, features, options, t_extract)
+            fa, fb = cache[path_a], cache[path_b]
+            m = timed_match(fa, fb, matcher, t_match)
+            result = localmatch.verify_matches(fa, fb, m, geometry="homography")
+            errors.append(corner_error(result.matrix, H_true, *fa.image_size))
+        print(f"| {combo} | {mean_accuracy(errors, THRESHOLDS):.3f} | {statistics.median(t_extract):.3f} "
+              f"| {statistics.median(t_match):.3f} | {sum(e > 10 for e in errors)} |")
+
+
+def scannet_pairs():
+    root = data_dir("scannet_sample_superglue")
+    for line in (root / "scannet_sample_pairs_with_gt.txt").read_text().split("\n"):
+        if not line.strip():
+            continue
+        v = line.split()
+        K_a, K_b = np.array(v[4:13], float).reshape(3, 3), np.array(v[13:22], float).reshape(3, 3)
+        T = np.array(v[22:38], float).reshape(4, 4)
+        yield root / "images" / Path(v[0]).name, root / "images" / Path(v[1]).name, K_a, K_b, T
+
+
+def load_640(path: Path):
+    image = localmatch.load_image(path)
+    pixels = cv2.resize(image.pixels, (640, 480), interpolation=cv2.INTER_AREA)
+    return localmatch.Image(pixels, str(path)), (640 / image.width, 480 / image.height)
+
+
+def scale_K(K, sx, sy):
+    # pixel-centre convention: x' + 0.5 = s (x + 0.5)
+    S = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
+    return S @ K
+
+
+def relative_pose_error(points_a, points_b, K_a, K_b, T):
+    """max(rotation error, translation-direction error) in degrees; 180 when no pose."""
+    if len(points_a) < 5:
+        return 180.0
+    na = cv2.undistortPoints(points_a.reshape(-1, 1, 2).astype(np.float64), K_a, None).reshape(-1, 2)
+    nb = cv2.undistortPoints(points_b.reshape(-1, 1, 2).astype(np.float64), K_b, None).reshape(-1, 2)
+    threshold = 1.0 / np.mean([K_a[0, 0], K_a[1, 1], K_b[0, 0], K_b[1, 1]])
+    try:
+        E, mask = cv2.findEssentialMat(na, nb, np.eye(3), method=cv2.USAC_MAGSAC, prob=0.99999, threshold=threshold)
+    except cv2.error:
+        return 180.0
+    if E is None or E.shape != (3, 3):
+        return 180.0
+    _, R, t, _ = cv2.recoverPose(E, na, nb, np.eye(3), mask=mask)
+    R_gt, t_gt = T[:3, :3], T[:3, 3]
+    cos = np.clip((np.trace(R_gt.T @ R) - 1) / 2, -1, 1)
+    err_R = np.degrees(np.arccos(cos))
+    cos_t = np.clip(abs(t.ravel() @ t_gt) / (np.linalg.norm(t) * np.linalg.norm(t_gt) + 1e-12), 0, 1)
+    err_t = np.degrees(np.arccos(cos_t))
+    return float(max(err_R, err_t))
+
+
+def pose_auc(errors, thresholds=(5, 10, 20)):
+    """SuperGlue's pose_auc, in percent."""
+    errors = np.sort(np.asarray(errors))
+    recall = (np.arange(len(errors)) + 1) / len(errors)
+    errors, recall = np.r_[0.0, errors], np.r_[0.0, recall]
+    out = []
+    for t in thresholds:
+        last = np.searchsorted(errors, t)
+        r = np.r_[recall[:last], recall[last - 1]]
+        e = np.r_[errors[:last], t]
+        out.append(100 * np.trapezoid(r, x=e) / t)
+    return out
+
+
+def scannet(combos: list[str]) -> None:
+    print("\n## scannet_sample_superglue: relative pose AUC (15 pairs, 640x480), CPU\n")
+    print("| features + matcher | AUC@5 | AUC@10 | AUC@20 | median s extraction / image | median s matching / pair |")
+    print("|---|---|---|---|---|---|")
+    for combo in combos:
+        features, matcher, options = parse_combo(combo)
+        t_extract, t_match, errors = [], [], []
+        for path_a, path_b, K_a, K_b, T in scannet_pairs():
+            (ia, sa), (ib, sb) = load_640(path_a), load_640(path_b)
+            fa = timed_extract(ia, features, {"max_side": 640, **options}, t_extract)
+            fb = timed_extract(ib, features, {"max_side": 640, **options}, t_extract)
+            m = timed_match(fa, fb, matcher, t_match)
+            corr = localmatch.api.correspondences_of(fa, fb, m)
+            errors.append(relative_pose_error(corr.points_a, corr.points_b, scale_K(K_a, *sa), scale_K(K_b, *sb), T))
+        auc = pose_auc(errors)
+        print(f"| {combo} | {auc[0]:.1f} | {auc[1]:.1f} | {auc[2]:.1f} | {statistics.median(t_extract):.3f} "
+              f"| {statistics.median(t_match):.3f} |")
+
+
+def loftr_cost() -> None:
+    """LoFTR's per-pair time (its checkpoint is not available here: random weights, time only)."""
+    print("\n## LoFTR per-pair cost (real architecture, random weights: time only, no quality)\n")
+    print("| working size | s per pair |\n|---|---|")
+    m = localmatch.MATCHERS.get("loftr")
+    pairs = list(scannet_pairs())[:3]
+    for side in (480, 640):
+        config = m.make_config(pretrained="none", max_side=side)
+        times = []
+        for path_a, path_b, *_ in pairs:
+            a, b = localmatch.load_image(path_a), localmatch.load_image(path_b)
+            m.run(a, b, config)
+            start = time.perf_counter()
+            m.run(a, b, config)
+            times.append(time.perf_counter() - start)
+        print(f"| {side} px long side | {statistics.median(times):.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("oxford", "scannet", "loftr"))
+    parser.add_argument("--combos", default=",".join(COMBOS))
+    args = parser.parse_args()
+    combos = args.combos.split(",")
+    if args.only in (None, "oxford"):
+        oxford(combos)
+    if args.only in (None, "scannet"):
+        scannet(combos)
+    if args.only in (None, "loftr"):
+        loftr_cost()
+
+
+if __name__ == "__main__":
+    main()
