@@ -48,7 +48,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.draw:
         from localmatch.viz import save_picture, side_by_side
 
-        save_picture(side_by_side(image_a, image_b, result.points_a, result.points_b), args.draw)
+        homography = result.matrix if result.geometry == "homography" else None
+        save_picture(side_by_side(image_a, image_b, result.points_a, result.points_b, homography=homography), args.draw)
     if args.json:
         print(json.dumps(_verification_json(describe_source(args.image_a), describe_source(args.image_b), result)))
     else:
@@ -139,22 +140,91 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    out = []
+    out, sections = [], []
     with _open_database(args.db, readonly=True) as db:
-        for query in args.queries:
+        for n, query in enumerate(args.queries):
             hits = db.search(query, k=args.k, shortlist=args.shortlist, rerank=not args.no_rerank,
                              matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers)
             out.append({"query": query, "results": [h.to_dict() for h in hits]})
+            if args.draw or args.report:
+                draw = None
+                if args.draw:
+                    stem, ext = os.path.splitext(args.draw)
+                    draw = args.draw if len(args.queries) == 1 else f"{stem}_{n + 1}{ext or '.png'}"
+                _write_search_pictures(db, query, hits, draw, sections)
             if not args.json:
                 print(query)
                 for h in hits:
                     mark = f"{h.num_inliers} inliers" if h.verified else "not verified"
                     print(f"  {h.rank:3d}  {h.path}  global {h.global_score:.3f}  {mark}")
+    if args.report:
+        from localmatch.viz import html_page
+
+        with open(args.report, "w", encoding="utf-8") as f:
+            f.write(html_page("localmatch search", sections))
     if args.json:
         print(json.dumps([{"query": o["query"], "results": [
             {k: r[k] for k in ("rank", "path", "score", "global_score", "num_inliers", "geometry", "verified")}
             for r in o["results"]]} for o in out]))
     return EXIT_OK
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from localmatch.dedup import find_duplicates
+
+    report = find_duplicates(args.images, database=args.db, shortlist=args.shortlist, mirror=not args.no_mirror,
+                             min_inliers=args.min_inliers, progress=False if args.quiet else None)
+    for path, reason in report.failed:
+        print(f"localmatch: skipped {path}: {reason}", file=sys.stderr)
+    if args.report:
+        _write_dedup_report(report, args.report)
+    if args.json:
+        print(json.dumps({"groups": report.groups, "pairs": [p.to_dict() for p in report.pairs]}))
+    else:
+        for i, group in enumerate(report.groups, start=1):
+            print(f"group {i}: " + "  ".join(group))
+        same = [p for p in report.pairs if p.relation == "same-scene"]
+        print(f"{len(report.groups)} groups of duplicates; {len(same)} more pairs show the same scene in other photos")
+    return EXIT_OK
+
+
+def _write_dedup_report(report, out: str) -> None:
+    from localmatch.viz import html_page
+
+    def image(path):
+        try:
+            return load_image(path)
+        except LocalmatchError:
+            return None
+
+    sections = [(f"Group {i}: {len(g)} copies of one picture", [(image(p), p) for p in g])
+                for i, g in enumerate(report.groups, start=1)]
+    scene = [p for p in report.pairs if p.relation == "same-scene"]
+    if scene:
+        sections.append(("Same scene, other photos", [(image(x), f"{x}  <->  {p.b if x == p.a else p.a} "
+                                                               f"({p.num_inliers} inliers)")
+                                                      for p in scene for x in (p.a, p.b)]))
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(html_page("localmatch dedup", sections))
+
+
+def _write_search_pictures(db, query: str, hits, draw: str | None, report_sections: list) -> None:
+    from localmatch.viz import ranking_strip, save_picture
+
+    query_image = load_image(query)
+    shown = []
+    for h in hits:
+        try:
+            shown.append((load_image(h.path), h))
+        except LocalmatchError:
+            continue
+    if draw:
+        results = [(im, f"#{h.rank} {h.num_inliers} inl" if h.verified else f"#{h.rank} {h.global_score:.2f}", h.verified)
+                   for im, h in shown]
+        save_picture(ranking_strip(query_image, results), draw)
+    report_sections.append((f"Query {query}", [(query_image, "query")] + [
+        (im, f"#{h.rank} {h.path} - {h.num_inliers} inliers" if h.verified else f"#{h.rank} {h.path} - not verified")
+        for im, h in shown]))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -215,11 +285,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--shortlist", type=int, default=100, help="candidates verified per query (default 100)")
     p.add_argument("--no-rerank", action="store_true", help="global shortlist order only")
-    p.add_argument("--matcher", default="nn", help=f"re-ranking matcher ({', '.join(MATCHERS.names())})")
+    p.add_argument("--matcher", default=None, help=f"re-ranking matcher ({', '.join(MATCHERS.names())}; "
+                   "default: nn for SIFT, LightGlue for learned features)")
     p.add_argument("--geometry", default=DEFAULT_RERANK_GEOMETRY, choices=GEOMETRIES)
     p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS)
     p.add_argument("--json", action="store_true", help="print one JSON array, one object per query")
+    p.add_argument("--draw", metavar="OUT.png", help="ranking strip picture (OUT_N.png for several queries)")
+    p.add_argument("--report", metavar="OUT.html", help="HTML page with thumbnails of every query's results")
     p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("dedup", help="groups of near-duplicates, told apart from other photos of a scene")
+    p.add_argument("images", nargs="+", help="image files and folders")
+    p.add_argument("--json", action="store_true", help='print {"groups": [...], "pairs": [...]}')
+    p.add_argument("--report", metavar="OUT.html", help="HTML page with thumbnails of the groups")
+    p.add_argument("--db", help="keep the index in this folder (reused next time) instead of a temporary one")
+    p.add_argument("--shortlist", type=int, default=10, help="candidates verified per image (default 10)")
+    p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS)
+    p.add_argument("--no-mirror", action="store_true", help="do not look for mirrored copies")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_dedup)
 
     p = sub.add_parser("eval", help="retrieval metrics of a database against ground truth")
     p.add_argument("db")

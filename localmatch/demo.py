@@ -57,3 +57,35 @@ def corner_error(H_est: np.ndarray | None, H_true: np.ndarray, width: int, heigh
     corners = np.array([[0, 0, 1], [width - 1, 0, 1], [width - 1, height - 1, 1], [0, height - 1, 1]], float)
     pa, pb = corners @ H_est.T, corners @ H_true.T
     return float(np.linalg.norm(pa[:, :2] / pa[:, 2:] - pb[:, :2] / pb[:, 2:], axis=1).mean())
+
+
+def write_demo_collection(folder: str) -> list[str]:
+    """Write a small collection made from scikit-image's photographs into ``folder`` and return the paths.
+
+    It holds near-duplicates (a crop, a 90-degree rotation, a mirror image and a strongly re-compressed copy),
+    two photos of one scene (the Middlebury motorcycle stereo pair) and unrelated photos, so searching and
+    duplicate finding have something to show with no download.
+    """
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    astronaut, coffee, chelsea = (skimage_photo(n) for n in ("astronaut.png", "coffee.png", "chelsea.png"))
+    left, right, rocket = (skimage_photo(n) for n in ("motorcycle_left.png", "motorcycle_right.png", "rocket.jpg"))
+    files = {
+        "astronaut.jpg": (astronaut.pixels, 95),
+        "astronaut_crop.jpg": (astronaut.pixels[60:460, 40:420], 92),
+        "astronaut_rot90.jpg": (np.rot90(astronaut.pixels), 92),
+        "coffee.jpg": (coffee.pixels, 95),
+        "coffee_q15.jpg": (coffee.pixels, 15),
+        "chelsea.jpg": (chelsea.pixels, 95),
+        "chelsea_mirrored.jpg": (chelsea.pixels[:, ::-1], 92),
+        "motorcycle_left.jpg": (left.pixels, 95),
+        "motorcycle_right.jpg": (right.pixels, 95),
+        "rocket.jpg": (rocket.pixels, 95),
+    }
+    paths = []
+    for name, (pixels, quality) in files.items():
+        path = os.path.join(folder, name)
+        cv2.imwrite(path, cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        paths.append(path)
+    return paths

@@ -45,6 +45,8 @@ from localmatch.types import Features, Hit
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+#: Re-ranking matcher per local features (mutual NN is weak on learned descriptors).
+DEFAULT_RERANK_MATCHER = {"disk": "lightglue", "aliked": "lightglue", "xfeat": "lighterglue"}
 DB_FILE = "localmatch.sqlite"
 INDEX_FILE = "shortlist.faiss"
 LOCK_FILE = "write.lock"
@@ -373,7 +375,7 @@ class Database:
         return features, self._descriptor.describe(image, features)
 
     def search(self, query: ImageSource | Features, k: int = 10, *, shortlist: int = 100, rerank: bool = True,
-               matcher: str = "nn", matcher_config: dict | None = None,
+               matcher: str | None = None, matcher_config: dict | None = None,
                geometry: str = DEFAULT_RERANK_GEOMETRY, backend: str = "opencv",
                min_inliers: int = DEFAULT_MIN_INLIERS, ransac: RansacConfig | dict | None = None,
                threads: int | None = None) -> list[Hit]:
@@ -383,8 +385,10 @@ class Database:
         query with its stored features and verified; verified candidates (``num_inliers >= min_inliers``)
         come first by inliers (ties by global score), then the others by global score. ``matcher`` picks the
         re-ranking matcher: ``"nn"`` (batched), ``"lightglue"``/``"lighterglue"`` for learned features, or
-        ``"loftr"`` (dense; re-reads each candidate's image, so every pair costs a network pass).
+        ``"loftr"`` (dense; re-reads each candidate's image, so every pair costs a network pass); by default
+        ``"nn"`` for SIFT and the LightGlue trained for the database's learned features.
         """
+        matcher = matcher or DEFAULT_RERANK_MATCHER.get(self.features, "nn")
         image = None if isinstance(query, Features) else load_image(query, max_pixels=self.feature_config.max_pixels)
         features, vector = self.query_features(query if image is None else image)
         ids, scores = self._current_index().search(vector, max(k, shortlist if rerank else k))

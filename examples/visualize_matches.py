@@ -1,8 +1,8 @@
-"""Verify two images and save a picture of the inlier matches.
+"""Verify two images and save a picture of the inlier matches (and, for a homography, where A lands in B).
 
-    python examples/verify_pair.py A.jpg B.jpg matches.png
+    python examples/visualize_matches.py A.jpg B.jpg matches.png
 
-With no arguments it uses the built-in demo pair (a photo scikit-image ships and a warped copy).
+With no arguments it uses a built-in pair: a photograph scikit-image ships and a warped copy of it.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ def main(argv: list[str]) -> int:
     else:
         pair = demo_pairs()[1]
         image_a, image_b = pair.image_a, pair.image_b
-    out = argv[2] if len(argv) >= 3 else "matches.png"
+    out = argv[2] if len(argv) == 3 else "matches.png"
     result = localmatch.verify(image_a, image_b)
     print(f"is_match={result.is_match} inliers={result.num_inliers}/{result.num_matches} geometry={result.geometry}")
-    save_picture(side_by_side(image_a, image_b, result.points_a, result.points_b), out)
+    homography = result.matrix if result.geometry == "homography" else None
+    save_picture(side_by_side(image_a, image_b, result.points_a, result.points_b, homography=homography), out)
     print(f"wrote {out}")
     return 0
 

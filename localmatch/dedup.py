@@ -1,0 +1,228 @@
+"""Near-duplicate groups: global shortlist, geometric verification, then "same picture" or "same scene".
+
+For every image, the global index shortlists candidates; each is verified against the image with a
+homography (a copy of a picture, cropped, resized, rotated, re-encoded, recoloured or in mild perspective,
+is always a homography of it) and, when that fails, a fundamental matrix. A verified pair is then told
+apart:
+
+- ``"duplicate"`` (the same picture): the homography holds and, once B is warped onto A, the two agree
+  photometrically (normalised cross-correlation of blurred grey levels over their overlap at least
+  ``min_similarity``) over a large part of at least one of them (``min_coverage``);
+- ``"same-scene"`` (same place or object, another photo): anything else that verified. Two photos of a
+  flat object can share a homography, but their backgrounds, lighting and viewpoint differ, and the
+  correlation tells.
+
+Mirrored copies are found by also searching with the horizontally flipped image. Groups are the
+connected components of the duplicate pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterable
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from localmatch.api import DEFAULT_MIN_INLIERS
+from localmatch.database import Database, expand_image_paths
+from localmatch.errors import ImageError
+from localmatch.io import Image, load_image
+from localmatch.rerank import verify_candidates
+from localmatch.types import Verification
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_SIDE = 256
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    """Two verified images.
+
+    Attributes:
+        a, b: paths as given.
+        relation: ``"duplicate"`` (the same picture) or ``"same-scene"`` (another photo of it).
+        num_inliers, geometry: of the verification.
+        mirrored: B matched A flipped left-right.
+        matrix: ``(3, 3)`` from A (flipped first when ``mirrored``) to B in original pixels.
+        coverage: share of the smaller-covered image that the other overlaps (0 for same-scene F pairs).
+        similarity: photometric correlation over the overlap (-1..1; 0 when not measured).
+    """
+
+    a: str
+    b: str
+    relation: str
+    num_inliers: int
+    geometry: str | None
+    mirrored: bool = False
+    matrix: np.ndarray | None = None
+    coverage: float = 0.0
+    similarity: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "num_inliers": self.num_inliers, "geometry": self.geometry,
+                "relation": self.relation, "mirrored": self.mirrored, "coverage": round(self.coverage, 4),
+                "similarity": round(self.similarity, 4)}
+
+
+@dataclass
+class DedupReport:
+    groups: list[list[str]] = field(default_factory=list)
+    pairs: list[DuplicatePair] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"groups": self.groups, "pairs": [p.to_dict() for p in self.pairs],
+                "failed": [{"path": p, "reason": r} for p, r in self.failed]}
+
+
+def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.PathLike | None = None,
+                    shortlist: int = 10, min_inliers: int = DEFAULT_MIN_INLIERS, mirror: bool = True,
+                    min_similarity: float = 0.75, min_coverage: float = 0.5,
+                    progress: bool | None = None) -> DedupReport:
+    """Find near-duplicate groups among image files (and the images under folders).
+
+    Args:
+        database: a folder to keep the index in (reused and extended on later calls); a temporary one
+            by default.
+        shortlist: candidates verified per image (and per mirrored image).
+        mirror: also look for left-right mirrored copies.
+        min_similarity, min_coverage: the duplicate test (see the module docstring).
+        progress: show progress bars (default: when stderr is a terminal).
+    """
+    paths = expand_image_paths(images)
+    show = sys.stderr.isatty() if progress is None else progress
+    with tempfile.TemporaryDirectory(prefix="localmatch-dedup-") as tmp:
+        with Database(database or os.path.join(tmp, "db")) as db:
+            added = db.add(paths, progress=show)
+            report = DedupReport(failed=list(added.failed))
+            known = {p for _, p in db.images()}
+            wanted = [p for p in paths if p in known]
+            found: dict[tuple[str, str], DuplicatePair] = {}
+            for path in tqdm(wanted, desc="verifying", unit="img", disable=not show):
+                for pair in _pairs_of(db, path, shortlist, min_inliers, mirror, min_similarity, min_coverage):
+                    key = (min(pair.a, pair.b), max(pair.a, pair.b))
+                    if key not in found or _better(pair, found[key]):
+                        found[key] = pair
+    report.pairs = sorted(found.values(), key=lambda p: (p.a, p.b))
+    report.groups = _components([(p.a, p.b) for p in report.pairs if p.relation == "duplicate"])
+    return report
+
+
+def _better(new: DuplicatePair, old: DuplicatePair) -> bool:
+    rank = {"duplicate": 1, "same-scene": 0}
+    return (rank[new.relation], new.num_inliers) > (rank[old.relation], old.num_inliers)
+
+
+def _pairs_of(db: Database, path: str, shortlist: int, min_inliers: int, mirror: bool,
+              min_similarity: float, min_coverage: float) -> list[DuplicatePair]:
+    try:
+        image = load_image(path, max_pixels=db.feature_config.max_pixels)
+    except ImageError as e:  # changed on disk since it was indexed
+        log.warning("%s", e)
+        return []
+    out = []
+    views = [(image, False)] + ([(Image(np.ascontiguousarray(image.pixels[:, ::-1]), path), True)] if mirror else [])
+    for view, mirrored in views:
+        features, vector = db.query_features(view)
+        ids, _ = db._current_index().search(vector, shortlist + 1)
+        candidates = [c for c in (db.features_of(i) for i in ids) if c.path != path]
+        homographies = verify_candidates(features, candidates, geometry="homography", min_inliers=min_inliers)
+        rest = [c for c, v in zip(candidates, homographies) if not v.is_match]
+        epipolar = dict(zip((c.image_id for c in rest),
+                            verify_candidates(features, rest, geometry="fundamental", min_inliers=min_inliers)))
+        view_thumbnail = thumbnail(view)
+        for cand, h in zip(candidates, homographies):
+            if h.is_match:
+                out.append(_classify(path, cand.path, view_thumbnail, h, mirrored, min_similarity, min_coverage))
+            elif epipolar[cand.image_id].is_match:
+                f = epipolar[cand.image_id]
+                out.append(DuplicatePair(path, cand.path, "same-scene", f.num_inliers, f.geometry, mirrored, f.matrix))
+    return out
+
+
+def _classify(path_a: str, path_b: str, thumb_a: "Thumbnail", h: Verification, mirrored: bool,
+              min_similarity: float, min_coverage: float) -> DuplicatePair:
+    try:
+        coverage, similarity = photometric_agreement(thumb_a, _thumbnail_of(path_b), h.matrix)
+    except ImageError as e:
+        log.warning("%s", e)
+        coverage, similarity = 0.0, 0.0
+    relation = "duplicate" if coverage >= min_coverage and similarity >= min_similarity else "same-scene"
+    return DuplicatePair(path_a, path_b, relation, h.num_inliers, h.geometry, mirrored, h.matrix, coverage, similarity)
+
+
+@dataclass(frozen=True, eq=False)
+class Thumbnail:
+    """A small grey copy: ``gray (h, w) uint8`` and ``scale (sx, sy)`` = small size / original size."""
+
+    gray: np.ndarray
+    scale: tuple[float, float]
+
+
+def thumbnail(image: Image, side: int = THUMBNAIL_SIDE) -> Thumbnail:
+    s = min(1.0, side / max(image.width, image.height))
+    w, h = max(1, round(image.width * s)), max(1, round(image.height * s))
+    return Thumbnail(cv2.resize(image.gray(), (w, h), interpolation=cv2.INTER_AREA), (w / image.width, h / image.height))
+
+
+@lru_cache(maxsize=1024)
+def _thumbnail_of(path: str) -> Thumbnail:
+    return thumbnail(load_image(path))
+
+
+def photometric_agreement(a: Thumbnail, b: Thumbnail, H: np.ndarray) -> tuple[float, float]:
+    """``(coverage, similarity)`` of B warped onto A by the homography ``H`` (A -> B, original pixels).
+
+    Coverage is the larger of the shares of A and of B that the other overlaps; similarity is the
+    normalised cross-correlation of the blurred grey levels over A's overlap (-1..1).
+    """
+    ga = cv2.GaussianBlur(a.gray.astype(np.float32) / 255.0, (0, 0), 1.0)
+    gb = cv2.GaussianBlur(b.gray.astype(np.float32) / 255.0, (0, 0), 1.0)
+    # small B <- B <- A <- small A, each scaling in the pixel-centre convention
+    H_small = _scale_matrix(b.scale) @ H @ np.linalg.inv(_scale_matrix(a.scale))
+    try:
+        H_inv = np.linalg.inv(H_small)
+    except np.linalg.LinAlgError:
+        return 0.0, 0.0
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped_b = cv2.warpPerspective(gb, H_small, (ga.shape[1], ga.shape[0]), flags=flags, borderValue=-1.0)
+    overlap_a = warped_b >= 0
+    in_b = cv2.warpPerspective(np.ones_like(ga), H_inv, (gb.shape[1], gb.shape[0]), flags=flags, borderValue=0.0) > 0.5
+    coverage = max(float(overlap_a.mean()), float(in_b.mean()))
+    if overlap_a.sum() < 64:
+        return coverage, 0.0
+    x, y = ga[overlap_a], warped_b[overlap_a]
+    x, y = x - x.mean(), y - y.mean()
+    denominator = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return coverage, float((x * y).sum() / denominator) if denominator > 0 else 0.0
+
+
+def _scale_matrix(scale: tuple[float, float]) -> np.ndarray:
+    sx, sy = scale
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+
+def _components(edges: list[tuple[str, str]]) -> list[list[str]]:
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        parent[find(a)] = find(b)
+    groups: dict[str, list[str]] = {}
+    for x in parent:
+        groups.setdefault(find(x), []).append(x)
+    return sorted(sorted(g) for g in groups.values())

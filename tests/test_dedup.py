@@ -1,0 +1,113 @@
+"""Duplicate finding, pictures, HTML reports, the dedup and search commands, and the example scripts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from localmatch.cli import main
+from localmatch.dedup import _components, find_duplicates, photometric_agreement, thumbnail
+from localmatch.demo import write_demo_collection
+from localmatch.io import Image, load_image
+from localmatch.viz import homography_overlay, html_page, ranking_strip, side_by_side
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    paths = write_demo_collection(str(folder))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not an image")
+    return folder, {Path(p).name: p for p in paths}
+
+
+@pytest.fixture(scope="module")
+def report(collection):
+    folder, _ = collection
+    return find_duplicates([folder], progress=False)
+
+
+def names(group):
+    return sorted(Path(p).name for p in group)
+
+
+def test_duplicate_groups_mirrors_and_same_scene(report, collection):
+    groups = [names(g) for g in report.groups]
+    assert groups == [["astronaut.jpg", "astronaut_crop.jpg", "astronaut_rot90.jpg"],
+                      ["chelsea.jpg", "chelsea_mirrored.jpg"], ["coffee.jpg", "coffee_q15.jpg"]]
+    relation = {frozenset((Path(p.a).name, Path(p.b).name)): p for p in report.pairs}
+    mirrored = relation[frozenset(("chelsea.jpg", "chelsea_mirrored.jpg"))]
+    assert mirrored.relation == "duplicate" and mirrored.mirrored
+    stereo = relation[frozenset(("motorcycle_left.jpg", "motorcycle_right.jpg"))]
+    assert stereo.relation == "same-scene"  # two photos of one scene are not duplicates
+    assert [Path(p).name for p, _ in report.failed] == ["broken.jpg"]
+    assert not any("rocket" in p.a or "rocket" in p.b for p in report.pairs)
+
+
+def test_photometric_agreement_of_a_copy_and_of_another_photo(collection):
+    _, files = collection
+    a = load_image(files["astronaut.jpg"])
+    identity = np.eye(3)
+    coverage, similarity = photometric_agreement(thumbnail(a), thumbnail(a), identity)
+    assert coverage == pytest.approx(1.0) and similarity > 0.99
+    coffee = load_image(files["coffee.jpg"])
+    assert photometric_agreement(thumbnail(a), thumbnail(coffee), identity)[1] < 0.5
+
+
+def test_components():
+    assert _components([("a", "b"), ("c", "d"), ("b", "e")]) == [["a", "b", "e"], ["c", "d"]]
+
+
+def test_pictures_and_html_escape(collection):
+    _, files = collection
+    a, b = load_image(files["astronaut.jpg"]), load_image(files["astronaut_crop.jpg"])
+    H = np.array([[1.0, 0, -40], [0, 1, -60], [0, 0, 1]])
+    pts = np.array([[100.0, 100.0], [300, 200]])
+    picture = side_by_side(a, b, pts, pts - [40, 60], outliers_a=pts, outliers_b=pts, homography=H)
+    assert picture.shape == (512, 512 + round(380 * 512 / 400), 3)  # both at the taller height
+    assert homography_overlay(a, b, H).shape == (400, 380, 3)
+    strip = ranking_strip(a, [(b, "#1 600 inl", True), (a, "#2", False)], height=100)
+    assert strip.shape[0] == 128 and strip.dtype == np.uint8
+    page = html_page("t<i>", [("<script>alert(1)</script>", [(a, "x&y<b>.jpg"), (None, "missing")])])
+    assert "<script>alert" not in page and "&lt;script&gt;" in page and "x&amp;y&lt;b&gt;.jpg" in page
+    assert "data:image/jpeg;base64," in page
+
+
+def test_dedup_command_json_and_report(collection, tmp_path, capsys):
+    folder, _ = collection
+    out = tmp_path / "dups.html"
+    assert main(["dedup", str(folder), "--json", "--report", str(out), "-q"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert len(data["groups"]) == 3 and {"a", "b", "num_inliers", "geometry", "relation"} <= set(data["pairs"][0])
+    assert {p["relation"] for p in data["pairs"]} == {"duplicate", "same-scene"}
+    assert "broken.jpg" in captured.err
+    assert out.read_text().count("<figure>") >= 7
+
+
+def test_search_draw_and_report(collection, tmp_path, capsys):
+    folder, files = collection
+    db = str(tmp_path / "db")
+    assert main(["index", "build", db, str(folder), "-q"]) == 0
+    capsys.readouterr()
+    picture, page = tmp_path / "rank.png", tmp_path / "rank.html"
+    assert main(["search", db, files["motorcycle_left.jpg"], "-k", "3", "--draw", str(picture), "--report", str(page)]) == 0
+    assert np.asarray(PIL.Image.open(picture)).shape[0] == 188
+    assert "motorcycle_right.jpg" in page.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script,words", [("visualize_matches.py", "wrote"), ("landmark_search.py", "wrote ranking.png"),
+                                          ("find_duplicates.py", "group 3")])
+def test_examples_run_on_the_built_in_demo(tmp_path, script, words):
+    done = subprocess.run([sys.executable, str(EXAMPLES / script)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert words in done.stdout
