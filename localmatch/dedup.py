@@ -5,12 +5,18 @@ homography (a copy of a picture, cropped, resized, rotated, re-encoded, recolour
 is always a homography of it) and, when that fails, a fundamental matrix. A verified pair is then told
 apart:
 
-- ``"duplicate"`` (the same picture): the homography holds and, once B is warped onto A, the two agree
-  photometrically (normalised cross-correlation of blurred grey levels over their overlap at least
-  ``min_similarity``) over a large part of at least one of them (``min_coverage``);
+- ``"duplicate"`` (the same picture): the homography holds over a large part of at least one of the two
+  (``min_coverage``) and either its inliers agree to a fraction of a pixel (median residual at most
+  ``max_residual`` working-image pixels: one exposure, resampled) or, once B is warped onto A, the two
+  are nearly the same image (normalised cross-correlation of blurred grey levels at least
+  ``min_similarity``: what re-compression noise leaves of a copy);
 - ``"same-scene"`` (same place or object, another photo): anything else that verified. Two photos of a
-  flat object can share a homography, but their backgrounds, lighting and viewpoint differ, and the
-  correlation tells.
+  flat object can share a homography, but a second exposure moves the keypoints by more than a fraction
+  of a pixel and changes light and background.
+
+The thresholds were set on UKBench-made copies against the other UKBench photos of the same object,
+which are often nearly the same shot (bench/dedup.py): copies have a median residual of 0.1 px, the
+other photos 0.5 px.
 
 Mirrored copies are found by also searching with the horizontally flipped image. Groups are the
 connected components of the duplicate pairs.
@@ -40,6 +46,7 @@ from localmatch.types import Verification
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIDE = 256
+SIMILARITY_BLUR = 2.0  # px at THUMBNAIL_SIDE: removes JPEG blocking and resampling noise
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class DuplicatePair:
         matrix: ``(3, 3)`` from A (flipped first when ``mirrored``) to B in original pixels.
         coverage: share of the smaller-covered image that the other overlaps (0 for same-scene F pairs).
         similarity: photometric correlation over the overlap (-1..1; 0 when not measured).
+        residual: median inlier residual of the homography in working-image pixels (0 when not measured).
     """
 
     a: str
@@ -65,11 +73,12 @@ class DuplicatePair:
     matrix: np.ndarray | None = None
     coverage: float = 0.0
     similarity: float = 0.0
+    residual: float = 0.0
 
     def to_dict(self) -> dict:
         return {"a": self.a, "b": self.b, "num_inliers": self.num_inliers, "geometry": self.geometry,
                 "relation": self.relation, "mirrored": self.mirrored, "coverage": round(self.coverage, 4),
-                "similarity": round(self.similarity, 4)}
+                "similarity": round(self.similarity, 4), "residual": round(self.residual, 4)}
 
 
 @dataclass
@@ -85,7 +94,7 @@ class DedupReport:
 
 def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.PathLike | None = None,
                     shortlist: int = 10, min_inliers: int = DEFAULT_MIN_INLIERS, mirror: bool = True,
-                    min_similarity: float = 0.75, min_coverage: float = 0.5,
+                    max_residual: float = 0.25, min_similarity: float = 0.96, min_coverage: float = 0.5,
                     progress: bool | None = None) -> DedupReport:
     """Find near-duplicate groups among image files (and the images under folders).
 
@@ -94,7 +103,7 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
             by default.
         shortlist: candidates verified per image (and per mirrored image).
         mirror: also look for left-right mirrored copies.
-        min_similarity, min_coverage: the duplicate test (see the module docstring).
+        max_residual, min_similarity, min_coverage: the duplicate test (see the module docstring).
         progress: show progress bars (default: when stderr is a terminal).
     """
     paths = expand_image_paths(images)
@@ -107,7 +116,8 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
             wanted = [p for p in paths if p in known]
             found: dict[tuple[str, str], DuplicatePair] = {}
             for path in tqdm(wanted, desc="verifying", unit="img", disable=not show):
-                for pair in _pairs_of(db, path, shortlist, min_inliers, mirror, min_similarity, min_coverage):
+                test = DuplicateTest(max_residual, min_similarity, min_coverage)
+                for pair in _pairs_of(db, path, shortlist, min_inliers, mirror, test):
                     key = (min(pair.a, pair.b), max(pair.a, pair.b))
                     if key not in found or _better(pair, found[key]):
                         found[key] = pair
@@ -121,8 +131,15 @@ def _better(new: DuplicatePair, old: DuplicatePair) -> bool:
     return (rank[new.relation], new.num_inliers) > (rank[old.relation], old.num_inliers)
 
 
+@dataclass(frozen=True)
+class DuplicateTest:
+    max_residual: float
+    min_similarity: float
+    min_coverage: float
+
+
 def _pairs_of(db: Database, path: str, shortlist: int, min_inliers: int, mirror: bool,
-              min_similarity: float, min_coverage: float) -> list[DuplicatePair]:
+              test: DuplicateTest) -> list[DuplicatePair]:
     try:
         image = load_image(path, max_pixels=db.feature_config.max_pixels)
     except ImageError as e:  # changed on disk since it was indexed
@@ -141,7 +158,8 @@ def _pairs_of(db: Database, path: str, shortlist: int, min_inliers: int, mirror:
         view_thumbnail = thumbnail(view)
         for cand, h in zip(candidates, homographies):
             if h.is_match:
-                out.append(_classify(path, cand.path, view_thumbnail, h, mirrored, min_similarity, min_coverage))
+                scale = min(features.working_scale, cand.working_scale)
+                out.append(_classify(path, cand.path, view_thumbnail, h, mirrored, scale, test))
             elif epipolar[cand.image_id].is_match:
                 f = epipolar[cand.image_id]
                 out.append(DuplicatePair(path, cand.path, "same-scene", f.num_inliers, f.geometry, mirrored, f.matrix))
@@ -149,14 +167,23 @@ def _pairs_of(db: Database, path: str, shortlist: int, min_inliers: int, mirror:
 
 
 def _classify(path_a: str, path_b: str, thumb_a: "Thumbnail", h: Verification, mirrored: bool,
-              min_similarity: float, min_coverage: float) -> DuplicatePair:
+              working_scale: float, test: DuplicateTest) -> DuplicatePair:
     try:
         coverage, similarity = photometric_agreement(thumb_a, _thumbnail_of(path_b), h.matrix)
     except ImageError as e:
         log.warning("%s", e)
         coverage, similarity = 0.0, 0.0
-    relation = "duplicate" if coverage >= min_coverage and similarity >= min_similarity else "same-scene"
-    return DuplicatePair(path_a, path_b, relation, h.num_inliers, h.geometry, mirrored, h.matrix, coverage, similarity)
+    residual = median_residual(h.points_a, h.points_b, h.matrix) * working_scale
+    same_picture = residual <= test.max_residual or similarity >= test.min_similarity
+    relation = "duplicate" if coverage >= test.min_coverage and same_picture else "same-scene"
+    return DuplicatePair(path_a, path_b, relation, h.num_inliers, h.geometry, mirrored, h.matrix, coverage,
+                         similarity, residual)
+
+
+def median_residual(points_a: np.ndarray, points_b: np.ndarray, H: np.ndarray) -> float:
+    """Median distance (px in B) between ``H`` applied to A's points and their partners."""
+    p = np.c_[points_a, np.ones(len(points_a))] @ np.asarray(H, float).T
+    return float(np.median(np.linalg.norm(p[:, :2] / p[:, 2:] - points_b, axis=1)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,8 +211,8 @@ def photometric_agreement(a: Thumbnail, b: Thumbnail, H: np.ndarray) -> tuple[fl
     Coverage is the larger of the shares of A and of B that the other overlaps; similarity is the
     normalised cross-correlation of the blurred grey levels over A's overlap (-1..1).
     """
-    ga = cv2.GaussianBlur(a.gray.astype(np.float32) / 255.0, (0, 0), 1.0)
-    gb = cv2.GaussianBlur(b.gray.astype(np.float32) / 255.0, (0, 0), 1.0)
+    ga = cv2.GaussianBlur(a.gray.astype(np.float32) / 255.0, (0, 0), SIMILARITY_BLUR)
+    gb = cv2.GaussianBlur(b.gray.astype(np.float32) / 255.0, (0, 0), SIMILARITY_BLUR)
     # small B <- B <- A <- small A, each scaling in the pixel-centre convention
     H_small = _scale_matrix(b.scale) @ H @ np.linalg.inv(_scale_matrix(a.scale))
     try:
