@@ -87,7 +87,7 @@ def throughput(folder: Path, queries: int = 5) -> None:
         matcher = cv2.BFMatcher(cv2.NORM_L2)
         for q in multiview_paths()[:: max(1, len(multiview_paths()) // queries)][:queries]:
             query, vector = db.query_features(q)
-            ids, _ = db._current_index().search(vector, 100)
+            ids, _ = db.shortlist(vector, 100)
             candidates = [db.features_of(i) for i in ids]
             counts += [len(c.keypoints) for c in candidates]
             verify_candidates(query, candidates[:5])  # warm up
@@ -135,11 +135,14 @@ def latency(dim: int, n: int = 100_000, queries: int = 50) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-100k", action="store_true", help="skip the 100k-image latency part")
+    parser.add_argument("--only", choices=("accuracy", "throughput", "latency"), help="run one part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        accuracy(Path(tmp))
-        throughput(Path(tmp))
-    if not args.skip_100k:
+        if args.only in (None, "accuracy"):
+            accuracy(Path(tmp))
+        if args.only in (None, "throughput"):
+            throughput(Path(tmp))
+    if args.only in (None, "latency") and not args.skip_100k:
         from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, get_global_descriptor
         latency(get_global_descriptor(DEFAULT_GLOBAL_DESCRIPTOR).dim)
 

@@ -68,9 +68,16 @@ def verify(
 
 def correspondences_of(features_a: Features, features_b: Features, matches: Matches) -> Correspondences:
     """The matched points of A and B, best match first."""
+    return matched_points(features_a.keypoints, features_b.keypoints, matches,
+                          min(features_a.working_scale, features_b.working_scale))
+
+
+def matched_points(keypoints_a: np.ndarray, keypoints_b: np.ndarray, matches: Matches,
+                   working_scale: float = 1.0) -> Correspondences:
+    """``(N, 2)`` and ``(M, 2)`` keypoints indexed by the matches, best match first."""
     order = np.argsort(-matches.scores, kind="stable")
-    return Correspondences(features_a.keypoints[matches.indices[order, 0]], features_b.keypoints[matches.indices[order, 1]],
-                           matches.scores[order], min(features_a.working_scale, features_b.working_scale))
+    return Correspondences(keypoints_a[matches.indices[order, 0]], keypoints_b[matches.indices[order, 1]],
+                           matches.scores[order], working_scale)
 
 
 def verify_matches(features_a: Features, features_b: Features, matches: Matches, **options: Any) -> Verification:

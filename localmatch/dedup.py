@@ -149,7 +149,7 @@ def _pairs_of(db: Database, path: str, shortlist: int, min_inliers: int, mirror:
     views = [(image, False)] + ([(Image(np.ascontiguousarray(image.pixels[:, ::-1]), path), True)] if mirror else [])
     for view, mirrored in views:
         features, vector = db.query_features(view)
-        ids, _ = db._current_index().search(vector, shortlist + 1)
+        ids, _ = db.shortlist(vector, shortlist + 1)
         candidates = [c for c in (db.features_of(i) for i in ids) if c.path != path]
         homographies = verify_candidates(features, candidates, geometry="homography", min_inliers=min_inliers)
         rest = [c for c, v in zip(candidates, homographies) if not v.is_match]

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from localmatch.api import correspondences_of, verify_correspondences
+from localmatch.api import correspondences_of, matched_points, verify_correspondences
 from localmatch.config import Config
 from localmatch.errors import ImageError
 from localmatch.geometry import RansacConfig
@@ -85,7 +85,8 @@ def verify_candidates(query: Features, candidates: Sequence[Candidate], *, match
     def run(chunk: list[int]) -> list[tuple[int, Verification]]:
         if matcher == "nn":
             all_matches = match_nn_batched(q, [candidates[i].descriptors for i in chunk], cfg, query.extractor)
-            pairs = [correspondences_of(query, candidates[i].as_features(query.extractor), mt)
+            pairs = [matched_points(query.keypoints, candidates[i].keypoints, mt,
+                                    min(query.working_scale, candidates[i].working_scale))
                      for i, mt in zip(chunk, all_matches)]
         elif m.dense:
             if query_image is None:

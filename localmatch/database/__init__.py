@@ -391,7 +391,7 @@ class Database:
         matcher = matcher or DEFAULT_RERANK_MATCHER.get(self.features, "nn")
         image = None if isinstance(query, Features) else load_image(query, max_pixels=self.feature_config.max_pixels)
         features, vector = self.query_features(query if image is None else image)
-        ids, scores = self._current_index().search(vector, max(k, shortlist if rerank else k))
+        ids, scores = self.shortlist(vector, max(k, shortlist if rerank else k))
         if not rerank:
             rows = {r[0]: r for r in self._rows_for(ids)}
             return [Hit(rows[i][1], int(i), rank + 1, float(s), float(s)) for rank, (i, s) in enumerate(zip(ids[:k], scores))]
@@ -402,6 +402,10 @@ class Database:
                                     geometry=geometry, backend=backend,
                                     min_inliers=min_inliers, ransac=ransac, threads=threads, query_image=image)
         return fuse_ranking(candidates, scores, results, min_inliers)[:k]
+
+    def shortlist(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` images whose global descriptors are nearest to ``vector``: ``(ids, scores)``, best first."""
+        return self._current_index().search(vector, k)
 
     def _rows_for(self, ids: np.ndarray) -> list[tuple]:
         if len(ids) == 0:
