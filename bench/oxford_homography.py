@@ -76,7 +76,7 @@ def main() -> None:
     for i, name in enumerate(names):
         print(f"| {name} | " + " | ".join(f"{errors[l][i]:.2f}" for l in labels) + " |")
     tut_time = statistics.median(seconds["OpenCV tutorial"])
-    print(f"\n| pipeline | homography mAA | median s/pair | time vs tutorial |\n|---|---|---|---|")
+    print("\n| pipeline | homography mAA | median s/pair | time vs tutorial |\n|---|---|---|---|")
     for label in labels:
         t = statistics.median(seconds[label])
         print(f"| {label} | {mean_accuracy(errors[label], THRESHOLDS):.3f} | {t:.3f} | {t / tut_time:.2f}x |")

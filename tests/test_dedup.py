@@ -14,7 +14,7 @@ import pytest
 from localmatch.cli import main
 from localmatch.dedup import _components, find_duplicates, photometric_agreement, thumbnail
 from localmatch.demo import write_demo_collection
-from localmatch.io import Image, load_image
+from localmatch.io import load_image
 from localmatch.viz import homography_overlay, html_page, ranking_strip, side_by_side
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -23,7 +23,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from localmatch.database.store import AppendOnlyArray, ArraySpec
 from localmatch.errors import ImageError, LocalmatchError, UnknownNameError
 from localmatch.features import FEATURES
 from localmatch.geometry import RansacConfig
-from localmatch.io import ImageSource, decode_bytes, describe_source, load_image
+from localmatch.io import ImageSource, decode_bytes, load_image
 from localmatch.matching.nn import QuantizedDescriptors, quantize
 from localmatch.rerank import DEFAULT_RERANK_GEOMETRY, Candidate, fuse_ranking, verify_candidates
 from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, FALLBACK_GLOBAL_DESCRIPTOR, get_global_descriptor

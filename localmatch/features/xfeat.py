@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import torch
-
 from localmatch.features import FEATURES, FeatureExtractor
 from localmatch.features._torch import LearnedConfig, select_device, to_features, working_tensor
 from localmatch.io import Image
