@@ -112,12 +112,12 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
         with Database(database or os.path.join(tmp, "db")) as db:
             added = db.add(paths, progress=show)
             report = DedupReport(failed=list(added.failed))
-            known = {p for _, p in db.images()}
-            wanted = [p for p in paths if p in known]
+            ids = {p: i for i, p in db.images()}
+            wanted = [p for p in paths if p in ids]
             found: dict[tuple[str, str], DuplicatePair] = {}
+            test = DuplicateTest(max_residual, min_similarity, min_coverage)
             for path in tqdm(wanted, desc="verifying", unit="img", disable=not show):
-                test = DuplicateTest(max_residual, min_similarity, min_coverage)
-                for pair in _pairs_of(db, path, shortlist, min_inliers, mirror, test):
+                for pair in _pairs_of(db, ids[path], path, shortlist, min_inliers, mirror, test):
                     key = (min(pair.a, pair.b), max(pair.a, pair.b))
                     if key not in found or _better(pair, found[key]):
                         found[key] = pair
@@ -138,7 +138,7 @@ class DuplicateTest:
     min_coverage: float
 
 
-def _pairs_of(db: Database, path: str, shortlist: int, min_inliers: int, mirror: bool,
+def _pairs_of(db: Database, image_id: int, path: str, shortlist: int, min_inliers: int, mirror: bool,
               test: DuplicateTest) -> list[DuplicatePair]:
     try:
         image = load_image(path, max_pixels=db.feature_config.max_pixels)
@@ -146,9 +146,13 @@ def _pairs_of(db: Database, path: str, shortlist: int, min_inliers: int, mirror:
         log.warning("%s", e)
         return []
     out = []
-    views = [(image, False)] + ([(Image(np.ascontiguousarray(image.pixels[:, ::-1]), path), True)] if mirror else [])
-    for view, mirrored in views:
-        features, vector = db.query_features(view)
+    # The image as indexed reuses its stored features; only the mirrored view is extracted anew.
+    stored = (db.features_of(image_id).as_features(db.extractor), db.global_of(image_id))
+    views = [(image, False, stored)]
+    if mirror:
+        flipped = Image(np.ascontiguousarray(image.pixels[:, ::-1]), path)
+        views.append((flipped, True, db.query_features(flipped)))
+    for view, mirrored, (features, vector) in views:
         ids, _ = db.shortlist(vector, shortlist + 1)
         candidates = [c for c in (db.features_of(i) for i in ids) if c.path != path]
         homographies = verify_candidates(features, candidates, geometry="homography", min_inliers=min_inliers)

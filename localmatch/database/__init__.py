@@ -155,7 +155,7 @@ class Database:
                                 f"features, not {probe.extractor}")
         meta = {
             "format_version": FORMAT_VERSION, "features": features, "feature_config": json.dumps(cfg.to_dict()),
-            "descriptor_dim": probe.descriptor_dim, "global_descriptor": global_descriptor,
+            "descriptor_dim": probe.descriptor_dim, "extractor": probe.extractor, "global_descriptor": global_descriptor,
             "global_dim": descriptor.dim, "index": index, "feature_rows": 0, "global_rows": 0, "generation": 0,
         }
         with self._transaction():
@@ -180,6 +180,8 @@ class Database:
         self.feature_config = build_config(FEATURES.get(self.features).config_type,
                                            json.loads(meta["feature_config"]), {}, self.features)
         self.descriptor_dim = int(meta["descriptor_dim"])
+        #: ``Features.extractor`` of the stored features ("rootsift"...)
+        self.extractor = meta["extractor"]
         self.global_descriptor_name = meta["global_descriptor"]
         self.global_dim = int(meta["global_dim"])
         self.index_kind = meta["index"]
@@ -359,6 +361,13 @@ class Database:
     def images(self) -> list[tuple[int, str]]:
         """``(id, path)`` of every image, in the order they were added."""
         return [(r[0], r[1]) for r in self._rows()]
+
+    def global_of(self, image_id: int) -> np.ndarray:
+        """The stored ``(D,) float32`` global descriptor of an image."""
+        rows = self._rows("WHERE id = ?", (int(image_id),))
+        if not rows:
+            raise KeyError(image_id)
+        return self._arrays["global"].read(rows[0][8], 1)[0].astype(np.float32)
 
     def features_of(self, image_id: int) -> Candidate:
         rows = self._rows("WHERE id = ?", (int(image_id),))
