@@ -1,0 +1,83 @@
+"""ASMK and R-ASMK: aggregated selective match kernels over a visual codebook, searched by inverted file.
+
+The alternative to one global vector per image (:mod:`localmatch.shortlist`): each image keeps one
+aggregated vector per visual word its local descriptors fall in, binarised by default (ASMK*: 16 bytes
+per word for 128-d descriptors), and a query is scored against the images sharing its words.
+
+Steps, each a small object that saves and loads without pickle (as in the ``asmk`` package):
+:func:`train_codebook` -> :class:`Codebook`; :func:`aggregate` / :func:`aggregate_regions` ->
+:class:`Aggregated`; :class:`InvertedFile` (add, remove, search, save, load).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from localmatch.config import Config
+from localmatch.shortlist.asmk.aggregate import Aggregated, aggregate, aggregate_regions
+from localmatch.shortlist.asmk.codebook import Codebook, train_codebook
+from localmatch.shortlist.asmk.inverted_file import InvertedFile
+from localmatch.shortlist.asmk.regions import REGION_PROPOSERS
+
+#: Database representations: one global vector, ASMK, or regional ASMK for database images.
+REPRESENTATIONS = ("global", "asmk", "rasmk")
+
+
+@dataclass(frozen=True)
+class AsmkConfig(Config):
+    """ASMK settings; the defaults are those of the ``asmk`` package's HOW/FIRe recipes.
+
+    Attributes:
+        codebook_size: visual words trained for a database (fewer when it holds too few descriptors:
+            at least 16 per word).
+        binary: ASMK* (sign bits) rather than ASMK (float vectors, 8-32x more memory).
+        alpha: selectivity exponent; threshold: similarities below it count 0 (``tau``).
+        query_assignments / database_assignments: nearest words each descriptor is assigned to.
+        idf: weight words by ``log(N / N_w) ** 2``.
+        regions: R-ASMK region proposer (see :data:`REGION_PROPOSERS`) when no boxes are given.
+        seed: k-means seed; codebook_sample: at most this many descriptors (seeded sample) train it.
+    """
+
+    codebook_size: int = 1024
+    binary: bool = True
+    alpha: float = 3.0
+    threshold: float = 0.0
+    query_assignments: int = 5
+    database_assignments: int = 1
+    idf: bool = False
+    regions: str = "grid"
+    seed: int = 0
+    codebook_sample: int = 500_000
+
+    def __post_init__(self) -> None:
+        if self.codebook_size < 1 or self.query_assignments < 1 or self.database_assignments < 1:
+            raise ValueError("codebook_size and the assignment counts must be at least 1")
+        if self.regions not in REGION_PROPOSERS:
+            REGION_PROPOSERS.get(self.regions)  # raises, listing the valid names
+
+
+def describe_database_image(descriptors: np.ndarray, keypoints: np.ndarray, image_size: tuple[int, int],
+                            codebook: Codebook, config: AsmkConfig, *, regional: bool,
+                            boxes: np.ndarray | None = None) -> Aggregated:
+    """A database image's ASMK entry (``regional=False``) or R-ASMK entry over ``boxes`` or proposed regions.
+
+    ``keypoints`` ``(N, 2)`` and ``boxes`` ``(R, 4)`` are in the image's original pixels; ``image_size`` is
+    ``(width, height)``.
+    """
+    if not regional:
+        return aggregate(descriptors, codebook, assignments=config.database_assignments, binary=config.binary)
+    if boxes is None:
+        boxes = REGION_PROPOSERS.get(config.regions)(image_size[0], image_size[1], keypoints)
+    return aggregate_regions(descriptors, keypoints, boxes, codebook, assignments=config.database_assignments,
+                             binary=config.binary)
+
+
+def describe_query(descriptors: np.ndarray, codebook: Codebook, config: AsmkConfig) -> Aggregated:
+    """A query's ASMK entry (multiple assignment, never regional: the query is already the object)."""
+    return aggregate(descriptors, codebook, assignments=config.query_assignments, binary=config.binary)
+
+
+__all__ = ["Aggregated", "AsmkConfig", "Codebook", "InvertedFile", "REGION_PROPOSERS", "REPRESENTATIONS",
+           "aggregate", "aggregate_regions", "describe_database_image", "describe_query", "train_codebook"]

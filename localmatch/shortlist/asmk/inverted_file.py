@@ -1,0 +1,283 @@
+"""The ASMK inverted file: for each visual word, the images that use it and their aggregated vectors.
+
+Scoring follows the ``asmk`` package (Tolias et al.): for a query ``Q`` and an image ``X``,
+
+    score(Q, X) = sum over words w shared by Q and X of  idf(w) * sigma(<q_w, x_w>)  / sqrt(n(Q) n(X))
+
+with the selectivity ``sigma(s) = s ** alpha`` for ``s >= threshold`` and 0 below; ``<., .>`` is the inner
+product of unit vectors (ASMK) or ``1 - 2 hamming / D`` of sign bits (ASMK*); ``n(.)`` is the sum of
+``idf`` over an image's words (its word count without idf); ``idf(w) = log(N / N_w) ** 2`` over the ``N``
+images held, ``N_w`` of them using ``w`` (1 for a word no image uses), or 1 everywhere without idf.
+idf and norms are computed from the current contents at search time, so scores do not depend on the
+order in which images were added or removed.
+
+Images are added to a small pending segment and removed by marking them dead; segments are merged (dead
+entries dropped) when there are too many, and always before saving. Saved as one ``.npz`` (no pickle).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from localmatch.shortlist.asmk.aggregate import Aggregated
+
+FILE_FORMAT = 1
+#: merge segments when more than this many exist
+MAX_SEGMENTS = 4
+#: entries scored per vectorised step of a search (bounds its temporary memory)
+SEARCH_CHUNK = 1 << 20
+
+
+@dataclass
+class _Segment:
+    """Entries of some images, grouped by word: entries ``offsets[w]:offsets[w+1]`` use word ``w``."""
+
+    image_ids: np.ndarray  # (n,) int64 external ids
+    offsets: np.ndarray  # (K + 1,) int64
+    entry_image: np.ndarray  # (E,) int32 local image index
+    vectors: np.ndarray  # (E, B) uint8 or (E, D) float32
+    alive: np.ndarray = field(default=None)  # (n,) bool
+    _entry_word: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.alive is None:
+            self.alive = np.ones(len(self.image_ids), bool)
+
+    @property
+    def entry_word(self) -> np.ndarray:
+        if self._entry_word is None:
+            self._entry_word = np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int32), np.diff(self.offsets))
+        return self._entry_word
+
+    @classmethod
+    def build(cls, image_ids: np.ndarray, words: np.ndarray, entry_image: np.ndarray, vectors: np.ndarray,
+              num_words: int) -> "_Segment":
+        order = np.argsort(words, kind="stable")
+        offsets = np.zeros(num_words + 1, np.int64)
+        np.cumsum(np.bincount(words, minlength=num_words), out=offsets[1:])
+        return cls(np.asarray(image_ids, np.int64), offsets, entry_image[order].astype(np.int32),
+                   np.ascontiguousarray(vectors[order]), _entry_word=words[order].astype(np.int32))
+
+
+class InvertedFile:
+    """ASMK/ASMK* inverted file over a ``num_words`` codebook for ``dim``-dimensional descriptors.
+
+    Image ids are the caller's (int64); each id may be held once.
+    """
+
+    def __init__(self, num_words: int, dim: int, binary: bool) -> None:
+        self.num_words, self.dim, self.binary = int(num_words), int(dim), bool(binary)
+        self._segments: list[_Segment] = []
+        self._pending: dict[int, Aggregated] = {}
+        self._where: dict[int, tuple[int, int]] = {}  # id -> (segment, local index)
+        self.counts = np.zeros(self.num_words, np.int64)  # images using each word
+
+    # ---- contents ----
+
+    def __len__(self) -> int:
+        return len(self._where) + len(self._pending)
+
+    def __contains__(self, image_id: int) -> bool:
+        return int(image_id) in self._where or int(image_id) in self._pending
+
+    def image_ids(self) -> np.ndarray:
+        return np.array(sorted([*self._where, *self._pending]), np.int64)
+
+    @property
+    def num_entries(self) -> int:
+        return int(self.counts.sum())
+
+    def add(self, image_id: int, aggregated: Aggregated) -> None:
+        """Hold one image's aggregated vectors (checked against this file's word count, size and kind)."""
+        image_id = int(image_id)
+        if image_id in self:
+            raise ValueError(f"image {image_id} is already in the inverted file")
+        if aggregated.binary != self.binary or aggregated.dim != self.dim:
+            raise ValueError(f"aggregated vectors are {'binary' if aggregated.binary else 'real'} of size "
+                             f"{aggregated.dim}; this inverted file holds {'binary' if self.binary else 'real'} "
+                             f"of size {self.dim}")
+        if len(aggregated) and (aggregated.words.min() < 0 or aggregated.words.max() >= self.num_words):
+            raise ValueError(f"word ids outside 0..{self.num_words - 1}")
+        self._pending[image_id] = aggregated
+        self.counts[aggregated.words] += 1
+
+    def remove(self, image_id: int) -> bool:
+        """Forget one image; returns whether it was held."""
+        image_id = int(image_id)
+        if image_id in self._pending:
+            self.counts[self._pending.pop(image_id).words] -= 1
+            return True
+        if image_id not in self._where:
+            return False
+        s, local = self._where.pop(image_id)
+        segment = self._segments[s]
+        segment.alive[local] = False
+        self.counts -= np.bincount(segment.entry_word[segment.entry_image == local], minlength=self.num_words)
+        return True
+
+    # ---- segments ----
+
+    def _flush(self) -> None:
+        """Turn pending images into a segment; merge segments when there are too many."""
+        if self._pending:
+            ids = np.fromiter(self._pending, np.int64, len(self._pending))
+            items = list(self._pending.values())
+            words = np.concatenate([a.words for a in items]).astype(np.int64)
+            entry_image = np.repeat(np.arange(len(items), dtype=np.int32), [len(a) for a in items])
+            width = items[0].vectors.shape[1]
+            vectors = np.concatenate([a.vectors.reshape(-1, width) for a in items])
+            self._append_segment(_Segment.build(ids, words, entry_image, vectors, self.num_words))
+            self._pending.clear()
+        if len(self._segments) > MAX_SEGMENTS:
+            sizes = [len(s.entry_image) for s in self._segments]
+            largest = int(np.argmax(sizes))
+            rest = sum(sizes) - sizes[largest]
+            keep = [] if rest * 4 >= sizes[largest] else [largest]
+            self._merge([i for i in range(len(self._segments)) if i not in keep])
+
+    def _append_segment(self, segment: _Segment) -> None:
+        s = len(self._segments)
+        self._segments.append(segment)
+        for local, image_id in enumerate(segment.image_ids.tolist()):
+            if segment.alive[local]:
+                self._where[image_id] = (s, local)
+
+    def _merge(self, which: list[int]) -> None:
+        parts = [self._segments[i] for i in which]
+        others = [s for i, s in enumerate(self._segments) if i not in which]
+        ids, words, images, vectors, base = [], [], [], [], 0
+        for seg in parts:
+            new_index = np.cumsum(seg.alive) - 1 + base
+            keep = seg.alive[seg.entry_image]
+            ids.append(seg.image_ids[seg.alive])
+            words.append(seg.entry_word[keep].astype(np.int64))
+            images.append(new_index[seg.entry_image[keep]].astype(np.int32))
+            vectors.append(seg.vectors[keep])
+            base += int(seg.alive.sum())
+        merged = _Segment.build(np.concatenate(ids), np.concatenate(words), np.concatenate(images),
+                                np.concatenate(vectors), self.num_words)
+        self._segments, self._where = [], {}
+        for seg in [*others, merged]:
+            self._append_segment(seg)
+
+    def compact(self) -> None:
+        """One segment without dead entries (done before saving)."""
+        self._flush()
+        if len(self._segments) > 1 or (self._segments and not self._segments[0].alive.all()):
+            self._merge(list(range(len(self._segments))))
+
+    # ---- search ----
+
+    def idf(self, enabled: bool) -> np.ndarray:
+        """``(K,) float64`` word weights: ``log(N / N_w) ** 2`` (1 for unused words) or all 1."""
+        weights = np.ones(self.num_words)
+        if enabled:
+            used = self.counts > 0
+            weights[used] = np.log(len(self) / self.counts[used]) ** 2
+        return weights
+
+    def _similarity(self, stored: np.ndarray, query: np.ndarray) -> np.ndarray:
+        if not self.binary:
+            return np.einsum("ij,ij->i", stored, query)
+        if stored.shape[1] % 8 == 0:
+            stored, query = stored.view(np.uint64), query.view(np.uint64)
+        bits = np.bitwise_count(stored ^ query).sum(axis=1, dtype=np.int64)
+        return 1.0 - 2.0 * bits / self.dim
+
+    def search(self, query: Aggregated, k: int, *, alpha: float = 3.0, threshold: float = 0.0,
+               idf: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best images for an aggregated query: ``(ids (k',) int64, scores (k',) float32)``."""
+        self._flush()
+        if query.binary != self.binary or query.dim != self.dim:
+            raise ValueError("the query was aggregated differently from the inverted file's images")
+        if len(self) == 0 or k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        weights = self.idf(idf)
+        query_norm = np.sqrt(weights[query.words].sum()) if len(query) else 1.0
+        all_ids, all_scores = [], []
+        for seg in self._segments:
+            scores = self._segment_scores(seg, query, weights, alpha, threshold)
+            norm = np.bincount(seg.entry_image, weights=weights[seg.entry_word], minlength=len(seg.image_ids)) if idf \
+                else np.bincount(seg.entry_image, minlength=len(seg.image_ids)).astype(np.float64)
+            scores = np.divide(scores, np.sqrt(norm) * query_norm, out=np.zeros_like(scores), where=norm > 0)
+            all_ids.append(seg.image_ids[seg.alive])
+            all_scores.append(scores[seg.alive])
+        ids, scores = np.concatenate(all_ids), np.concatenate(all_scores)
+        k = min(k, len(ids))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(ids) else np.arange(len(ids))
+        top = top[np.lexsort((ids[top], -scores[top]))]
+        return ids[top], scores[top].astype(np.float32)
+
+    def _segment_scores(self, seg: _Segment, query: Aggregated, weights: np.ndarray, alpha: float,
+                        threshold: float) -> np.ndarray:
+        scores = np.zeros(len(seg.image_ids))
+        starts, ends = seg.offsets[query.words], seg.offsets[query.words + 1]
+        lengths = ends - starts
+        chunk_starts = [0]
+        total = 0
+        for q, n in enumerate(lengths.tolist()):
+            if total + n > SEARCH_CHUNK and total:
+                chunk_starts.append(q)
+                total = 0
+            total += n
+        chunk_starts.append(len(lengths))
+        for a, b in zip(chunk_starts[:-1], chunk_starts[1:]):
+            lens = lengths[a:b]
+            count = int(lens.sum())
+            if count == 0:
+                continue
+            first = np.cumsum(lens) - lens
+            entries = np.repeat(starts[a:b] - first, lens) + np.arange(count)
+            query_row = np.repeat(np.arange(a, b), lens)
+            sim = self._similarity(seg.vectors[entries], query.vectors[query_row])
+            keep = sim >= threshold
+            contribution = np.power(sim[keep], alpha) * weights[query.words[query_row[keep]]]
+            scores += np.bincount(seg.entry_image[entries[keep]], weights=contribution, minlength=len(scores))
+        return scores
+
+    # ---- saving ----
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the entries, word offsets and image ids held in memory (pending images included)."""
+        held = sum(s.vectors.nbytes + s.entry_image.nbytes + s.offsets.nbytes + s.image_ids.nbytes for s in self._segments)
+        return held + sum(a.vectors.nbytes + 4 * len(a) for a in self._pending.values())
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write compacted, atomically (temporary file, fsync, rename), as a ``.npz`` without pickle."""
+        self.compact()
+        seg = self._segments[0] if self._segments else _Segment.build(
+            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32),
+            np.zeros((0, (self.dim + 7) // 8 if self.binary else self.dim), np.uint8 if self.binary else np.float32),
+            self.num_words)
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, header=np.array([FILE_FORMAT, self.num_words, self.dim, int(self.binary)], np.int64),
+                     image_ids=seg.image_ids, offsets=seg.offsets, entry_image=seg.entry_image, vectors=seg.vectors)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "InvertedFile":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                version, num_words, dim, binary = data["header"].tolist()
+                arrays = {key: data[key] for key in ("image_ids", "offsets", "entry_image", "vectors")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path}: not a readable inverted file ({e})") from None
+        if version != FILE_FORMAT or len(arrays["offsets"]) != num_words + 1:
+            raise ValueError(f"{path}: inverted file format {version} with {len(arrays['offsets'])} offsets "
+                             f"(expected format {FILE_FORMAT}, {num_words + 1})")
+        ivf = cls(num_words, dim, bool(binary))
+        seg = _Segment(arrays["image_ids"], arrays["offsets"], arrays["entry_image"], arrays["vectors"])
+        if len(seg.image_ids):
+            ivf._append_segment(seg)
+            ivf.counts = np.diff(seg.offsets).astype(np.int64)
+        return ivf
