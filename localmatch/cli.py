@@ -17,6 +17,7 @@ from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS
 from localmatch.io import describe_source, load_image
 from localmatch.matching import MATCHERS
 from localmatch.rerank import DEFAULT_RERANK_GEOMETRY
+from localmatch.shortlist.asmk import REPRESENTATIONS
 from localmatch.shortlist.index import INDEX_KINDS
 from localmatch.types import Verification
 
@@ -108,15 +109,34 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
     if os.path.exists(os.path.join(args.db, DB_FILE)):
         raise DatabaseError(f"{args.db}: a database already exists here (use `localmatch index add`)")
-    with _open_database(args.db, readonly=False, must_exist=False, features=args.features,
-                        index=args.index) as db:
-        _print_add_report(db.add(args.images, progress=None if not args.quiet else False), args.quiet)
+    asmk = {"codebook_size": args.codebook_size} if args.codebook_size else None
+    boxes = _read_boxes(args.boxes)
+    with _open_database(args.db, readonly=False, must_exist=False, features=args.features, index=args.index,
+                        representation=args.representation, asmk_config=asmk, codebook=args.codebook) as db:
+        _print_add_report(db.add(args.images, progress=None if not args.quiet else False, boxes=boxes), args.quiet)
     return EXIT_OK
+
+
+def _read_boxes(path: str | None) -> dict | None:
+    """``{image path: [[x0, y0, x1, y1], ...]}`` from a JSON file (R-ASMK regions), or None."""
+    from localmatch.database import DatabaseError
+
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            boxes = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DatabaseError(f"{path}: cannot read boxes ({e})") from None
+    if not isinstance(boxes, dict):
+        raise DatabaseError(f"{path}: boxes must be a JSON object mapping image paths to lists of [x0, y0, x1, y1]")
+    return boxes
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
     with _open_database(args.db, readonly=False) as db:
-        _print_add_report(db.add(args.images, progress=None if not args.quiet else False), args.quiet)
+        _print_add_report(db.add(args.images, progress=None if not args.quiet else False,
+                                 boxes=_read_boxes(args.boxes)), args.quiet)
     return EXIT_OK
 
 
@@ -263,11 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--features", default="sift", help=f"local features ({', '.join(FEATURES.names())})")
     p.add_argument("--index", default="flat", choices=INDEX_KINDS, help="shortlist index (default: exact)")
+    p.add_argument("--representation", default="global", choices=REPRESENTATIONS,
+                   help="what shortlists: one global vector per image (default), ASMK* or regional ASMK*")
+    p.add_argument("--codebook-size", type=int, default=None, help="ASMK visual words (default 1024)")
+    p.add_argument("--codebook", metavar="WORDS.npy", help="use this (K, D) float32 codebook instead of training one")
+    p.add_argument("--boxes", metavar="BOXES.json", help='R-ASMK regions: {"image path": [[x0, y0, x1, y1], ...]}')
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(run=cmd_index_build)
     p = index.add_parser("add", help="add images (already indexed content is skipped)")
     p.add_argument("db")
     p.add_argument("images", nargs="+")
+    p.add_argument("--boxes", metavar="BOXES.json", help="R-ASMK regions of these images (see index build)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(run=cmd_index_add)
     p = index.add_parser("remove", help="remove images by path (as added) or id")

@@ -11,8 +11,6 @@ from localmatch.shortlist.asmk import (AsmkConfig, Codebook, InvertedFile, aggre
                                        describe_query, train_codebook)
 from localmatch.shortlist.asmk.regions import grid_regions
 
-from conftest import shared_data
-
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
           "camera.png", "brick.png")
 #: other photos train the test codebook: a word whose members all come from one indexed image would have a
