@@ -1,0 +1,235 @@
+"""ASMK benchmark: accuracy of global vs ASMK* vs R-ASMK*, bytes per image, query time at 10k/100k images.
+
+Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/aggregated.py
+     [--only accuracy|learned|bytes|latency]
+
+1. accuracy: multiview_dev (every image queries the other 78) and ukbench_subset + imagededup base images
+   as distractors; each representation in its own Database (RootSIFT, default settings: 1024 words trained
+   on the indexed descriptors, ASMK*, multiple assignment 5 / 1, alpha 3, tau 0), mAP before and after
+   re-ranking; beside it the reference ``asmk`` package on the same stored descriptors and codebook.
+2. learned: ASMK* and R-ASMK* over ALIKED and DISK (2048 features, 1024 words) next to RootSIFT on
+   multiview_dev, before re-ranking (the same core as the database, on features extracted once).
+3. bytes: ASMK* inverted file bytes per image with 1000 RootSIFT features per image (multiview_dev).
+4. latency: search time over 10k and 100k images with simulated aggregated descriptors (65536 words,
+   about 1000 words per image, 128-bit signatures; a query of 4000 words holding a noisy copy of one
+   image), localmatch's inverted file beside the ``asmk`` package's IVF holding the same entries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from database import multiview_paths, ukbench_truth
+from localmatch.database import Database
+from localmatch.evaluate import average_precision, evaluate, ground_truth_from_folders
+from localmatch.features import extract
+from localmatch.io import load_image
+from localmatch.shortlist.asmk import (AsmkConfig, Aggregated, Codebook, InvertedFile, describe_database_image,
+                                       describe_query, train_codebook)
+
+REPRESENTATIONS = ("global", "asmk", "rasmk")
+
+
+def reference_asmk_map(db: Database, truth, paths: list[str]) -> float:
+    """mAP of the ``asmk`` package (ASMK*, MA 5/1, alpha 3, tau 0) on the database's stored descriptors and codebook."""
+    from asmk import asmk_method, codebook as ref_codebook, index as ref_index
+
+    codebook = db._current_codebook()
+    cdb = ref_codebook.Codebook(ref_index.initialize_index(None), size=codebook.size)
+    cdb.index(codebook.centroids.copy())
+    params = {"index": {"gpu_id": None},
+              "build_ivf": {"kernel": {"binary": True}, "ivf": {"use_idf": False},
+                            "quantize": {"multiple_assignment": 1}, "aggregate": {}},
+              "query_ivf": {"quantize": {"multiple_assignment": 5}, "aggregate": {}, "search": {"topk": None},
+                            "similarity": {"similarity_threshold": 0.0, "alpha": 3.0}}}
+    rows = db._rows()
+    stored = [db._stored_descriptors(r) for r in rows]
+    ids = np.concatenate([np.full(len(d), i) for i, d in enumerate(stored)])
+    method = asmk_method.ASMKMethod(params, {}, codebook=cdb).build_ivf(np.concatenate(stored), ids)
+    by_path = {r[1]: i for i, r in enumerate(rows)}
+    aps = []
+    for t in truth:
+        query = db.query_features(t.query)[0].descriptors.astype(np.float32)
+        _, _, ranks, _ = method.query_ivf(query, np.zeros(len(query), int))
+        ranked = [rows[i][1] for i in ranks[0] if rows[i][1] != t.query]
+        assert t.query in by_path
+        aps.append(average_precision(ranked, t.positives, t.junk))
+    return float(np.mean(aps))
+
+
+def accuracy(folder: Path) -> None:
+    print("## Retrieval accuracy by representation (RootSIFT, 2 cores)\n")
+    print("| set | representation | shortlist mAP | re-ranked mAP | `asmk` package mAP (same descriptors and codebook) "
+          "| shortlist bytes per image | ms per query (shortlist / re-ranked) |")
+    print("|---|---|---|---|---|---|---|")
+    paths = multiview_paths()
+    images, distractors, ukbench = ukbench_truth()
+    sets = [("multiview_dev", paths, ground_truth_from_folders(paths)),
+            (f"ukbench_subset + {len(distractors)} distractors", images + distractors, ukbench)]
+    for name, files, truth in sets:
+        for representation in REPRESENTATIONS:
+            with Database(folder / f"{name[:8]}-{representation}", representation=representation) as db:
+                db.add(files)
+                plain = evaluate(db, truth, rerank=False)
+                reranked = evaluate(db, truth, rerank=True)
+                info = db.info()
+                if representation == "global":
+                    size = (db.path / "shortlist.faiss").stat().st_size / len(db)
+                    reference = "-"
+                else:
+                    size = info["asmk_bytes_per_image"]
+                    reference = f"{reference_asmk_map(db, truth, files):.3f}" if representation == "asmk" else "-"
+            print(f"| {name} | {representation} | {plain.mean_ap:.3f} | {reranked.mean_ap:.3f} | {reference} "
+                  f"| {size:.0f} | {plain.latency_ms:.0f} / {reranked.latency_ms:.0f} |", flush=True)
+
+
+def learned() -> None:
+    print("\n## ASMK over learned features (multiview_dev, 2048 features, 1024 words trained on the 79 images, "
+          "before re-ranking)\n")
+    print("| features | ASMK* mAP | R-ASMK* mAP (grid regions) | entries per image |\n|---|---|---|---|")
+    paths = multiview_paths()
+    truth = ground_truth_from_folders(paths)
+    config = AsmkConfig()
+    for name in ("sift", "aliked", "disk"):
+        features = [extract(load_image(p), name) for p in paths]
+        codebook = train_codebook(np.concatenate([f.descriptors for f in features]).astype(np.float32), 1024)
+        row = []
+        for regional in (False, True):
+            ivf, entries = InvertedFile(codebook.size, codebook.dim, True), 0
+            for i, f in enumerate(features):
+                aggregated = describe_database_image(f.descriptors, f.keypoints, f.image_size, codebook, config,
+                                                     regional=regional)
+                entries += len(aggregated)
+                ivf.add(i, aggregated)
+            aps = []
+            for i, t in enumerate(truth):
+                ids, _ = ivf.search(describe_query(features[i].descriptors, codebook, config), 100)
+                aps.append(average_precision([paths[j] for j in ids if j != i], t.positives))
+            row.append(float(np.mean(aps)))
+        label = "RootSIFT" if name == "sift" else name.upper() if name == "disk" else "ALIKED"
+        print(f"| {label} | {row[0]:.3f} | {row[1]:.3f} | {entries / len(paths):.0f} |", flush=True)
+
+
+def bytes_per_image(folder: Path) -> None:
+    print("\n## ASMK* bytes per image at 1000 RootSIFT features per image (multiview_dev)\n")
+    with Database(folder / "bytes", representation="asmk", feature_config={"max_features": 1000}) as db:
+        db.add(multiview_paths())
+        info = db.info()
+        ivf = db._current_asmk()
+    print(f"{info['images']} images, {info['features'] / info['images']:.0f} features and "
+          f"{ivf.num_entries / len(ivf):.0f} words per image, {info['codebook_words']} words: "
+          f"**{info['asmk_bytes_per_image']:.0f} bytes per image** in `asmk.npz` (16-byte signature + 4-byte image "
+          f"index per word, plus word offsets); codebook {(db.path / 'codebook.npy').stat().st_size} bytes once.")
+
+
+def simulated(n: int, words: int, per_image: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(offsets (n+1,), word ids, signatures (E, 16) uint8)`` of ``n`` images, words increasing per image."""
+    draws = np.sort(rng.integers(0, words, size=(n, per_image), dtype=np.int64), axis=1)
+    keep = np.ones_like(draws, bool)
+    keep[:, 1:] = draws[:, 1:] != draws[:, :-1]
+    counts = keep.sum(1)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    word_ids = draws[keep]
+    signatures = rng.integers(0, 256, size=(len(word_ids), 16), dtype=np.uint8)
+    return offsets, word_ids, signatures
+
+
+def to_asmk_layout(signatures: np.ndarray) -> np.ndarray:
+    """Our ``np.packbits`` bytes as the ``asmk`` package's uint32 words (bit 32j at the top of word j)."""
+    return np.ascontiguousarray(signatures).view(">u4").astype(np.uint32)
+
+
+def reference_ivf(offsets, word_ids, signatures, words: int):
+    """The ``asmk`` package's IVF state holding the same entries (built directly, not by its slow per-entry loop)."""
+    from asmk.inverted_file import IVF
+
+    image_ids = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    order = np.argsort(word_ids, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(word_ids, minlength=words))])
+    packed = to_asmk_layout(signatures[order])
+    sorted_ids = image_ids[order]
+    vecs = [packed[a:b] if b > a else None for a, b in zip(starts[:-1], starts[1:])]
+    ids = [sorted_ids[a:b] if b > a else None for a, b in zip(starts[:-1], starts[1:])]
+    counts = np.diff(starts).astype(np.int32)
+    return IVF(norm_factor=np.diff(offsets).astype(np.float64), n_images=len(offsets) - 1, ivf_vecs=vecs,
+               ivf_image_ids=ids, counts=counts, idf=np.ones(words, np.float32), imid_offset=0, use_idf=False)
+
+
+def latency(queries: int = 20) -> None:
+    from asmk import kernel as ref_kernel
+
+    print("\n## Inverted-file search time (simulated aggregated descriptors, 65536 words, 128-bit ASMK*, top 100)\n")
+    print("| images | words per image | entries | localmatch build s | localmatch ms per query "
+          "| `asmk` package ms per query | ratio | localmatch bytes per image | finds the noisy copy |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    words = 65536
+    for n in (10_000, 100_000):
+        rng = np.random.default_rng(0)
+        offsets, word_ids, signatures = simulated(n, words, 1000, rng)
+        start = time.perf_counter()
+        ivf = InvertedFile(words, 128, True)
+        for i in range(n):
+            a, b = offsets[i], offsets[i + 1]
+            ivf.add(i, Aggregated(word_ids[a:b].astype(np.int32), signatures[a:b], True, 128))
+        ivf.compact()
+        build = time.perf_counter() - start
+        ref = reference_ivf(offsets, word_ids, signatures, words)
+        kernel = ref_kernel.ASMKKernel(None, binary=True)
+        similarity = lambda *x: kernel.similarity(*x, alpha=3.0, similarity_threshold=0.0)  # noqa: E731
+        ours, theirs, found = [], [], 0
+        for q in range(queries):
+            target = int(rng.integers(n))
+            a, b = offsets[target], offsets[target + 1]
+            noisy = signatures[a:b] ^ np.packbits(rng.random((b - a, 128)) < 0.1, axis=1)
+            extra = rng.choice(words, 3000, replace=False)
+            query_words, first = np.unique(np.concatenate([word_ids[a:b], extra]), return_index=True)
+            query_vecs = np.concatenate([noisy, rng.integers(0, 256, (3000, 16), dtype=np.uint8)])[first]
+            query = Aggregated(query_words.astype(np.int32), query_vecs, True, 128)
+            start = time.perf_counter()
+            ids, _ = ivf.search(query, 100)
+            ours.append(time.perf_counter() - start)
+            found += int(ids[0] == target)
+            packed = to_asmk_layout(query_vecs)
+            start = time.perf_counter()
+            ref_ids, _ = ref.search(packed, query_words, similarity_func=similarity, topk=100)
+            theirs.append(time.perf_counter() - start)
+            assert ref_ids[0] == ids[0]
+        t_ours, t_ref = 1000 * statistics.median(ours), 1000 * statistics.median(theirs)
+        print(f"| {n} | {len(word_ids) / n:.0f} | {len(word_ids)} | {build:.1f} | {t_ours:.1f} | {t_ref:.1f} "
+              f"| {t_ref / t_ours:.1f}x faster | {ivf.nbytes / n:.0f} | {found}/{queries} |", flush=True)
+        del ivf, ref
+    rng = np.random.default_rng(1)
+    codebook = Codebook(rng.standard_normal((words, 128), dtype=np.float32))
+    descriptors = rng.standard_normal((1000, 128), dtype=np.float32)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        describe_query(descriptors, codebook, AsmkConfig())
+        times.append(time.perf_counter() - start)
+    print(f"\nQuery aggregation on top (1000 descriptors, 5 nearest of {words} words by faiss flat L2, residual sums, "
+          f"signs): {1000 * statistics.median(times):.0f} ms.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("accuracy", "learned", "bytes", "latency"), help="run one part")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "accuracy"):
+            accuracy(Path(tmp))
+        if args.only in (None, "learned"):
+            learned()
+        if args.only in (None, "bytes"):
+            bytes_per_image(Path(tmp))
+        if args.only in (None, "latency"):
+            latency()
+
+
+if __name__ == "__main__":
+    main()
