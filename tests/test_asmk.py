@@ -202,3 +202,18 @@ def test_grid_regions_cover_the_image_with_overlapping_squares():
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 1023).all() and (boxes[:, 3] <= 767).all()
     portrait = grid_regions(480, 640)
     assert len(portrait) == 21 and (portrait[:, 3] <= 639).all()
+
+
+def test_keypoint_cluster_regions_follow_the_features():
+    from localmatch.shortlist.asmk.regions import keypoint_clusters
+
+    rng = np.random.default_rng(0)
+    left = rng.normal((100, 300), 20, size=(200, 2))
+    right = rng.normal((500, 100), 20, size=(200, 2))
+    boxes = keypoint_clusters(640, 480, np.concatenate([left, right]).astype(np.float32))
+    assert boxes[0].tolist() == [0, 0, 639, 479] and len(boxes) == 1 + 2 + 4 + 8
+    two = boxes[1:3]
+    centres = np.stack([(two[:, 0] + two[:, 2]) / 2, (two[:, 1] + two[:, 3]) / 2], 1)
+    assert sorted(np.round(centres, -2).tolist()) == [[100, 300], [500, 100]]
+    assert (two[:, 2] - two[:, 0] < 200).all()  # each box holds one blob, not both
+    assert len(keypoint_clusters(640, 480, left[:20].astype(np.float32))) == 1  # too few points: whole image

@@ -45,6 +45,32 @@ def grid_regions(width: int, height: int, keypoints: np.ndarray | None = None, *
     return np.unique(np.round(np.array(boxes, np.float32), 2), axis=0)
 
 
+@REGION_PROPOSERS.register("clusters")
+def keypoint_clusters(width: int, height: int, keypoints: np.ndarray, *, counts: tuple[int, ...] = (2, 4, 8),
+                      min_points: int = 16, coverage: float = 2.0) -> np.ndarray:
+    """The whole image plus the boxes of keypoint clusters: for each ``k`` in ``counts``, k-means (faiss,
+    seed 0) of the ``(x, y)`` positions into ``k`` groups, each group of at least ``min_points`` boxed from
+    its ``coverage``-th to its ``100 - coverage``-th percentile on each axis (a stray point does not
+    stretch the box). Where features crowd on objects, the boxes follow them; no detector is trained.
+    """
+    import faiss
+
+    boxes = [(0.0, 0.0, width - 1.0, height - 1.0)]
+    points = np.ascontiguousarray(keypoints, dtype=np.float32).reshape(-1, 2)
+    for k in counts:
+        if len(points) < k * min_points:
+            continue
+        kmeans = faiss.Kmeans(2, k, niter=20, seed=0, verbose=False, min_points_per_centroid=1)
+        kmeans.train(points)
+        labels = kmeans.index.search(points, 1)[1][:, 0]
+        for group in range(k):
+            members = points[labels == group]
+            if len(members) >= min_points:
+                lo, hi = np.percentile(members, coverage, axis=0), np.percentile(members, 100 - coverage, axis=0)
+                boxes.append((lo[0], lo[1], hi[0], hi[1]))
+    return np.array(boxes, np.float32)
+
+
 @REGION_PROPOSERS.register("full")
 def full_image(width: int, height: int, keypoints: np.ndarray | None = None) -> np.ndarray:
     """The whole image only: R-ASMK with this proposer is ASMK."""
