@@ -123,10 +123,12 @@ def bytes_per_image(folder: Path) -> None:
         db.add(multiview_paths())
         info = db.info()
         ivf = db._current_asmk()
-    print(f"{info['images']} images, {info['features'] / info['images']:.0f} features and "
-          f"{ivf.num_entries / len(ivf):.0f} words per image, {info['codebook_words']} words: "
-          f"**{info['asmk_bytes_per_image']:.0f} bytes per image** in `asmk.npz` (16-byte signature + 4-byte image "
-          f"index per word, plus word offsets); codebook {(db.path / 'codebook.npy').stat().st_size} bytes once.")
+    n = info["images"]
+    print(f"{n} images, {info['features'] / n:.0f} features and {ivf.num_entries / len(ivf):.0f} words per image, "
+          f"{info['codebook_words']} words: **{info['asmk_bytes_per_image']:.0f} bytes per image on disk** "
+          f"(`asmk.npz`, zlib-compressed), {ivf.nbytes / n:.0f} bytes per image in RAM (16-byte signature + "
+          f"4-byte image index per word, plus word offsets); codebook {(db.path / 'codebook.npy').stat().st_size} "
+          f"bytes once.")
 
 
 def simulated(n: int, words: int, per_image: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

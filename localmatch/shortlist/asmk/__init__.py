@@ -27,7 +27,9 @@ REPRESENTATIONS = ("global", "asmk", "rasmk")
 
 @dataclass(frozen=True)
 class AsmkConfig(Config):
-    """ASMK settings; the defaults are those of the ``asmk`` package's HOW/FIRe recipes.
+    """ASMK settings. ``binary``, ``alpha``, ``threshold``, the assignments and ``idf`` default to the
+    ``asmk`` package's HOW/FIRe recipes; they use 65536 words trained on a separate landmark set, where a
+    database here trains 1024 on its own descriptors (use 65536 for collections of 100k images and more).
 
     Attributes:
         codebook_size: visual words trained for a database (fewer when it holds too few descriptors:
@@ -36,7 +38,9 @@ class AsmkConfig(Config):
         alpha: selectivity exponent; threshold: similarities below it count 0 (``tau``).
         query_assignments / database_assignments: nearest words each descriptor is assigned to.
         idf: weight words by ``log(N / N_w) ** 2``.
-        regions: R-ASMK region proposer (see :data:`REGION_PROPOSERS`) when no boxes are given.
+        regions: R-ASMK region proposer (see :data:`REGION_PROPOSERS`) when no boxes are given:
+            ``"clusters"`` (whole image + keypoint-cluster boxes; the best of the two on multiview_dev
+            over RootSIFT, ALIKED and DISK on average, see BENCHMARKS.md), ``"grid"``, ``"full"``.
         seed: k-means seed; codebook_sample: at most this many descriptors (seeded sample) train it.
     """
 
@@ -47,7 +51,7 @@ class AsmkConfig(Config):
     query_assignments: int = 5
     database_assignments: int = 1
     idf: bool = False
-    regions: str = "grid"
+    regions: str = "clusters"
     seed: int = 0
     codebook_sample: int = 500_000
 

@@ -12,7 +12,8 @@ idf and norms are computed from the current contents at search time, so scores d
 order in which images were added or removed.
 
 Images are added to a small pending segment and removed by marking them dead; segments are merged (dead
-entries dropped) when there are too many, and always before saving. Saved as one ``.npz`` (no pickle).
+entries dropped) when there are too many, and always before saving. Saved as one compressed ``.npz`` (no
+pickle). In memory an entry costs its signature (16 bytes for 128-d ASMK*) and a 4-byte image index.
 """
 
 from __future__ import annotations
@@ -279,7 +280,11 @@ class InvertedFile:
         return held + sum(a.vectors.nbytes + 4 * len(a) for a in self._pending.values())
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write compacted, atomically (temporary file, fsync, rename), as a ``.npz`` without pickle."""
+        """Write compacted, atomically (temporary file, fsync, rename), as a zlib-compressed ``.npz`` without pickle.
+
+        Compression matters here: image indices sorted within each word and sign bits of real residuals
+        compress to about 15 bytes per entry instead of 20 (multiview_dev, 1024 words).
+        """
         self.compact()
         seg = self._segments[0] if self._segments else _Segment.build(
             np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32),
@@ -288,7 +293,7 @@ class InvertedFile:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
-            np.savez(f, header=np.array([FILE_FORMAT, self.num_words, self.dim, int(self.binary)], np.int64),
+            np.savez_compressed(f, header=np.array([FILE_FORMAT, self.num_words, self.dim, int(self.binary)], np.int64),
                      image_ids=seg.image_ids, offsets=seg.offsets, entry_image=seg.entry_image, vectors=seg.vectors)
             f.flush()
             os.fsync(f.fileno())
