@@ -16,6 +16,7 @@ Pairwise precision and recall are over the pairs implied by the reported groups.
 from __future__ import annotations
 
 import argparse
+import json
 import importlib.util
 import itertools
 import sys
@@ -133,6 +134,7 @@ def score(found: set, duplicates: set) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--originals", type=int, default=56, help="ukbench images to make copies of")
+    parser.add_argument("--dump", metavar="PAIRS.json", help="write every verified pair with its cues and truth")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         files, duplicates, same_scene = make_generated_set(Path(tmp), args.originals)
@@ -166,6 +168,12 @@ def main() -> None:
             relations.setdefault((kind, p.relation), 0)
             relations[(kind, p.relation)] += 1
         print("Verified pairs, truth -> reported relation:", relations)
+        if args.dump:
+            rows = [{"a": Path(p.a).name, "b": Path(p.b).name, "relation": p.relation, "num_inliers": p.num_inliers,
+                     "coverage": p.coverage, "similarity": p.similarity, "residual": p.residual,
+                     "truth": "duplicate" if frozenset((p.a, p.b)) in duplicates else
+                     "same-scene" if frozenset((p.a, p.b)) in same_scene else "unrelated"} for p in report.pairs]
+            Path(args.dump).write_text(json.dumps(rows, indent=0))
 
     base = data_dir("imagededup_testdata")
     files = [str(p) for p in sorted((base / "base_images").glob("*.jpg"))]

@@ -18,12 +18,19 @@ The thresholds were set on UKBench-made copies against the other UKBench photos 
 which are often nearly the same shot (bench/dedup.py): copies have a median residual of 0.1 px, the
 other photos 0.5 px.
 
-Mirrored copies are found by also searching with the horizontally flipped image. Groups are the
-connected components of the duplicate pairs.
+Mirrored copies are found by also searching with the horizontally flipped image.
+
+Groups are made from the duplicate pairs by average linkage rather than connected components: two groups
+join only when at least half of the pairs between them that were verified (shortlisted and tested) were
+called duplicates. A few wrong duplicate links between two families of copies of different photos of one
+object then no longer merge the families (connected components did: bench/dedup.py), while a real group of
+copies, where most tested pairs are duplicates, stays whole. A duplicate pair whose images end up in
+different groups is reported as ``"same-scene"``, so pairs and groups agree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -115,15 +122,26 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
             ids = {p: i for i, p in db.images()}
             wanted = [p for p in paths if p in ids]
             found: dict[tuple[str, str], DuplicatePair] = {}
+            tested: set[tuple[str, str]] = set()
             test = DuplicateTest(max_residual, min_similarity, min_coverage)
             for path in tqdm(wanted, desc="verifying", unit="img", disable=not show):
-                for pair in _pairs_of(db, ids[path], path, shortlist, min_inliers, mirror, test):
+                pairs, candidates = _pairs_of(db, ids[path], path, shortlist, min_inliers, mirror, test)
+                tested.update((min(path, c), max(path, c)) for c in candidates)
+                for pair in pairs:
                     key = (min(pair.a, pair.b), max(pair.a, pair.b))
                     if key not in found or _better(pair, found[key]):
                         found[key] = pair
-    report.pairs = sorted(found.values(), key=lambda p: (p.a, p.b))
-    report.groups = _components([(p.a, p.b) for p in report.pairs if p.relation == "duplicate"])
+    report.groups = average_linkage_groups([k for k, p in found.items() if p.relation == "duplicate"], tested)
+    report.pairs = agree_with_groups(sorted(found.values(), key=lambda p: (p.a, p.b)), report.groups)
     return report
+
+
+def agree_with_groups(pairs: list[DuplicatePair], groups: list[list[str]]) -> list[DuplicatePair]:
+    """The pairs, with a ``"duplicate"`` whose images are not in one group turned ``"same-scene"``."""
+    group_of = {path: n for n, group in enumerate(groups) for path in group}
+    return [dataclasses.replace(p, relation="same-scene")
+            if p.relation == "duplicate" and (p.a not in group_of or group_of[p.a] != group_of.get(p.b)) else p
+            for p in pairs]
 
 
 def _better(new: DuplicatePair, old: DuplicatePair) -> bool:
@@ -139,13 +157,14 @@ class DuplicateTest:
 
 
 def _pairs_of(db: Database, image_id: int, path: str, shortlist: int, min_inliers: int, mirror: bool,
-              test: DuplicateTest) -> list[DuplicatePair]:
+              test: DuplicateTest) -> tuple[list[DuplicatePair], set[str]]:
+    """The verified pairs of one image, and the paths of every candidate it was tested against."""
     try:
         image = load_image(path, max_pixels=db.feature_config.max_pixels)
     except ImageError as e:  # changed on disk since it was indexed
         log.warning("%s", e)
-        return []
-    out = []
+        return [], set()
+    out, tested = [], set()
     # The image as indexed reuses its stored features; only the mirrored view is extracted anew.
     stored = (db.features_of(image_id).as_features(db.extractor), db.global_of(image_id))
     views = [(image, False, stored)]
@@ -155,6 +174,7 @@ def _pairs_of(db: Database, image_id: int, path: str, shortlist: int, min_inlier
     for view, mirrored, (features, vector) in views:
         ids, _ = db.shortlist(vector, shortlist + 1)
         candidates = [c for c in (db.features_of(i) for i in ids) if c.path != path]
+        tested.update(c.path for c in candidates)
         homographies = verify_candidates(features, candidates, geometry="homography", min_inliers=min_inliers)
         rest = [c for c, v in zip(candidates, homographies) if not v.is_match]
         epipolar = dict(zip((c.image_id for c in rest),
@@ -167,7 +187,7 @@ def _pairs_of(db: Database, image_id: int, path: str, shortlist: int, min_inlier
             elif epipolar[cand.image_id].is_match:
                 f = epipolar[cand.image_id]
                 out.append(DuplicatePair(path, cand.path, "same-scene", f.num_inliers, f.geometry, mirrored, f.matrix))
-    return out
+    return out, tested
 
 
 def _classify(path_a: str, path_b: str, thumb_a: "Thumbnail", h: Verification, mirrored: bool,
@@ -239,6 +259,62 @@ def photometric_agreement(a: Thumbnail, b: Thumbnail, H: np.ndarray) -> tuple[fl
 def _scale_matrix(scale: tuple[float, float]) -> np.ndarray:
     sx, sy = scale
     return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+
+def average_linkage_groups(duplicates: Iterable[tuple[str, str]], tested: set[tuple[str, str]],
+                           min_agreement: float = 0.5) -> list[list[str]]:
+    """Groups of images from duplicate pairs, joined by average linkage over the tested pairs.
+
+    Within each connected component of the duplicate pairs, starting from single images, the two groups
+    with the highest share of duplicate pairs among the tested pairs between them are joined, while that
+    share is at least ``min_agreement``. Pairs never tested (not shortlisted) count neither way.
+    ``tested`` holds ``(a, b)`` with ``a < b`` (duplicate pairs count as tested). Returns the groups of
+    two or more paths, each sorted, in sorted order.
+    """
+    duplicates = {(min(a, b), max(a, b)) for a, b in duplicates}
+    component_of = {path: n for n, group in enumerate(_components(list(duplicates))) for path in group}
+    tested_within: dict[int, list[tuple[str, str]]] = {}
+    for a, b in set(tested) | duplicates:
+        if a in component_of and component_of[a] == component_of.get(b):
+            tested_within.setdefault(component_of[a], []).append((a, b))
+    groups = []
+    for pairs in tested_within.values():
+        groups += _link(pairs, duplicates, min_agreement)
+    return sorted(sorted(group) for group in groups if len(group) > 1)
+
+
+def _link(tested: list[tuple[str, str]], duplicates: set[tuple[str, str]], min_agreement: float) -> list[set[str]]:
+    members = {path: {path} for pair in tested for path in pair}
+    neighbours: dict[str, set[str]] = {}
+    for a, b in tested:
+        if (a, b) in duplicates:
+            neighbours.setdefault(a, set()).add(b)
+            neighbours.setdefault(b, set()).add(a)
+    # between[(x, y)] = [duplicate pairs, tested pairs, triangles through the duplicate pairs] between the
+    # groups named x < y; triangles (shared duplicate neighbours) order otherwise equal joins, so a pair
+    # backed by others joins before a lone link
+    between: dict[tuple[str, str], list[int]] = {}
+    for a, b in tested:
+        counts = between.setdefault((a, b), [0, 0, 0])
+        if (a, b) in duplicates:
+            counts[0] += 1
+            counts[2] += len(neighbours[a] & neighbours[b])
+        counts[1] += 1
+    while True:
+        best = max(((d / t, d, s, key) for key, (d, t, s) in between.items() if d and d / t >= min_agreement),
+                   default=None)
+        if best is None:
+            return list(members.values())
+        keep, gone = best[3]
+        members[keep] |= members.pop(gone)
+        merged: dict[tuple[str, str], list[int]] = {}
+        for (x, y), values in between.items():
+            x, y = (keep if x == gone else x), (keep if y == gone else y)
+            if x != y:
+                counts = merged.setdefault((min(x, y), max(x, y)), [0, 0, 0])
+                for i, v in enumerate(values):
+                    counts[i] += v
+        between = merged
 
 
 def _components(edges: list[tuple[str, str]]) -> list[list[str]]:

@@ -111,3 +111,37 @@ def test_examples_run_on_the_built_in_demo(tmp_path, script, words):
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert words in done.stdout
+
+
+def test_average_linkage_keeps_families_apart_despite_a_few_wrong_links():
+    from localmatch.dedup import average_linkage_groups
+
+    family_a, family_b = [f"a{i}" for i in range(4)], [f"b{i}" for i in range(4)]
+    within = [(x, y) for fam in (family_a, family_b) for i, x in enumerate(fam) for y in fam[i + 1:]]
+    across = [(x, y) for x in family_a for y in family_b]  # all tested, one called duplicate by mistake
+    duplicates = within + [("a0", "b0")]
+    groups = average_linkage_groups(duplicates, set(within) | set(across))
+    assert groups == [family_a, family_b]
+    # connected components would have merged them
+    from localmatch.dedup import _components
+    assert len(_components(duplicates)) == 1
+    # a pair chained through an untested link still joins: only tested pairs count against a merge
+    assert average_linkage_groups([("x", "y"), ("y", "z")], {("x", "y"), ("y", "z")}) == [["x", "y", "z"]]
+    # a join needs half of the tested pairs between two groups to be duplicates
+    half = [("x", "y"), ("y", "z")]
+    assert average_linkage_groups(half, set(half) | {("x", "z")}) == [["x", "y", "z"]]
+    third = [("w", "x"), ("x", "y"), ("y", "z")]  # {w, x} + {y, z}: 1 of 4 tested pairs between them
+    assert average_linkage_groups(third, set(third) | {("w", "y"), ("w", "z"), ("x", "z")}) == [["w", "x"], ["y", "z"]]
+
+
+def test_a_duplicate_pair_outside_the_groups_is_reported_as_same_scene():
+    from localmatch.dedup import DuplicatePair, agree_with_groups, average_linkage_groups
+
+    duplicates = [("w", "x"), ("w", "y"), ("x", "y"), ("x", "z")]  # z: a duplicate of x only
+    tested = set(duplicates) | {("w", "z"), ("y", "z")}
+    groups = average_linkage_groups(duplicates, tested)
+    assert groups == [["w", "x", "y"]]
+    pairs = [DuplicatePair(a, b, "duplicate", 50, "homography", False, np.eye(3)) for a, b in duplicates]
+    relations = {(p.a, p.b): p.relation for p in agree_with_groups(pairs, groups)}
+    assert relations == {("w", "x"): "duplicate", ("w", "y"): "duplicate", ("x", "y"): "duplicate",
+                         ("x", "z"): "same-scene"}
