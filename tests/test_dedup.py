@@ -145,3 +145,19 @@ def test_a_duplicate_pair_outside_the_groups_is_reported_as_same_scene():
     relations = {(p.a, p.b): p.relation for p in agree_with_groups(pairs, groups)}
     assert relations == {("w", "x"): "duplicate", ("w", "y"): "duplicate", ("x", "y"): "duplicate",
                          ("x", "z"): "same-scene"}
+
+
+def test_residual_structure_tells_keypoint_noise_from_a_smooth_misfit():
+    from localmatch.dedup import DuplicateTest, residual_structure
+
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 640, (400, 2))
+    noise = residual_structure(points, points + rng.normal(0, 0.4, points.shape), np.eye(3))
+    centred = (points - 320) / 320
+    distortion = 0.5 * centred * (centred ** 2).sum(1, keepdims=True)  # radial, as a lens leaves it
+    smooth = residual_structure(points, points + distortion + rng.normal(0, 0.05, points.shape), np.eye(3))
+    assert abs(noise) < 0.1 and smooth > 0.8
+    test = DuplicateTest()
+    assert test.same_picture(1.0, 0.5, 0.1, 0.9)  # sub-pixel agreement
+    assert test.same_picture(1.0, 0.99, 0.5, 0.01) and not test.same_picture(1.0, 0.99, 0.5, 0.3)
+    assert not test.same_picture(0.3, 1.0, 0.05, 0.0)  # too little overlap
