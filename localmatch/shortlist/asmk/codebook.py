@@ -8,10 +8,11 @@ centroids (faiss ``IndexFlatL2``), ``k`` nearest words per descriptor.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import faiss
 import numpy as np
+
+from localmatch.files import atomic_write
 
 #: faiss k-means warns below this many training points per centroid; the trainer shrinks K to respect it.
 MIN_POINTS_PER_WORD = 16
@@ -47,13 +48,8 @@ class Codebook:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the centroids as ``.npy`` atomically (temporary file, fsync, rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             np.save(f, self.centroids, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Codebook":

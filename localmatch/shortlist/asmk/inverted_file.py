@@ -21,10 +21,10 @@ from __future__ import annotations
 import os
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from localmatch.files import atomic_write
 from localmatch.shortlist.asmk.aggregate import Aggregated
 
 FILE_FORMAT = 1
@@ -290,14 +290,10 @@ class InvertedFile:
             np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32),
             np.zeros((0, (self.dim + 7) // 8 if self.binary else self.dim), np.uint8 if self.binary else np.float32),
             self.num_words)
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             np.savez_compressed(f, header=np.array([FILE_FORMAT, self.num_words, self.dim, int(self.binary)], np.int64),
-                     image_ids=seg.image_ids, offsets=seg.offsets, entry_image=seg.entry_image, vectors=seg.vectors)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+                                image_ids=seg.image_ids, offsets=seg.offsets, entry_image=seg.entry_image,
+                                vectors=seg.vectors)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "InvertedFile":
