@@ -89,6 +89,9 @@ def accuracy(folder: Path) -> None:
                   f"| {size:.0f} | {plain.latency_ms:.0f} / {reranked.latency_ms:.0f} |", flush=True)
 
 
+CODEBOOK_SIZES = (512, 1024, 2048, 4096)
+
+
 def learned() -> None:
     print("\n## ASMK over learned features (multiview_dev, 2048 features, 1024 words trained on the 79 images, "
           "before re-ranking)\n")
@@ -96,25 +99,37 @@ def learned() -> None:
           "|---|---|---|---|---|")
     paths = multiview_paths()
     truth = ground_truth_from_folders(paths)
+    sweeps = {}
     for name in ("sift", "aliked", "disk"):
         features = [extract(load_image(p), name) for p in paths]
-        codebook = train_codebook(np.concatenate([f.descriptors for f in features]).astype(np.float32), 1024)
-        row = []
-        for regional, regions in ((False, "grid"), (True, "grid"), (True, "clusters")):
-            config = AsmkConfig(regions=regions)
-            ivf, entries = InvertedFile(codebook.size, codebook.dim, True), 0
-            for i, f in enumerate(features):
-                aggregated = describe_database_image(f.descriptors, f.keypoints, f.image_size, codebook, config,
-                                                     regional=regional)
-                entries += len(aggregated)
-                ivf.add(i, aggregated)
-            aps = []
-            for i, t in enumerate(truth):
-                ids, _ = ivf.search(describe_query(features[i].descriptors, codebook, config), 100)
-                aps.append(average_precision([paths[j] for j in ids if j != i], t.positives))
-            row.append(float(np.mean(aps)))
-        label = "RootSIFT" if name == "sift" else name.upper() if name == "disk" else "ALIKED"
-        print(f"| {label} | {row[0]:.3f} | {row[1]:.3f} | {row[2]:.3f} | {entries / len(paths):.0f} |", flush=True)
+        descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
+        codebook = train_codebook(descriptors, 1024)
+        row = [asmk_map(features, paths, truth, codebook, AsmkConfig(regions=regions), regional)
+               for regional, regions in ((False, "grid"), (True, "grid"), (True, "clusters"))]
+        label = {"sift": "RootSIFT", "aliked": "ALIKED", "disk": "DISK"}[name]
+        print(f"| {label} | {row[0][0]:.3f} | {row[1][0]:.3f} | {row[2][0]:.3f} | {row[0][1]:.0f} |", flush=True)
+        sweeps[label] = [asmk_map(features, paths, truth, train_codebook(descriptors, size), AsmkConfig(), False)[0]
+                         for size in CODEBOOK_SIZES]
+    print("\nASMK* mAP by codebook size (same features, words trained on them):\n")
+    print("| features | " + " | ".join(f"{size} words" for size in CODEBOOK_SIZES) + " |")
+    print("|---|" + "---|" * len(CODEBOOK_SIZES))
+    for label, values in sweeps.items():
+        print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+
+
+def asmk_map(features, paths: list[str], truth, codebook, config: AsmkConfig, regional: bool) -> tuple[float, float]:
+    """``(mAP, entries per image)`` of every image querying the others through an ASMK inverted file."""
+    ivf, entries = InvertedFile(codebook.size, codebook.dim, config.binary), 0
+    for i, f in enumerate(features):
+        aggregated = describe_database_image(f.descriptors, f.keypoints, f.image_size, codebook, config,
+                                             regional=regional)
+        entries += len(aggregated)
+        ivf.add(i, aggregated)
+    aps = []
+    for i, t in enumerate(truth):
+        ids, _ = ivf.search(describe_query(features[i].descriptors, codebook, config), 100)
+        aps.append(average_precision([paths[j] for j in ids if j != i], t.positives))
+    return float(np.mean(aps)), entries / len(features)
 
 
 def bytes_per_image(folder: Path) -> None:
