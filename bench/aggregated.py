@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from database import multiview_paths, ukbench_truth
+from database import evaluation_sets, multiview_paths
 from localmatch.database import Database
 from localmatch.evaluate import average_precision, evaluate, ground_truth_from_folders
 from localmatch.features import extract
@@ -52,13 +52,11 @@ def reference_asmk_map(db: Database, truth, paths: list[str]) -> float:
     stored = [db._stored_descriptors(r) for r in rows]
     ids = np.concatenate([np.full(len(d), i) for i, d in enumerate(stored)])
     method = asmk_method.ASMKMethod(params, {}, codebook=cdb).build_ivf(np.concatenate(stored), ids)
-    by_path = {r[1]: i for i, r in enumerate(rows)}
     aps = []
     for t in truth:
         query = db.query_features(t.query)[0].descriptors.astype(np.float32)
         _, _, ranks, _ = method.query_ivf(query, np.zeros(len(query), int))
         ranked = [rows[i][1] for i in ranks[0] if rows[i][1] != t.query]
-        assert t.query in by_path
         aps.append(average_precision(ranked, t.positives, t.junk))
     return float(np.mean(aps))
 
@@ -68,11 +66,7 @@ def accuracy(folder: Path) -> None:
     print("| set | representation | shortlist mAP | re-ranked mAP | `asmk` package mAP (same descriptors and codebook) "
           "| shortlist bytes per image | ms per query (shortlist / re-ranked) |")
     print("|---|---|---|---|---|---|---|")
-    paths = multiview_paths()
-    images, distractors, ukbench = ukbench_truth()
-    sets = [("multiview_dev", paths, ground_truth_from_folders(paths)),
-            (f"ukbench_subset + {len(distractors)} distractors", images + distractors, ukbench)]
-    for name, files, truth in sets:
+    for name, files, truth, _ in evaluation_sets():
         for representation in REPRESENTATIONS:
             with Database(folder / f"{name[:8]}-{representation}", representation=representation) as db:
                 db.add(files)

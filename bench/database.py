@@ -45,16 +45,20 @@ def ukbench_truth() -> tuple[list[str], list[str], list[QueryTruth]]:
     return images, distractors, truth
 
 
+def evaluation_sets() -> list[tuple[str, list[str], list[QueryTruth], bool]]:
+    """``(name, files to index, ground truth, is UKBench)`` of multiview_dev and ukbench + distractors."""
+    paths = multiview_paths()
+    images, distractors, ukbench = ukbench_truth()
+    return [("multiview_dev", paths, ground_truth_from_folders(paths), False),
+            (f"ukbench_subset + {len(distractors)} distractors", images + distractors, ukbench, True)]
+
+
 def accuracy(folder: Path) -> None:
     print("## Retrieval accuracy\n")
     print("| set | global descriptor | images | shortlist only: mAP | with re-ranking: mAP "
           "| N-S (shortlist / re-ranked) | ms per query (shortlist / re-ranked) | bytes per image |")
     print("|---|---|---|---|---|---|---|---|")
-    paths = multiview_paths()
-    images, distractors, ukbench = ukbench_truth()
-    sets = [("multiview_dev", paths, ground_truth_from_folders(paths), False),
-            (f"ukbench_subset + {len(distractors)} distractors", images + distractors, ukbench, True)]
-    for name, files, truth, is_ukbench in sets:
+    for name, files, truth, is_ukbench in evaluation_sets():
         for descriptor in GLOBAL_DESCRIPTORS_COMPARED:
             with Database(folder / f"{name[:8]}-{descriptor}", global_descriptor=descriptor) as db:
                 db.add(files)

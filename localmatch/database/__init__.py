@@ -568,13 +568,15 @@ class Database:
             raise KeyError(image_id)
         return self._candidate(rows[0])
 
-    def query_features(self, query: ImageSource | Features) -> tuple[Features, np.ndarray]:
-        """The query's local features and global descriptor, made the way the database's were."""
+    def query_features(self, query: ImageSource | Features, *,
+                       with_global: bool = True) -> tuple[Features, np.ndarray | None]:
+        """The query's local features and global descriptor (None when not ``with_global``), made the way
+        the database's were."""
         if isinstance(query, Features):
-            return query, self._descriptor.describe(None, query)
+            return query, self._descriptor.describe(None, query) if with_global else None
         image = load_image(query, max_pixels=self.feature_config.max_pixels)
         features = FEATURES.get(self.features).run(image, self.feature_config)
-        return features, self._descriptor.describe(image, features)
+        return features, self._descriptor.describe(image, features) if with_global else None
 
     def search(self, query: ImageSource | Features, k: int = 10, *, shortlist: int = 100, rerank: bool = True,
                matcher: str | None = None, matcher_config: dict | None = None,
@@ -592,7 +594,9 @@ class Database:
         """
         matcher = matcher or DEFAULT_RERANK_MATCHER.get(self.features, "nn")
         image = None if isinstance(query, Features) else load_image(query, max_pixels=self.feature_config.max_pixels)
-        features, vector = self.query_features(query if image is None else image)
+        # ASMK databases shortlist with the local features alone: no global descriptor on their query path
+        features, vector = self.query_features(query if image is None else image,
+                                               with_global=self.representation == "global")
         ids, scores = self.shortlist_for(features, vector, max(k, shortlist if rerank else k))
         if not rerank:
             rows = {r[0]: r for r in self._rows_for(ids)}
@@ -609,7 +613,7 @@ class Database:
         """The ``k`` images whose global descriptors are nearest to ``vector``: ``(ids, scores)``, best first."""
         return self._current_index().search(vector, k)
 
-    def shortlist_for(self, features: Features, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def shortlist_for(self, features: Features, vector: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best candidates by the database's representation: ``(ids, scores)``, best first.
 
         ``global``: :meth:`shortlist` with ``vector``; ``asmk``/``rasmk``: the ASMK* score of the query's

@@ -14,7 +14,7 @@ import numpy as np
 
 from localmatch.files import atomic_write
 
-#: faiss k-means warns below this many training points per centroid; the trainer shrinks K to respect it.
+#: The trainer makes fewer words rather than fit a word to fewer training points than this.
 MIN_POINTS_PER_WORD = 16
 
 
