@@ -53,6 +53,20 @@ def test_keypoints_are_in_original_pixels_after_resizing(astronaut):
     assert corner_error(result.matrix, truth, 397, 341) < 0.75
 
 
+def test_keypoints_follow_the_pixel_centre_convention(astronaut):
+    # Rotating by 180 degrees maps pixel centre x to W - 1 - x exactly; OpenCV's raw SIFT positions give
+    # W - 0.5 - x (a quarter pixel off in each image), which the extractor corrects.
+    a = localmatch.extract(astronaut)
+    b = localmatch.extract(Image(np.ascontiguousarray(astronaut.pixels[::-1, ::-1]), "rot180"))
+    from scipy.spatial import cKDTree
+
+    mapped = 511.0 - b.keypoints
+    distance, nearest = cKDTree(a.keypoints).query(mapped)
+    close = distance < 1.0
+    assert close.sum() > 500
+    np.testing.assert_allclose(np.median(a.keypoints[nearest[close]] - mapped[close], axis=0), 0.0, atol=0.02)
+
+
 def test_unknown_names_and_options_list_the_valid_ones(astronaut):
     with pytest.raises(UnknownNameError, match="sift"):
         localmatch.extract(astronaut, features="nope")

@@ -13,6 +13,9 @@ from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, resize_to
 from localmatch.types import Features
 
 
+SIFT_CENTRE_OFFSET = 0.25  # px of the working image, see extract_sift
+
+
 @dataclass(frozen=True)
 class SiftConfig(Config):
     """Options of the SIFT extractor.
@@ -46,7 +49,10 @@ def extract_sift(image: Image, config: SiftConfig) -> Features:
     if not keypoints or descriptors is None:
         return _empty(image, "rootsift" if config.root else "sift")
     descriptors = _normalise(descriptors.astype(np.float32), config.root)
-    points = np.array([k.pt for k in keypoints], dtype=np.float32)
+    # OpenCV reports positions on its first octave (the image doubled) halved, which puts them a quarter
+    # pixel right of and below the pixel-centre convention used everywhere else (pixel (0, 0) is centred
+    # on (0, 0)): a rotation by 180 degrees otherwise comes out as x' = W - 0.5 - x instead of W - 1 - x.
+    points = np.array([k.pt for k in keypoints], dtype=np.float32) - SIFT_CENTRE_OFFSET
     mean_scale = 0.5 * (work.scale[0] + work.scale[1])
     return Features(
         keypoints=work.to_original(points),
