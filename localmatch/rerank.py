@@ -23,7 +23,7 @@ from localmatch.errors import ImageError
 from localmatch.geometry import RansacConfig
 from localmatch.io import Image, load_image
 from localmatch.matching import MATCHERS
-from localmatch.matching.nn import QuantizedDescriptors, match_nn_batched, quantize
+from localmatch.matching.nn import QuantizedDescriptors, match_nn_batched, quantized
 from localmatch.types import Correspondences, Features, Hit, Verification
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def verify_candidates(query: Features, candidates: Sequence[Candidate], *, match
     m = MATCHERS.get(matcher)
     cfg = m.make_config(matcher_config)
     options = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac)
-    q = quantize(query.descriptors) if matcher == "nn" else None
+    q = quantized(query) if matcher == "nn" else None
     workers = max(1, min(threads or os.cpu_count() or 1, len(candidates)))
     if matcher != "nn":
         workers = 1  # the networks use torch's own threads

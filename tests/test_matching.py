@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 import localmatch
@@ -94,3 +95,13 @@ def test_match_api_and_registry(astronaut):
     plain = localmatch.extract(astronaut, max_features=300, root=False)
     with pytest.raises(ValueError, match="cannot match rootsift features with sift"):
         localmatch.match(f, plain)
+
+
+def test_int8_descriptors_are_made_once_per_features_object(astronaut):
+    from localmatch.matching.nn import quantized
+
+    features = localmatch.extract(astronaut, max_features=300)
+    first = quantized(features)
+    assert quantized(features) is first
+    assert torch.equal(first.values, quantize(features.descriptors).values)
+    assert quantized(localmatch.extract(astronaut, max_features=300)) is not first

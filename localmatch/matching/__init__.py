@@ -14,7 +14,7 @@ from typing import Any, Callable
 from localmatch.config import Config, build_config
 from localmatch.matching.lightglue import LightGlueConfig, match_lightglue
 from localmatch.matching.loftr import LoFTRConfig, match_loftr
-from localmatch.matching.nn import NNConfig, match_nn, match_nn_batched, quantize
+from localmatch.matching.nn import NNConfig, match_nn, match_nn_batched, quantize, quantized
 from localmatch.registry import Registry
 from localmatch.types import Features, Matches
 
@@ -51,7 +51,7 @@ MATCHERS: Registry[Matcher] = Registry("matcher")
 
 
 def _nn(features_a: Features, features_b: Features, config: NNConfig) -> Matches:
-    return match_nn(features_a.descriptors, features_b.descriptors, config, features_a.extractor)
+    return match_nn(quantized(features_a), quantized(features_b), config, features_a.extractor)
 
 
 MATCHERS.add("nn", Matcher("nn", NNConfig, _nn))
@@ -71,4 +71,4 @@ def match(features_a: Features, features_b: Features, matcher: str = "nn",
 
 
 __all__ = ["MATCHERS", "Matcher", "NNConfig", "LightGlueConfig", "LoFTRConfig", "match", "match_nn",
-           "match_nn_batched", "quantize"]
+           "match_nn_batched", "quantize", "quantized"]

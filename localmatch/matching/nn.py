@@ -8,6 +8,7 @@ far below the margins the ratio test works with. Without int8 support it falls b
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from localmatch.config import Config
-from localmatch.types import Matches
+from localmatch.types import Features, Matches
 
 #: Lowe's ratio per descriptor type. Learned descriptors are less spread out: at 0.8 ALIKED keeps almost no
 #: match between two UKBench views where LightGlue finds 300 inliers, so they get a looser test; at 0.95
@@ -68,6 +69,18 @@ def quantize(descriptors: np.ndarray) -> QuantizedDescriptors:
     return QuantizedDescriptors(torch.from_numpy(values), scale)
 
 
+_QUANTIZED: "weakref.WeakKeyDictionary[Features, QuantizedDescriptors]" = weakref.WeakKeyDictionary()
+
+
+def quantized(features: Features) -> QuantizedDescriptors:
+    """``features.descriptors`` quantised, once per :class:`Features` object (features are not modified
+    after extraction, so the int8 copy stays valid; it is dropped with the features)."""
+    cached = _QUANTIZED.get(features)
+    if cached is None:
+        cached = _QUANTIZED[features] = quantize(features.descriptors)
+    return cached
+
+
 def match_nn(desc_a: np.ndarray | QuantizedDescriptors, desc_b: np.ndarray | QuantizedDescriptors,
              config: NNConfig = NNConfig(), extractor: str | None = "rootsift") -> Matches:
     """Match ``(N, D)`` descriptors of A with ``(M, D)`` descriptors of B.
@@ -111,7 +124,7 @@ def match_nn_batched(desc_a: np.ndarray | QuantizedDescriptors,
 
 def _match_pair(qa: QuantizedDescriptors, qb: QuantizedDescriptors, ratio: float, mutual: bool) -> Matches:
     n, m = len(qa), len(qb)
-    qb_t = qb.values.T.contiguous()
+    qb_t = qb.values.T  # a transposed view: the int8 kernel reads it as fast as a contiguous copy
     nearest = np.empty(n, np.int64)
     best = np.empty(n, np.int32)
     second = np.full(n, _INT_MIN, np.int32)
