@@ -158,6 +158,56 @@ def test_residual_structure_tells_keypoint_noise_from_a_smooth_misfit():
     smooth = residual_structure(points, points + distortion + rng.normal(0, 0.05, points.shape), np.eye(3))
     assert abs(noise) < 0.1 and smooth > 0.8
     test = DuplicateTest()
-    assert test.same_picture(1.0, 0.5, 0.1, 0.9)  # sub-pixel agreement
-    assert test.same_picture(1.0, 0.99, 0.5, 0.01) and not test.same_picture(1.0, 0.99, 0.5, 0.3)
-    assert not test.same_picture(0.3, 1.0, 0.05, 0.0)  # too little overlap
+    assert test.same_picture(1.0, 0.5, 0.1, 0.9, 1.0)  # sub-pixel agreement
+    assert test.same_picture(1.0, 0.99, 0.5, 0.01, 1.0) and not test.same_picture(1.0, 0.99, 0.5, 0.3, 1.0)
+    assert test.same_picture(1.0, 0.96, 0.28, 0.05, 1.0) and not test.same_picture(1.0, 0.995, 0.28, 0.19, 1.0)
+    assert not test.same_picture(0.3, 1.0, 0.05, 0.0, 1.0)  # too little overlap
+    assert not test.same_picture(1.0, 1.0, 0.05, 0.0, 0.2)  # inliers in one place only
+
+
+def test_half_size_copies_of_two_near_identical_ukbench_photos_are_not_duplicates(tmp_path):
+    # UKBench 41 and 42: one rug photographed twice seconds apart. Halved, their keypoints disagree by
+    # only 0.29 px with a correlation of 0.995, as much as a copy; the misfit's spatial structure
+    # (0.19, a copy's is under 0.1) tells them apart. A halved and a quality-15 copy of 41 are duplicates.
+    import cv2
+
+    from conftest import shared_data
+
+    images = shared_data("ukbench_subset") / "images"
+    first, second = (cv2.imread(str(images / f"ukbench000{n}.jpg")) for n in (41, 42))
+    half = lambda pixels: cv2.resize(pixels, (320, 240), interpolation=cv2.INTER_AREA)  # noqa: E731
+    for name, pixels, quality in (("41.jpg", first, 95), ("41_half.jpg", half(first), 95),
+                                  ("41_q15.jpg", first, 15), ("42_half.jpg", half(second), 95)):
+        cv2.imwrite(str(tmp_path / name), pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    report = find_duplicates([tmp_path], progress=False)
+    assert [names(g) for g in report.groups] == [["41.jpg", "41_half.jpg", "41_q15.jpg"]]
+    other = [p for p in report.pairs if "42_half.jpg" in (Path(p.a).name, Path(p.b).name)]
+    assert other and all(p.relation == "same-scene" for p in other)
+
+
+def test_two_photos_sharing_only_a_caption_bar_are_not_duplicates(astronaut, coffee, tmp_path):
+    # The same black caption bar on two different photos matches pixel for pixel (residual ~0 px) under
+    # an identity homography, but only where the bar is: the inliers' spread (~0.2) says so.
+    import cv2
+
+    from localmatch.dedup import DuplicateTest
+
+    def captioned(image):
+        pixels = cv2.resize(np.ascontiguousarray(image.pixels[:, :, ::-1]), (512, 512))
+        pixels[420:490] = 0
+        cv2.putText(pixels, "Holiday 2026", (20, 470), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (255, 255, 255), 5,
+                    cv2.LINE_AA)
+        return pixels
+
+    cv2.imwrite(str(tmp_path / "astronaut.jpg"), captioned(astronaut))
+    cv2.imwrite(str(tmp_path / "astronaut_q30.jpg"), captioned(astronaut), [cv2.IMWRITE_JPEG_QUALITY, 30])
+    cv2.imwrite(str(tmp_path / "coffee.jpg"), captioned(coffee))
+    report = find_duplicates([tmp_path], progress=False)
+    assert [names(g) for g in report.groups] == [["astronaut.jpg", "astronaut_q30.jpg"]]
+    shared = [p for p in report.pairs if "coffee.jpg" in (Path(p.a).name, Path(p.b).name)]
+    assert shared and all(p.relation == "same-scene" and p.spread < 0.4 and p.residual < 0.1 for p in shared)
+    copy = next(p for p in report.pairs if p.relation == "duplicate")
+    assert copy.spread > 0.9
+    # without the spread test the caption alone would make them one picture
+    unguarded = find_duplicates([tmp_path], progress=False, test=DuplicateTest(min_spread=0.0))
+    assert [names(g) for g in unguarded.groups] == [["astronaut.jpg", "astronaut_q30.jpg", "coffee.jpg"]]
