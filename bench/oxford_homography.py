@@ -100,7 +100,8 @@ def main() -> None:
     print("| geometry | median ms | max ms |\n|---|---|---|")
     for geometry, t in times.items():
         print(f"| {geometry} | {1000 * statistics.median(t):.2f} | {1000 * max(t):.2f} |")
-    q = [quantize(localmatch.extract(p).descriptors) for _, p, _, _ in list(pairs())[:2]]
+    _, path_a, path_b, _ = next(iter(pairs()))
+    q = [quantize(localmatch.extract(p).descriptors) for p in (path_a, path_b)]
     t_match = min(timed(localmatch.matching.nn.match_nn, q[0], q[1])[1] for _ in range(10))
     print(f"\nof which matching alone (int8 descriptors already quantised): {1000 * t_match:.2f} ms")
 

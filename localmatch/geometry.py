@@ -96,6 +96,8 @@ def estimate(points_a: np.ndarray, points_b: np.ndarray, geometry: str = "auto",
     if geometry != "auto":
         return _estimate_one(estimator, geometry, points_a, points_b, config)
     h = _estimate_one(estimator, HOMOGRAPHY, points_a, points_b, config)
+    if h is not None and h.num_inliers > config.max_h_inlier_ratio * len(points_a):
+        return h  # F has at most every point as inlier, so it could not win: skip estimating it
     f = _estimate_one(estimator, FUNDAMENTAL, points_a, points_b, config)
     if f is None:
         return h
