@@ -96,7 +96,9 @@ def verify_correspondences(
 ) -> Verification:
     """Fit a model to point pairs given best first (PROSAC samples them in that order).
 
-    Pairs with fewer correspondences than ``min_inliers`` cannot be a match and are not estimated.
+    Pairs with fewer correspondences than ``min_inliers`` cannot be a match and are not estimated; on
+    the others, RANSAC stops once a model with ``min_inliers`` inliers would have been found (see
+    :func:`localmatch.geometry.estimate`).
     """
     config = build_config(RansacConfig, ransac, {}, "ransac")
     # The threshold is meant at working resolution; points are in original pixels.
@@ -105,7 +107,8 @@ def verify_correspondences(
         config = config.replace(threshold=config.threshold / scale)
     model = None
     if len(correspondences) >= min_inliers:
-        model = estimate(correspondences.points_a, correspondences.points_b, geometry, backend=backend, config=config)
+        model = estimate(correspondences.points_a, correspondences.points_b, geometry, backend=backend, config=config,
+                         min_inliers=min_inliers)
     return verification_from_model(correspondences, model, min_inliers)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from localmatch import UnknownNameError
-from localmatch.geometry import RansacConfig, estimate
+from localmatch.geometry import RansacConfig, estimate, iterations_for
 
 BACKENDS = ["opencv", "pycolmap"]
 H_TRUE = np.array([[0.9, 0.2, 30.0], [-0.15, 1.1, 12.0], [1e-4, -2e-4, 1.0]])
@@ -121,6 +121,23 @@ def test_pure_noise_finds_no_large_model():
     pa, pb = rng.uniform(0, 800, (200, 2)), rng.uniform(0, 800, (200, 2))
     model = estimate(pa, pb, "homography")
     assert model is None or model.num_inliers < 15
+
+
+def test_iterations_for_a_wanted_inlier_count():
+    # 50 % inliers, 4-point samples: 1 - (1 - 0.5 ** 4) ** k >= 0.9999 first at k = 143
+    assert iterations_for(0.5, 4, 0.9999) == 143
+    assert (1 - 0.5 ** 4) ** 143 <= 1e-4 < (1 - 0.5 ** 4) ** 142
+    assert iterations_for(1.0, 7, 0.9999) == 1 and iterations_for(0.0, 7, 0.9999) > 10 ** 9
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_capping_iterations_at_the_wanted_inliers_keeps_the_model(backend):
+    # 40 matches, 28 of them on the true F: a cap for 15 inliers still finds it with the same support
+    pa, pb, good, _ = scene_3d(seed=4, n=40)
+    full = estimate(pa, pb, "fundamental", backend=backend)
+    capped = estimate(pa, pb, "fundamental", backend=backend, min_inliers=15)
+    assert capped is not None and abs(capped.num_inliers - full.num_inliers) <= 2
+    assert capped.inliers[good].mean() > 0.9
 
 
 def test_unknown_names():
