@@ -22,12 +22,11 @@ apart:
 The thresholds were set on UKBench-made copies against the other UKBench photos of the same object,
 which are often nearly the same shot (bench/dedup.py, the set the benchmark reports on; its
 ``--source multiview`` set, copies of multiview_dev, was held out until it showed the need for the
-spread test): copies have a median residual of 0.1 px, the other
-photos 0.6 px (1 % of them below 0.28 px); correlation alone let 273 of those photos through; copies
-re-compressed at JPEG quality 10-30 have residuals of 0.3-0.6 px but a structure of at most 0.08
-(0.07 for the built-in demo's quality-15 coffee), while of the other photos that come as close in
-residual and correlation, all but two pairs (two views of one tile, 0.05 and 0.09, kept apart by the
-grouping below) have a structure of 0.13-0.8. The spread of copies is 0.58 or more for 99 % of pairs on
+spread test): copies have a median residual of 0.1 px, the other photos 0.6 px (1 % of them below
+0.28 px); correlation alone let 273 of those photos through; copies re-compressed at JPEG quality 10-30
+have residuals of 0.3-0.6 px but a structure of at most 0.08 (0.07 for the built-in demo's quality-15
+coffee), while of the other photos that come as close in residual and correlation, all but two pairs
+(two views of one tile, 0.05 and 0.09, kept apart by the grouping below) have a structure of 0.13-0.8. The spread of copies is 0.58 or more for 99 % of pairs on
 both sets (lowest 0.37-0.43: half-size copies of textureless photos, which the grouping still joins);
 different photos that share only an overlaid caption or a few planar markers (multiview_dev's
 corridor) score 0.1-0.38.
@@ -175,11 +174,11 @@ def _better(new: DuplicatePair, old: DuplicatePair) -> bool:
 class DuplicateTest:
     """When a homography-verified pair is the same picture (see the module docstring).
 
-    Duplicate when ``coverage >= min_coverage``, ``spread >= min_spread`` and either
-    ``residual <= max_residual``, or the
-    inliers' disagreement has no spatial structure (``structure <= max_structure``) and either
-    ``similarity >= min_similarity`` with ``residual <= similar_max_residual``, or ``similarity >=
-    noisy_min_similarity`` with ``residual <= noisy_max_residual`` (residuals in working-image pixels).
+    Duplicate when ``coverage >= min_coverage``, ``spread >= min_spread`` and either ``residual <=
+    max_residual``, or the inliers' disagreement has no spatial structure (``structure <=
+    max_structure``) and either ``similarity >= min_similarity`` with ``residual <=
+    similar_max_residual``, or ``similarity >= noisy_min_similarity`` with ``residual <=
+    noisy_max_residual`` (residuals in working-image pixels).
     """
 
     max_residual: float = 0.2

@@ -100,18 +100,13 @@ def estimate(points_a: np.ndarray, points_b: np.ndarray, geometry: str = "auto",
     points_b = np.ascontiguousarray(points_b, dtype=np.float64).reshape(-1, 2)
     if len(points_a) != len(points_b):
         raise ValueError(f"point counts differ: {len(points_a)} vs {len(points_b)}")
-    def capped(name: str) -> RansacConfig:
-        if min_inliers <= 0:
-            return config
-        needed = iterations_for(min_inliers / max(len(points_a), 1), SAMPLE_SIZE[name], config.confidence)
-        return config.replace(max_iterations=min(config.max_iterations, max(needed, MIN_CAPPED_ITERATIONS)))
-
+    n = len(points_a)
     if geometry != "auto":
-        return _estimate_one(estimator, geometry, points_a, points_b, capped(geometry))
-    h = _estimate_one(estimator, HOMOGRAPHY, points_a, points_b, capped(HOMOGRAPHY))
-    if h is not None and h.num_inliers > config.max_h_inlier_ratio * len(points_a):
+        return _estimate_one(estimator, geometry, points_a, points_b, _capped(config, geometry, n, min_inliers))
+    h = _estimate_one(estimator, HOMOGRAPHY, points_a, points_b, _capped(config, HOMOGRAPHY, n, min_inliers))
+    if h is not None and h.num_inliers > config.max_h_inlier_ratio * n:
         return h  # F has at most every point as inlier, so it could not win: skip estimating it
-    f = _estimate_one(estimator, FUNDAMENTAL, points_a, points_b, capped(FUNDAMENTAL))
+    f = _estimate_one(estimator, FUNDAMENTAL, points_a, points_b, _capped(config, FUNDAMENTAL, n, min_inliers))
     if f is None:
         return h
     if h is None or h.num_inliers <= config.max_h_inlier_ratio * f.num_inliers:
@@ -128,6 +123,14 @@ def iterations_for(inlier_ratio: float, sample_size: int, confidence: float) -> 
     if p <= 0.0 or confidence >= 1.0:
         return np.iinfo(np.int32).max
     return int(np.ceil(np.log(1.0 - confidence) / np.log1p(-p)))
+
+
+def _capped(config: RansacConfig, geometry: str, num_points: int, min_inliers: int) -> RansacConfig:
+    """``config`` with at most the iterations that find a model of ``min_inliers`` inliers (if any)."""
+    if min_inliers <= 0:
+        return config
+    needed = iterations_for(min_inliers / max(num_points, 1), SAMPLE_SIZE[geometry], config.confidence)
+    return config.replace(max_iterations=min(config.max_iterations, max(needed, MIN_CAPPED_ITERATIONS)))
 
 
 def _estimate_one(estimator: Estimator, geometry: str, points_a: np.ndarray, points_b: np.ndarray,
