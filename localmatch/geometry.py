@@ -163,14 +163,25 @@ def _is_degenerate(points_a: np.ndarray, points_b: np.ndarray, min_points: int) 
     """Too few distinct points, or all of them (nearly) on one line, in either image."""
     if len(points_a) < min_points or not (np.isfinite(points_a).all() and np.isfinite(points_b).all()):
         return True
-    for pts in (points_a, points_b):
-        grid = np.round(pts * 8.0).astype(np.int64)  # points closer than 1/8 px count as one
-        if len(np.unique(grid[:, 0] * (1 << 32) + grid[:, 1])) < min_points:
-            return True
-        spread = np.linalg.eigvalsh(np.cov(pts, rowvar=False))  # ascending
-        if spread[1] <= 0 or spread[0] / spread[1] < 1e-6:  # thinner than 1/1000 of its length
-            return True
-    return False
+    return any(_too_few_distinct(pts, min_points) or _nearly_collinear(pts) for pts in (points_a, points_b))
+
+
+def _too_few_distinct(points: np.ndarray, min_points: int) -> bool:
+    """Fewer than ``min_points`` points once those closer than 1/8 px count as one."""
+    grid = np.round(points * 8.0).astype(np.int64)
+    keys = grid[:, 0] * (1 << 32) + grid[:, 1]
+    head = keys[: 4 * min_points]  # usually enough to tell, without hashing every point
+    return len(np.unique(head)) < min_points and len(np.unique(keys)) < min_points
+
+
+def _nearly_collinear(points: np.ndarray) -> bool:
+    """The points' spread across their main axis is under 1/1000 of the spread along it (or nil)."""
+    d = points - points.mean(axis=0)
+    sxx, syy, sxy = float(d[:, 0] @ d[:, 0]), float(d[:, 1] @ d[:, 1]), float(d[:, 0] @ d[:, 1])
+    # eigenvalues of the 2x2 scatter matrix, the smaller one as det / larger (no cancellation)
+    half_trace, det = 0.5 * (sxx + syy), sxx * syy - sxy ** 2
+    largest = half_trace + np.sqrt(max(half_trace ** 2 - det, 0.0))
+    return largest <= 0 or det / largest / largest < 1e-6
 
 
 def _usac_params(config: RansacConfig) -> cv2.UsacParams:
