@@ -66,6 +66,14 @@ def test_ratio_test_drops_ambiguous_matches():
     assert len(match_nn(a, b, NNConfig(ratio=1.0, mutual=True))) == 50
 
 
+def test_a_b_point_tied_for_two_a_points_is_matched_once():
+    a, _, _ = planted(7, n=40)
+    doubled = np.concatenate([a, a[:5]])  # A rows 40..44 repeat rows 0..4: each pair ties for one B point
+    m = match_nn(doubled, a, NNConfig(ratio=1.0, mutual=True))
+    assert len(m) == 40 and len(np.unique(m.indices[:, 1])) == 40
+    assert m.indices[:, 0].max() < 40  # the first of the tied rows is kept
+
+
 def test_empty_single_and_mismatched_inputs():
     a, b, _ = planted(5, n=20, m=30)
     assert len(match_nn(a[:0], b)) == 0 and len(match_nn(a, b[:0])) == 0

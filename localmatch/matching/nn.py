@@ -150,8 +150,10 @@ def _match_pair(qa: QuantizedDescriptors, qb: QuantizedDescriptors, ratio: float
     idx_a = np.flatnonzero(keep)
     idx_b = nearest[idx_a]
     # Ties can make two A points the best of one B point; keep the first.
-    _, first = np.unique(idx_b, return_index=True)
-    idx_a, idx_b = idx_a[np.sort(first)], idx_b[np.sort(first)]
+    if len(idx_b) and np.bincount(idx_b, minlength=m).max() > 1:
+        _, first = np.unique(idx_b, return_index=True)
+        first.sort()
+        idx_a, idx_b = idx_a[first], idx_b[first]
     ratio = np.sqrt(d1_sq[idx_a] / np.maximum(d2_sq[idx_a], 1e-12))
     return Matches(np.stack([idx_a, idx_b], axis=1).astype(np.int64), (1.0 - ratio).astype(np.float32))
 
