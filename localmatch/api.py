@@ -93,12 +93,14 @@ def verify_correspondences(
     backend: str = "opencv",
     min_inliers: int = DEFAULT_MIN_INLIERS,
     ransac: RansacConfig | dict | None = None,
+    only_matches: bool = False,
 ) -> Verification:
     """Fit a model to point pairs given best first (PROSAC samples them in that order).
 
-    Pairs with fewer correspondences than ``min_inliers`` cannot be a match and are not estimated; on
-    the others, RANSAC stops once a model with ``min_inliers`` inliers would have been found (see
-    :func:`localmatch.geometry.estimate`).
+    Pairs with fewer correspondences than ``min_inliers`` cannot be a match and are not estimated.
+    With ``only_matches`` (the re-ranker's setting), RANSAC also stops once a model with ``min_inliers``
+    inliers would have been found (see :func:`localmatch.geometry.estimate`): quicker on pairs that do
+    not match, but their best-effort model, which ``is_match`` rejects anyway, is then a rougher one.
     """
     config = build_config(RansacConfig, ransac, {}, "ransac")
     # The threshold is meant at working resolution; points are in original pixels.
@@ -108,7 +110,7 @@ def verify_correspondences(
     model = None
     if len(correspondences) >= min_inliers:
         model = estimate(correspondences.points_a, correspondences.points_b, geometry, backend=backend, config=config,
-                         min_inliers=min_inliers)
+                         min_inliers=min_inliers if only_matches else 0)
     return verification_from_model(correspondences, model, min_inliers)
 
 

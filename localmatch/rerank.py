@@ -76,7 +76,7 @@ def verify_candidates(query: Features, candidates: Sequence[Candidate], *, match
         return []
     m = MATCHERS.get(matcher)
     cfg = m.make_config(matcher_config)
-    options = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac)
+    options = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac, only_matches=True)
     q = quantized(query) if matcher == "nn" else None
     workers = max(1, min(threads or os.cpu_count() or 1, len(candidates)))
     if matcher != "nn":

@@ -83,3 +83,21 @@ def test_oxford_affine_easy_pairs_agree_with_ground_truth(sequence, k):
     image = localmatch.load_image(first)
     assert result.is_match
     assert corner_error(result.matrix, H_true, image.width, image.height) < 2.0
+
+
+def test_only_the_reranker_caps_ransac_at_the_wanted_inliers(monkeypatch):
+    # The pair API keeps searching for its best-effort model; re-ranking (only_matches) gives up on
+    # models that could not reach min_inliers.
+    import localmatch.api as api
+    from localmatch.types import Correspondences
+
+    seen = []
+    real = api.estimate
+    monkeypatch.setattr(api, "estimate", lambda *a, **k: seen.append(k["min_inliers"]) or real(*a, **k))
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 500, (40, 2)).astype(np.float32)
+    pairs = Correspondences(points, points + 3.0, np.linspace(1, 0, 40, dtype=np.float32))
+    plain = api.verify_correspondences(pairs, geometry="homography")
+    capped = api.verify_correspondences(pairs, geometry="homography", only_matches=True)
+    assert seen == [0, 15]
+    assert plain.is_match and capped.is_match and plain.num_inliers == capped.num_inliers == 40
