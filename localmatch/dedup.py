@@ -26,10 +26,10 @@ spread test): copies have a median residual of 0.1 px, the other photos 0.6 px (
 0.28 px); correlation alone let 273 of those photos through; copies re-compressed at JPEG quality 10-30
 have residuals of 0.3-0.6 px but a structure of at most 0.08 (0.07 for the built-in demo's quality-15
 coffee), while of the other photos that come as close in residual and correlation, all but two pairs
-(two views of one tile, 0.05 and 0.09, kept apart by the grouping below) have a structure of 0.13-0.8. The spread of copies is 0.58 or more for 99 % of pairs on
-both sets (lowest 0.37-0.43: half-size copies of textureless photos, which the grouping still joins);
-different photos that share only an overlaid caption or a few planar markers (multiview_dev's
-corridor) score 0.1-0.38.
+(two views of one tile, 0.05 and 0.09, kept apart by the grouping below) have a structure of 0.13-0.8.
+The spread of copies is 0.58 or more for 99 % of pairs on both sets (lowest 0.37-0.43: half-size copies
+of textureless photos, which the grouping still joins); different photos that share only an overlaid
+caption or a few planar markers (multiview_dev's corridor) score 0.1-0.38.
 
 Mirrored copies are found by also searching with the horizontally flipped image.
 
@@ -258,8 +258,8 @@ def inlier_spread(h: Verification, keypoints_a: np.ndarray, size_a: tuple[int, i
 
     A copy re-finds its keypoints wherever the two overlap (0.58 or more for 99 % of the benchmark's
     copies, even of textureless scenes); two photos that share only a caption, a watermark or a poster
-    match only there (0.1-0.4). Keypoints ``(N, 2)`` and inliers (``h.points_a``, ``h.points_b``) in original pixels,
-    sizes ``(width, height)``, ``h.matrix`` maps A to B.
+    match only there (0.1-0.4). Keypoints ``(N, 2)`` and inliers (``h.points_a``, ``h.points_b``) in
+    original pixels, sizes ``(width, height)``, ``h.matrix`` maps A to B.
     """
     H = np.asarray(h.matrix, float)
     try:
@@ -276,10 +276,16 @@ def inlier_spread(h: Verification, keypoints_a: np.ndarray, size_a: tuple[int, i
 
 def _maps_inside(points: np.ndarray, H: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``(N,) bool``: ``H`` maps the point in front of the camera and inside an image of ``size``."""
-    p = np.c_[points, np.ones(len(points))] @ H.T
+    mapped, w = _project(points, H)
+    x, y = mapped[:, 0], mapped[:, 1]
+    return (w > 0) & (x >= -0.5) & (y >= -0.5) & (x < size[0] - 0.5) & (y < size[1] - 0.5)
+
+
+def _project(points: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 2)`` points mapped by the homography ``H``, and their ``(N,)`` homogeneous scale (<= 0: behind)."""
+    p = np.c_[points, np.ones(len(points))] @ np.asarray(H, float).T
     with np.errstate(divide="ignore", invalid="ignore"):
-        x, y = p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]
-    return (p[:, 2] > 0) & (x >= -0.5) & (y >= -0.5) & (x < size[0] - 0.5) & (y < size[1] - 0.5)
+        return p[:, :2] / p[:, 2:3], p[:, 2]
 
 
 def _cells(points: np.ndarray, size: tuple[int, int], grid: int) -> set[int]:
@@ -296,8 +302,7 @@ def residual_structure(points_a: np.ndarray, points_b: np.ndarray, H: np.ndarray
 
     if len(points_a) <= neighbours:
         return 0.0
-    p = np.c_[points_a, np.ones(len(points_a))] @ np.asarray(H, float).T
-    errors = p[:, :2] / p[:, 2:3] - points_b
+    errors = _project(points_a, H)[0] - points_b
     _, near = cKDTree(points_a).query(points_a, neighbours + 1)
     around = errors[near[:, 1:]].mean(axis=1)
     total = float((errors ** 2).sum())
@@ -306,8 +311,7 @@ def residual_structure(points_a: np.ndarray, points_b: np.ndarray, H: np.ndarray
 
 def median_residual(points_a: np.ndarray, points_b: np.ndarray, H: np.ndarray) -> float:
     """Median distance (px in B) between ``H`` applied to A's points and their partners."""
-    p = np.c_[points_a, np.ones(len(points_a))] @ np.asarray(H, float).T
-    return float(np.median(np.linalg.norm(p[:, :2] / p[:, 2:] - points_b, axis=1)))
+    return float(np.median(np.linalg.norm(_project(points_a, H)[0] - points_b, axis=1)))
 
 
 @dataclass(frozen=True, eq=False)
