@@ -131,7 +131,7 @@ def latency(dim: int, n: int = 100_000, queries: int = 50) -> None:
             ids, _ = index.search(q, 100)
             times.append(time.perf_counter() - start)
             found += int(len(ids) > 0 and ids[0] == i)
-        ram = {"flat": 4 * dim + 8, "ivf": 4 * dim + 16, "hnsw": 4 * dim + 8 + 2 * 32 * 4}[kind]
+        ram = {"flat": 4 * dim + 8, "lsh": 4 * dim + 8 + 1024 // 8, "ivf": 4 * dim + 16, "hnsw": 4 * dim + 8 + 2 * 32 * 4}[kind]
         print(f"| {kind} | {build:.1f} | {1000 * statistics.median(times):.2f} | {ram} | {found}/{queries} |")
         del index
 

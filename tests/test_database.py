@@ -178,7 +178,7 @@ def test_killed_writer_leaves_exactly_the_committed_images(tmp_path, ukbench_pat
         assert db.search(ukbench_paths[-1], k=1)[0].path == ukbench_paths[-1]
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "lsh", "ivf", "hnsw"])
 def test_index_kinds_find_near_duplicates_and_round_trip(tmp_path, kind):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(2000, 64)).astype(np.float32)
@@ -192,6 +192,26 @@ def test_index_kinds_find_near_duplicates_and_round_trip(tmp_path, kind):
     index.save(tmp_path / "i.faiss")
     again = ShortlistIndex.load(tmp_path / "i.faiss", 64, kind)
     np.testing.assert_array_equal(again.search(queries[0], 5)[0], index.search(queries[0], 5)[0])
+
+
+def test_lsh_index_returns_exact_scores_and_is_exact_below_its_refine_depth():
+    """The sketch only picks candidates: scores are true inner products, and when ``refine * k`` covers
+    the collection (here 10 * 20 > 150) the ranking is the flat index's."""
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(3000, 96)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    query = vectors[7] + 0.3 * rng.normal(size=96).astype(np.float32)
+    for n in (3000, 150, 20):
+        ids = np.arange(n, dtype=np.int64) + 100
+        flat, lsh = ShortlistIndex(96, "flat"), ShortlistIndex(96, "lsh")
+        flat.build(vectors[:n], ids)
+        lsh.build(vectors[:n], ids)
+        found, scores = lsh.search(query, 20)
+        assert found[0] == 107 and len(found) == 20
+        np.testing.assert_allclose(scores, vectors[found - 100] @ query, rtol=1e-5)
+        if n <= 10 * 20:
+            exact_ids, exact_scores = flat.search(query, 20)
+            np.testing.assert_array_equal(found, exact_ids)
 
 
 @pytest.mark.slow
