@@ -10,6 +10,9 @@ Run: LOCALMATCH_DATA=../shared/data python bench/database.py [--skip-100k]
    ratio 0.8, findHomography RANSAC 3 px) over the same pairs and the same stored features.
 3. Shortlist search latency without re-ranking at 100k images (random unit descriptors of the default
    global descriptor's size), per index kind.
+4. How well the ``lsh`` index's sketches pick candidates on real descriptors: the default global
+   descriptor of every image above, each multiview_dev image querying the lot with ``refine * k`` a
+   small share of the collection, recall of the exact top 10.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from common import data_dir
 from localmatch.database import Database
 from localmatch.evaluate import QueryTruth, evaluate, ground_truth_from_folders
 from localmatch.rerank import verify_candidates
-from localmatch.shortlist.index import INDEX_KINDS, ShortlistIndex
+from localmatch.shortlist.index import INDEX_KINDS, LSH_BITS, ShortlistIndex
 
 SUFFIXES = (".jpg", ".jpeg", ".png")
 GLOBAL_DESCRIPTORS_COMPARED = ("vlad", "gem", "gem+vlad")  # gem+vlad is the default
@@ -112,7 +115,7 @@ def throughput(folder: Path, queries: int = 5) -> None:
     print(f"| OpenCV tutorial loop (BFMatcher kNN + ratio + findHomography RANSAC) | {t_tut:.3f} | {100 / t_tut:.0f} | 1.0x |")
 
 
-def latency(dim: int, n: int = 100_000, queries: int = 50) -> None:
+def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> None:
     print(f"\n## Shortlist search latency, {n} images, {dim}-d random unit descriptors, top 100\n")
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((n, dim), dtype=np.float32)
@@ -120,7 +123,7 @@ def latency(dim: int, n: int = 100_000, queries: int = 50) -> None:
     probes = vectors[:queries] + 0.05 * rng.standard_normal((queries, dim), dtype=np.float32)
     print("| index | build s | median ms per query | RAM bytes per image | finds the perturbed copy |")
     print("|---|---|---|---|---|")
-    for kind in INDEX_KINDS:
+    for kind in kinds:
         index = ShortlistIndex(dim, kind)
         start = time.perf_counter()
         index.build(vectors, np.arange(n))
@@ -131,15 +134,43 @@ def latency(dim: int, n: int = 100_000, queries: int = 50) -> None:
             ids, _ = index.search(q, 100)
             times.append(time.perf_counter() - start)
             found += int(len(ids) > 0 and ids[0] == i)
-        ram = {"flat": 4 * dim + 8, "lsh": 4 * dim + 8 + 1024 // 8, "ivf": 4 * dim + 16, "hnsw": 4 * dim + 8 + 2 * 32 * 4}[kind]
+        ram = {"flat": 4 * dim + 8, "lsh": 4 * dim + 8 + LSH_BITS // 8, "ivf": 4 * dim + 16, "hnsw": 4 * dim + 8 + 2 * 32 * 4}[kind]
         print(f"| {kind} | {build:.1f} | {1000 * statistics.median(times):.2f} | {ram} | {found}/{queries} |")
         del index
+
+
+def sketch_recall(k: int = 10) -> None:
+    import localmatch
+    from localmatch.io import load_image
+    from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, get_global_descriptor
+
+    describer = get_global_descriptor(DEFAULT_GLOBAL_DESCRIPTOR)
+    paths = [p for _, files, _, _ in evaluation_sets() for p in files]
+    vectors = []
+    for path in paths:
+        image = load_image(path)
+        vectors.append(describer.describe(image, localmatch.extract(image)))
+    vectors = np.asarray(vectors, np.float32)
+    queries = len(multiview_paths())
+    ids = np.arange(len(paths))
+    flat = ShortlistIndex(describer.dim, "flat")
+    flat.build(vectors, ids)
+    print(f"\n## lsh candidates on real {describer.dim}-d {DEFAULT_GLOBAL_DESCRIPTOR} descriptors: "
+          f"{len(paths)} images, {queries} queries, recall of the exact top {k}\n")
+    print("| refine (candidates re-scored) | share of the collection | recall@10 of the exact top 10 |\n|---|---|---|")
+    for refine in (2, 3, 5):
+        lsh = ShortlistIndex(describer.dim, "lsh", refine=refine)
+        lsh.build(vectors, ids)
+        recall = [len(set(flat.search(v, k)[0]) & set(lsh.search(v, k)[0])) / k for v in vectors[:queries]]
+        print(f"| {refine} ({refine * k}) | {refine * k / len(paths):.0%} | {np.mean(recall):.3f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-100k", action="store_true", help="skip the 100k-image latency part")
-    parser.add_argument("--only", choices=("accuracy", "throughput", "latency"), help="run one part")
+    parser.add_argument("--only", choices=("accuracy", "throughput", "latency", "recall"), help="run one part")
+    parser.add_argument("--index", nargs="+", choices=INDEX_KINDS, default=list(INDEX_KINDS),
+                        help="index kinds of the latency part (default: all)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "accuracy"):
@@ -148,7 +179,9 @@ def main() -> None:
             throughput(Path(tmp))
     if args.only in (None, "latency") and not args.skip_100k:
         from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, get_global_descriptor
-        latency(get_global_descriptor(DEFAULT_GLOBAL_DESCRIPTOR).dim)
+        latency(get_global_descriptor(DEFAULT_GLOBAL_DESCRIPTOR).dim, args.index)
+    if args.only in (None, "recall"):
+        sketch_recall()
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """The faiss index over global descriptors: exact inner product by default; LSH, IVF or HNSW for large sets.
 
 Memory per image in RAM, for ``D``-dimensional float32 vectors (D = 3328 for the default gem+vlad):
-``flat`` 4D bytes (13.3 KB), ``lsh`` 4D + 128 bytes (a 1024-bit sketch), ``ivf`` 4D + 8 bytes,
-``hnsw`` 4D + about 2 * 32 * 4 bytes of graph links; plus 8 bytes of id each. Saved with faiss's own
-binary format (no pickle).
+``flat`` 4D bytes (13.3 KB), ``lsh`` 4D + 256 bytes (a 2048-bit sketch; plus 4 * 2048 * D bytes once
+for the rotation, 27 MB), ``ivf`` 4D + 8 bytes, ``hnsw`` 4D + about 2 * 32 * 4 bytes of graph links;
+plus 8 bytes of id each. Saved with faiss's own binary format (no pickle).
 
 ``lsh`` is the one for large collections: every image is scanned by the Hamming distance of its sign
-sketch (a random rotation of the vector to 1024 dimensions, each thresholded at its median over the
-collection), and the ``refine * k`` best are re-scored exactly, so the scores it returns are true inner
+sketch (a random rotation of the vector to 2048 dimensions, each thresholded at its median over the
+vectors indexed), and the ``refine * k`` best are re-scored exactly, so the scores it returns are true inner
 products and below ``refine * k`` images it is exact. At 100k images of 3328 dimensions it answers in about
-3 ms against 170 ms for ``flat`` (BENCHMARKS.md).
+4 ms against 90-170 ms for ``flat`` (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from localmatch.errors import UnknownNameError
 
 INDEX_KINDS = ("flat", "lsh", "ivf", "hnsw")
-LSH_BITS = 1024
+LSH_BITS = 2048
 LSH_TRAINING_VECTORS = 20000
 
 
@@ -32,7 +32,7 @@ class ShortlistIndex:
 
     Args:
         dim: vector size.
-        kind: ``"flat"`` (exact), ``"lsh"`` (1024-bit sign sketches scanned by Hamming distance, the best
+        kind: ``"flat"`` (exact), ``"lsh"`` (2048-bit sign sketches scanned by Hamming distance, the best
             ``refine * k`` re-scored exactly), ``"ivf"`` (inverted file over ``4 sqrt(N)`` lists, ``nprobe``
             of them searched; exact below 624 vectors) or ``"hnsw"`` (graph with 32 links, ``ef_search``).
     """
