@@ -77,8 +77,9 @@ def test_add_is_incremental_resumable_and_reports_bad_files(tmp_path, ukbench_pa
     assert info["images"] == 5 and info["features"] > 0 and 0 < info["bytes_per_image"] < 200_000
 
 
-def test_remove_then_search(tmp_path, ukbench_paths):
-    with Database(tmp_path / "db", feature_config=SMALL) as db:
+@pytest.mark.parametrize("index", ["flat", "lsh"])
+def test_remove_then_search(tmp_path, ukbench_paths, index):
+    with Database(tmp_path / "db", feature_config=SMALL, index=index) as db:
         db.add(ukbench_paths[:8])
         gone = ukbench_paths[5]
         assert db.remove([gone]) == 1 and db.remove([gone]) == 0
