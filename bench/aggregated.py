@@ -83,6 +83,7 @@ def accuracy(folder: Path) -> None:
                   f"| {size:.0f} | {plain.latency_ms:.0f} / {reranked.latency_ms:.0f} |", flush=True)
 
 
+QUERY_ASSIGNMENTS = (1, 2, 3, 5)
 CODEBOOK_SIZES = (512, 1024, 2048, 4096)
 
 
@@ -93,7 +94,7 @@ def learned() -> None:
           "|---|---|---|---|---|")
     paths = multiview_paths()
     truth = ground_truth_from_folders(paths)
-    sweeps = {}
+    sweeps, assignment_sweeps = {}, {}
     for name in ("sift", "aliked", "disk"):
         features = [extract(load_image(p), name) for p in paths]
         descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
@@ -104,10 +105,17 @@ def learned() -> None:
         print(f"| {label} | {row[0][0]:.3f} | {row[1][0]:.3f} | {row[2][0]:.3f} | {row[0][1]:.0f} |", flush=True)
         sweeps[label] = [asmk_map(features, paths, truth, train_codebook(descriptors, size), AsmkConfig(), False)[0]
                          for size in CODEBOOK_SIZES]
+        assignment_sweeps[label] = [asmk_map(features, paths, truth, codebook, AsmkConfig(query_assignments=m),
+                                             False)[0] for m in QUERY_ASSIGNMENTS]
     print("\nASMK* mAP by codebook size (same features, words trained on them):\n")
     print("| features | " + " | ".join(f"{size} words" for size in CODEBOOK_SIZES) + " |")
     print("|---|" + "---|" * len(CODEBOOK_SIZES))
     for label, values in sweeps.items():
+        print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    print("\nASMK* mAP by the query's multiple assignment (1024 words; images always assigned to 1 word):\n")
+    print("| features | " + " | ".join(f"{m} words" for m in QUERY_ASSIGNMENTS) + " |")
+    print("|---|" + "---|" * len(QUERY_ASSIGNMENTS))
+    for label, values in assignment_sweeps.items():
         print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
 
 

@@ -106,7 +106,7 @@ class DuplicatePair:
         return {"a": self.a, "b": self.b, "num_inliers": self.num_inliers, "geometry": self.geometry,
                 "relation": self.relation, "mirrored": self.mirrored, "coverage": round(self.coverage, 4),
                 "similarity": round(self.similarity, 4), "residual": round(self.residual, 4),
-                "spread": round(self.spread, 4)}
+                "structure": round(self.structure, 4), "spread": round(self.spread, 4)}
 
 
 @dataclass

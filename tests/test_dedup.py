@@ -86,7 +86,9 @@ def test_dedup_command_json_and_report(collection, tmp_path, capsys):
     assert main(["dedup", str(folder), "--json", "--report", str(out), "-q"]) == 0
     captured = capsys.readouterr()
     data = json.loads(captured.out)
-    assert len(data["groups"]) == 3 and {"a", "b", "num_inliers", "geometry", "relation"} <= set(data["pairs"][0])
+    assert len(data["groups"]) == 3
+    assert {"a", "b", "num_inliers", "geometry", "relation", "coverage", "similarity", "residual", "structure",
+            "spread"} <= set(data["pairs"][0])
     assert {p["relation"] for p in data["pairs"]} == {"duplicate", "same-scene"}
     assert "broken.jpg" in captured.err
     assert out.read_text().count("<figure>") >= 7
