@@ -195,7 +195,7 @@ def test_index_kinds_find_near_duplicates_and_round_trip(tmp_path, kind):
     np.testing.assert_array_equal(again.search(queries[0], 5)[0], index.search(queries[0], 5)[0])
 
 
-def test_lsh_index_returns_exact_scores_and_is_exact_below_its_refine_depth():
+def test_lsh_index_returns_exact_scores_and_is_exact_below_its_refine_depth(tmp_path):
     """The sketch only picks candidates: scores are true inner products, and when ``refine * k`` covers
     the collection (here 10 * 20 > 150) the ranking is the flat index's."""
     rng = np.random.default_rng(1)
@@ -213,6 +213,8 @@ def test_lsh_index_returns_exact_scores_and_is_exact_below_its_refine_depth():
         if n <= 10 * 20:
             exact_ids, exact_scores = flat.search(query, 20)
             np.testing.assert_array_equal(found, exact_ids)
+        lsh.save(tmp_path / "lsh.faiss")
+        np.testing.assert_array_equal(ShortlistIndex.load(tmp_path / "lsh.faiss", 96, "lsh").search(query, 20)[0], found)
 
 
 @pytest.mark.slow

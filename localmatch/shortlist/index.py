@@ -35,6 +35,7 @@ class ShortlistIndex:
         kind: ``"flat"`` (exact), ``"lsh"`` (2048-bit sign sketches scanned by Hamming distance, the best
             ``refine * k`` re-scored exactly), ``"ivf"`` (inverted file over ``4 sqrt(N)`` lists, ``nprobe``
             of them searched; exact below 624 vectors) or ``"hnsw"`` (graph with 32 links, ``ef_search``).
+        refine: ``lsh`` re-scores ``refine * k`` candidates exactly for a top ``k``.
     """
 
     def __init__(self, dim: int, kind: str = "flat", *, nprobe: int = 16, ef_search: int = 128,
@@ -72,8 +73,7 @@ class ShortlistIndex:
             sample = np.random.default_rng(0).choice(len(vectors), LSH_TRAINING_VECTORS, replace=False)
             vectors = vectors[np.sort(sample)]
         sketch.train(vectors if len(vectors) else np.zeros((1, self.dim), np.float32))
-        index = faiss.IndexRefine(sketch, faiss.IndexFlatIP(self.dim))
-        return index
+        return faiss.IndexRefine(sketch, faiss.IndexFlatIP(self.dim))
 
     def __len__(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal)
