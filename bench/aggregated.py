@@ -113,7 +113,7 @@ def learned() -> None:
     for label, values in sweeps.items():
         print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
     print("\nASMK* mAP by the query's multiple assignment (1024 words; images always assigned to 1 word):\n")
-    print("| features | " + " | ".join(f"{m} words" for m in QUERY_ASSIGNMENTS) + " |")
+    print("| features | " + " | ".join(f"query to {m} nearest" for m in QUERY_ASSIGNMENTS) + " |")
     print("|---|" + "---|" * len(QUERY_ASSIGNMENTS))
     for label, values in assignment_sweeps.items():
         print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
