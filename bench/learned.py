@@ -26,7 +26,7 @@ from common import data_dir, mean_accuracy
 from oxford_homography import THRESHOLDS, corner_error, pairs as oxford_pairs
 
 COMBOS = ["sift+nn", "disk+nn", "disk+lightglue", "aliked+nn", "aliked+lightglue", "xfeat+nn", "xfeat+lighterglue",
-          "aliked+lightglue:detection_threshold=0"]
+          "aliked+lightglue:detection_threshold=0", "keynet-affnet+nn"]
 
 
 def parse_combo(combo: str) -> tuple[str, str, dict]:

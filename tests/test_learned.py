@@ -65,6 +65,39 @@ def test_learned_features_on_a_resized_working_image(astronaut, warped):
     assert result.is_match and corner_error(result.matrix, H_TRUE, 512, 512) < 3.0
 
 
+KEYNET_AFFNET_WEIGHTS = ("keynet", "affnet", "orinet", "hardtfeat")
+
+
+def test_keynet_affnet_features_layout_and_a_homography_in_original_pixels(astronaut, warped):
+    needs_weights(*KEYNET_AFFNET_WEIGHTS)
+    f = localmatch.extract(warped, "keynet-affnet", max_features=500)
+    assert 100 < len(f) <= 500 and f.extractor == "keynet-affnet" and f.descriptors.shape == (len(f), 128)
+    np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-4)
+    assert (f.keypoints > -0.5).all() and (f.keypoints[:, 0] < 468.5).all() and (f.keypoints[:, 1] < 436.5).all()
+    assert (f.scales > 0).all() and np.isfinite(f.orientations).all()
+    assert list(f.scores) == sorted(f.scores, reverse=True)
+    half = localmatch.extract(warped, "keynet-affnet", max_features=500, max_side=240)
+    assert half.working_scale < 0.6 and np.median(half.scales) > np.median(f.scales)  # region sizes in original px
+    result = localmatch.verify(astronaut, warped, features="keynet-affnet", geometry="homography",
+                               feature_config=SMALL)
+    assert result.is_match and corner_error(result.matrix, H_TRUE, 512, 512) < 2.0
+    tiny = localmatch.extract(np.full((16, 300, 3), 128, np.uint8), "keynet-affnet")  # under KeyNet's minimum
+    assert len(tiny) == 0 and tiny.descriptors.shape == (0, 128)
+
+
+@pytest.mark.slow
+def test_keynet_affnet_holds_a_strong_viewpoint_change_that_sift_misses():
+    """oxford_affine_vgg graf 1 -> 5 (about 60 degrees out of plane): affine-normalised patches match."""
+    needs_weights(*KEYNET_AFFNET_WEIGHTS)
+    root = shared_data("oxford_affine_vgg") / "graf"
+    a, b = sorted(root.glob("img1.p?m"))[0], sorted(root.glob("img5.p?m"))[0]
+    H_true = np.loadtxt(root / "H1to5p")
+    sift = localmatch.verify(a, b, geometry="homography")
+    assert sift.matrix is None or corner_error(sift.matrix, H_true, 800, 640) > 50
+    covariant = localmatch.verify(a, b, features="keynet-affnet", geometry="homography")
+    assert covariant.is_match and corner_error(covariant.matrix, H_true, 800, 640) < 5.0
+
+
 def test_matchers_refuse_features_they_were_not_trained_for(astronaut):
     sift = localmatch.extract(astronaut, max_features=100)
     with pytest.raises(ValueError, match="disk, aliked"):
