@@ -134,7 +134,8 @@ def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> 
             ids, _ = index.search(q, 100)
             times.append(time.perf_counter() - start)
             found += int(len(ids) > 0 and ids[0] == i)
-        ram = {"flat": 4 * dim + 8, "lsh": 4 * dim + 8 + LSH_BITS // 8, "ivf": 4 * dim + 16, "hnsw": 4 * dim + 8 + 2 * 32 * 4}[kind]
+        extra = {"flat": 0, "lsh": LSH_BITS // 8, "ivf": 8, "hnsw": 2 * 32 * 4}[kind]  # besides vector and id
+        ram = 4 * dim + 8 + extra
         print(f"| {kind} | {build:.1f} | {1000 * statistics.median(times):.2f} | {ram} | {found}/{queries} |")
         del index
 

@@ -185,8 +185,7 @@ def main() -> None:
             relations[(kind, p.relation)] += 1
         print("Verified pairs, truth -> reported relation:", relations)
         if args.dump:
-            rows = [{"a": Path(p.a).name, "b": Path(p.b).name, "relation": p.relation, "num_inliers": p.num_inliers,
-                     "coverage": p.coverage, "similarity": p.similarity, "residual": p.residual, "structure": p.structure, "spread": p.spread,
+            rows = [{**p.to_dict(), "a": Path(p.a).name, "b": Path(p.b).name,
                      "truth": "duplicate" if frozenset((p.a, p.b)) in duplicates else
                      "same-scene" if frozenset((p.a, p.b)) in same_scene else "unrelated"} for p in report.pairs]
             Path(args.dump).write_text(json.dumps(rows, indent=0))

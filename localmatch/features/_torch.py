@@ -54,15 +54,25 @@ def working_tensor(image: Image, config: LearnedConfig, multiple: int, device: t
 
 
 def to_features(image: Image, work: Resized, keypoints: torch.Tensor, scores: torch.Tensor,
-                descriptors: torch.Tensor, extractor: str, max_features: int) -> Features:
-    """Features from working-image keypoints (pixel centres at integers), strongest first."""
+                descriptors: torch.Tensor, extractor: str, max_features: int,
+                scales: torch.Tensor | None = None, orientations: torch.Tensor | None = None) -> Features:
+    """Features from working-image keypoints (pixel centres at integers), strongest first.
+
+    ``scales`` (working-image pixels) and ``orientations`` (radians) per keypoint are optional; without
+    them both are 0, as for detectors that give neither.
+    """
     order = torch.argsort(scores.float(), descending=True)[:max_features]
     kp = keypoints[order].float().cpu().numpy().reshape(-1, 2)
     desc = torch.nn.functional.normalize(descriptors[order].float(), dim=-1).cpu().numpy()
-    n = len(kp)
     mean_scale = 0.5 * (work.scale[0] + work.scale[1])
-    zeros = np.zeros(n, np.float32)
-    return Features(work.to_original(kp), zeros.copy(), zeros, scores[order].float().cpu().numpy().astype(np.float32),
+
+    def per_keypoint(values: torch.Tensor | None, factor: float) -> np.ndarray:
+        if values is None:
+            return np.zeros(len(kp), np.float32)
+        return (values[order].float().cpu().numpy() * factor).astype(np.float32)
+
+    return Features(work.to_original(kp), per_keypoint(scales, 1.0 / mean_scale), per_keypoint(orientations, 1.0),
+                    scores[order].float().cpu().numpy().astype(np.float32),
                     np.ascontiguousarray(desc, dtype=np.float32), image.size, extractor, mean_scale)
 
 

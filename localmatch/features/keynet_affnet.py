@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
 import torch
 
 from localmatch.features import FEATURES, FeatureExtractor
@@ -88,14 +87,9 @@ def extract_keynet_affnet(image: Image, config: LearnedConfig) -> Features:
     with torch.inference_mode():
         lafs, responses = detector(tensor)
         descriptors = describer(tensor, lafs)
-    features = to_features(image, work, get_laf_center(lafs)[0], responses[0], descriptors[0], "keynet-affnet",
-                           config.max_features)
-    # to_features keeps the strongest first: put the frames in the same order
-    order = torch.argsort(responses[0].float(), descending=True)[: config.max_features].cpu()
-    diameters = 2.0 * get_laf_scale(lafs)[0, :, 0, 0].cpu()[order].numpy() / features.working_scale
-    angles = np.deg2rad(get_laf_orientation(lafs)[0, :, 0].cpu()[order].numpy())
-    return Features(features.keypoints, diameters.astype(np.float32), angles.astype(np.float32), features.scores,
-                    features.descriptors, features.image_size, features.extractor, features.working_scale)
+    return to_features(image, work, get_laf_center(lafs)[0], responses[0], descriptors[0], "keynet-affnet",
+                       config.max_features, scales=2.0 * get_laf_scale(lafs)[0, :, 0, 0],
+                       orientations=torch.deg2rad(get_laf_orientation(lafs)[0, :, 0]))
 
 
 FEATURES.add("keynet-affnet", FeatureExtractor("keynet-affnet", LearnedConfig, extract_keynet_affnet))
