@@ -9,6 +9,7 @@ from localmatch.demo import skimage_photo
 from localmatch.features import extract
 from localmatch.shortlist.asmk import (AsmkConfig, Codebook, InvertedFile, aggregate, aggregate_regions,
                                        describe_query, train_codebook)
+from localmatch.shortlist.asmk import codebook as codebook_module, inverted_file
 from localmatch.shortlist.asmk.regions import grid_regions
 
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
@@ -51,8 +52,11 @@ def reference_method(codebook: Codebook, *, binary: bool, idf: bool):
     return asmk_method.ASMKMethod(params, {}, codebook=cdb)
 
 
-@pytest.mark.parametrize("binary,idf", [(True, False), (False, False), (True, True)])
-def test_scores_and_rankings_equal_the_asmk_package(rootsift, codebook, binary, idf):
+@pytest.mark.parametrize("binary,idf,chunk", [(True, False, 1 << 17), (False, False, 1 << 17), (True, True, 1 << 17),
+                                              (True, False, 40), (False, True, 40)])
+def test_scores_and_rankings_equal_the_asmk_package(rootsift, codebook, binary, idf, chunk, monkeypatch):
+    """``chunk`` 40 makes every search score many small chunks in the search threads."""
+    monkeypatch.setattr(inverted_file, "SEARCH_CHUNK", chunk)
     descriptors = [d for _, d, _ in rootsift]
     imids = np.concatenate([np.full(len(d), i) for i, d in enumerate(descriptors)])
     ref = reference_method(codebook, binary=binary, idf=idf).build_ivf(np.concatenate(descriptors), imids)
@@ -167,6 +171,31 @@ def test_codebook_training_is_seeded_and_shrinks_for_small_samples(rootsift):
     assert words.shape == (10, 5)
     distances = ((data[:10, None] - a.centroids[words]) ** 2).sum(-1)
     assert (np.diff(distances, axis=1) >= -1e-5).all() and (distances[:, 0] <= ((data[:10, None] - a.centroids[None]) ** 2).sum(-1).min(1) + 1e-5).all()
+
+
+def test_query_words_by_hnsw_search_are_deterministic_and_nearly_exact(rootsift, monkeypatch):
+    data = np.concatenate([d for _, d, _ in rootsift])
+    codebook = train_codebook(data, 256, seed=0)
+    queries = rootsift[3][1]
+    exact = codebook.assign(queries, 5, search="exact")
+    approximate = codebook.assign(queries, 5, search="hnsw")
+    assert approximate.shape == exact.shape and approximate.dtype == np.int64
+    assert ((approximate >= 0) & (approximate < codebook.size)).all()
+    np.testing.assert_array_equal(approximate, Codebook(codebook.centroids).assign(queries, 5, search="hnsw"))
+    assert (approximate[:, 0] == exact[:, 0]).mean() >= 0.95
+    np.testing.assert_array_equal(codebook.assign(queries, 5, search="auto"), exact)  # small codebook: exact
+    monkeypatch.setattr(codebook_module, "APPROXIMATE_FROM_WORDS", codebook.size)
+    np.testing.assert_array_equal(codebook.assign(queries, 5, search="auto"), approximate)
+    with pytest.raises(ValueError, match="exact"):
+        codebook.assign(queries, 5, search="ivf")
+    with pytest.raises(ValueError, match="hnsw"):
+        AsmkConfig(query_word_search="nearest")
+
+    ivf = InvertedFile(codebook.size, codebook.dim, True)
+    for i, (_, d, _) in enumerate(rootsift):
+        ivf.add(i, aggregate(d, codebook))
+    ids, _ = ivf.search(describe_query(queries, codebook, AsmkConfig(query_word_search="hnsw")), 3)
+    assert ids[0] == 3
 
 
 def test_rasmk_with_one_full_region_is_asmk(rootsift, codebook):

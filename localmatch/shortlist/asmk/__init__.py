@@ -17,7 +17,7 @@ import numpy as np
 
 from localmatch.config import Config
 from localmatch.shortlist.asmk.aggregate import Aggregated, aggregate, aggregate_regions
-from localmatch.shortlist.asmk.codebook import Codebook, train_codebook
+from localmatch.shortlist.asmk.codebook import WORD_SEARCHES, Codebook, train_codebook
 from localmatch.shortlist.asmk.inverted_file import InvertedFile
 from localmatch.shortlist.asmk.regions import REGION_PROPOSERS
 
@@ -37,6 +37,10 @@ class AsmkConfig(Config):
         binary: ASMK* (sign bits) rather than ASMK (float vectors, 8-32x more memory).
         alpha: selectivity exponent; threshold: similarities below it count 0 (``tau``).
         query_assignments / database_assignments: nearest words each descriptor is assigned to.
+        query_word_search: how a query's words are found (:data:`WORD_SEARCHES`): ``"auto"`` searches an
+            HNSW graph over codebooks of 16384 words or more (65536 words: about 27 ms instead of 130 ms
+            for 1000 descriptors, the nearest word found for 98 % of them) and exactly below. Database
+            images are always assigned exactly, so what is stored never depends on the approximation.
         idf: weight words by ``log(N / N_w) ** 2``.
         regions: R-ASMK region proposer (see :data:`REGION_PROPOSERS`) when no boxes are given:
             ``"clusters"`` (whole image + keypoint-cluster boxes; the best of the two on multiview_dev
@@ -50,6 +54,7 @@ class AsmkConfig(Config):
     threshold: float = 0.0
     query_assignments: int = 5
     database_assignments: int = 1
+    query_word_search: str = "auto"
     idf: bool = False
     regions: str = "clusters"
     seed: int = 0
@@ -58,6 +63,8 @@ class AsmkConfig(Config):
     def __post_init__(self) -> None:
         if self.codebook_size < 1 or self.query_assignments < 1 or self.database_assignments < 1:
             raise ValueError("codebook_size and the assignment counts must be at least 1")
+        if self.query_word_search not in WORD_SEARCHES:
+            raise ValueError(f"unknown query_word_search {self.query_word_search!r}; valid: {', '.join(WORD_SEARCHES)}")
         if self.regions not in REGION_PROPOSERS:
             REGION_PROPOSERS.get(self.regions)  # raises, listing the valid names
 
@@ -80,8 +87,10 @@ def describe_database_image(descriptors: np.ndarray, keypoints: np.ndarray, imag
 
 def describe_query(descriptors: np.ndarray, codebook: Codebook, config: AsmkConfig) -> Aggregated:
     """A query's ASMK entry (multiple assignment, never regional: the query is already the object)."""
-    return aggregate(descriptors, codebook, assignments=config.query_assignments, binary=config.binary)
+    return aggregate(descriptors, codebook, assignments=config.query_assignments, binary=config.binary,
+                     word_search=config.query_word_search)
 
 
 __all__ = ["Aggregated", "AsmkConfig", "Codebook", "InvertedFile", "REGION_PROPOSERS", "REPRESENTATIONS",
-           "aggregate", "aggregate_regions", "describe_database_image", "describe_query", "train_codebook"]
+           "WORD_SEARCHES", "aggregate", "aggregate_regions", "describe_database_image", "describe_query",
+           "train_codebook"]

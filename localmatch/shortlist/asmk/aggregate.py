@@ -73,14 +73,16 @@ def _residuals(descriptors: np.ndarray, words: np.ndarray, codebook: Codebook) -
     return rows, flat, descriptors[rows] - codebook.centroids[flat]
 
 
-def aggregate(descriptors: np.ndarray, codebook: Codebook, *, assignments: int = 1, binary: bool = True) -> Aggregated:
+def aggregate(descriptors: np.ndarray, codebook: Codebook, *, assignments: int = 1, binary: bool = True,
+              word_search: str = "exact") -> Aggregated:
     """ASMK (``binary=False``) or ASMK* representation of one image's ``(N, D)`` descriptors.
 
     Each descriptor is assigned to its ``assignments`` nearest words (multiple assignment: 5 for queries,
-    1 for database images is usual). An image without descriptors gives an empty result.
+    1 for database images is usual), found by ``word_search`` (see :meth:`Codebook.assign`). An image
+    without descriptors gives an empty result.
     """
     descriptors = np.asarray(descriptors, dtype=np.float32).reshape(-1, codebook.dim)
-    words = codebook.assign(descriptors, assignments)
+    words = codebook.assign(descriptors, assignments, search=word_search)
     _, flat, residuals = _residuals(descriptors, words, codebook)
     unique, sums = _sum_by_key(flat, residuals)
     return _finish(unique, sums, binary)
