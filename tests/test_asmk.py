@@ -198,6 +198,32 @@ def test_query_words_by_hnsw_search_are_deterministic_and_nearly_exact(rootsift,
     assert ids[0] == 3
 
 
+def test_hnsw_graph_is_saved_with_a_large_codebook_and_checked_on_load(rootsift, tmp_path, monkeypatch, caplog):
+    data = np.concatenate([d for _, d, _ in rootsift])
+    codebook = train_codebook(data, 128, seed=0)
+    monkeypatch.setattr(codebook_module, "APPROXIMATE_FROM_WORDS", codebook.size)
+    path = tmp_path / "words.npy"
+    codebook.save(path)
+    graph = tmp_path / "words.hnsw"
+    assert graph.exists()
+    loaded = Codebook.load(path)
+    assert loaded._graph is not None  # read, not rebuilt
+    np.testing.assert_array_equal(loaded.assign(data[:200], 5, search="hnsw"), codebook.assign(data[:200], 5, search="hnsw"))
+
+    other = train_codebook(data, 128, seed=1)
+    other.save(tmp_path / "other.npy")
+    (tmp_path / "other.hnsw").replace(graph)  # a graph of other words beside these
+    assert Codebook.load(path)._graph is None and "other words" in caplog.text
+    graph.write_bytes(b"not a faiss index")
+    fresh = Codebook.load(path)
+    assert fresh._graph is None and "ignoring the saved HNSW graph" in caplog.text
+    np.testing.assert_array_equal(fresh.assign(data[:200], 5, search="hnsw"), codebook.assign(data[:200], 5, search="hnsw"))
+
+    monkeypatch.setattr(codebook_module, "APPROXIMATE_FROM_WORDS", 16384)
+    codebook.save(path)  # small codebook now: no graph, and no stale one left
+    assert not graph.exists()
+
+
 def test_rasmk_with_one_full_region_is_asmk(rootsift, codebook):
     keypoints, descriptors, (w, h) = rootsift[0]
     plain = aggregate(descriptors, codebook, binary=False)

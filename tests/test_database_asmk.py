@@ -11,6 +11,7 @@ from localmatch.cli import main
 from localmatch.database import ASMK_FILE, CODEBOOK_FILE, Database, DatabaseError
 from localmatch.evaluate import evaluate, ground_truth_from_folders
 from localmatch.shortlist.asmk import Codebook, InvertedFile
+from localmatch.shortlist.asmk import codebook as codebook_module
 
 SMALL = {"max_side": 400, "max_features": 500}
 ASMK_SMALL = {"codebook_size": 256}
@@ -63,6 +64,20 @@ def test_incremental_add_and_remove_equal_a_fresh_build(tmp_path, ukbench_paths)
             b = [(h.path, round(h.score, 6)) for h in fresh.search(query, k=15, rerank=False)]
             assert a == b and ukbench_paths[13] not in [p for p, _ in a]
         assert grown.info()["codebook_words"] == 256  # a given codebook is kept
+
+
+def test_large_codebook_saves_its_hnsw_graph_and_queries_find_words_through_it(tmp_path, ukbench_paths, monkeypatch):
+    monkeypatch.setattr(codebook_module, "APPROXIMATE_FROM_WORDS", 64)  # stands in for 16384 words
+    path = tmp_path / "db"
+    with Database(path, feature_config=SMALL, representation="asmk", asmk_config={"codebook_size": 128}) as db:
+        db.add(ukbench_paths[:8])
+        assert db.info()["codebook_words"] == 128
+        before = [(h.path, round(h.score, 6)) for h in db.search(ukbench_paths[5], k=4, rerank=False)]
+    assert (path / "codebook.hnsw").exists()
+    with Database(path, readonly=True) as db:
+        assert db._current_codebook()._graph is not None  # read from disk before any search
+        after = [(h.path, round(h.score, 6)) for h in db.search(ukbench_paths[5], k=4, rerank=False)]
+    assert after == before and after[0][0] == ukbench_paths[5]
 
 
 def test_codebook_is_retrained_as_the_database_doubles(tmp_path, ukbench_paths):

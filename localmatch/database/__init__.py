@@ -7,7 +7,8 @@ On disk (one folder):
 - ``keypoints.f32``, ``descriptors.i8``, ``global.f16``: append-only arrays (see :mod:`.store`).
 - ``shortlist.faiss``: a cache of the faiss index, rebuilt from ``global.f16`` when stale.
 - with ``representation="asmk"`` or ``"rasmk"``: ``codebook.npy`` (visual words, trained on the stored
-  descriptors) and ``asmk.npz``, a cache of the inverted file brought up to date with the images table
+  descriptors; with 16384 words or more also ``codebook.hnsw``, the faiss HNSW graph a query's words are
+  found with) and ``asmk.npz``, a cache of the inverted file brought up to date with the images table
   (images added or removed since it was saved are added or removed).
 - ``write.lock``: held (``flock``) by the one process allowed to write.
 
@@ -44,6 +45,7 @@ from localmatch.rerank import DEFAULT_RERANK_GEOMETRY, Candidate, fuse_ranking, 
 from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, FALLBACK_GLOBAL_DESCRIPTOR, get_global_descriptor
 from localmatch.shortlist.asmk import (REPRESENTATIONS, AsmkConfig, Codebook, InvertedFile, describe_database_image,
                                        describe_query, train_codebook)
+from localmatch.shortlist.asmk.codebook import graph_path
 from localmatch.shortlist.index import INDEX_KINDS, ShortlistIndex
 from localmatch.types import Features, Hit
 
@@ -638,8 +640,8 @@ class Database:
         """Images, local features and bytes on disk (total and per image)."""
         n = len(self)
         num_features = int(self._db.execute("SELECT COALESCE(SUM(num_features), 0) FROM images").fetchone()[0])
-        files = [self.path / DB_FILE, self.path / INDEX_FILE, self.path / CODEBOOK_FILE, self.path / ASMK_FILE,
-                 *[a.path for a in self._arrays.values()]]
+        files = [self.path / DB_FILE, self.path / INDEX_FILE, self.path / CODEBOOK_FILE,
+                 graph_path(self.path / CODEBOOK_FILE), self.path / ASMK_FILE, *[a.path for a in self._arrays.values()]]
         files += [self.path / (DB_FILE + "-wal")]
         total = sum(f.stat().st_size for f in files if f.exists())
         return {"path": str(self.path), "images": n, "features": num_features, "bytes": total,

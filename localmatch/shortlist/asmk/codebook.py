@@ -1,20 +1,26 @@
 """The visual vocabulary of ASMK: k-means centroids of local descriptors and nearest-word assignment.
 
 A codebook is trained with faiss k-means (seeded, so the same sample gives the same words) and saved as
-a plain ``.npy`` array of ``(K, D) float32`` centroids. Assignment is an exact L2 search over the
+a plain ``.npy`` array of ``(K, D) float32`` centroids, plus, for codebooks of
+:data:`APPROXIMATE_FROM_WORDS` words or more, its HNSW graph in faiss's own format (``.hnsw`` beside it),
+so that a new process does not rebuild it. Assignment is an exact L2 search over the
 centroids (faiss ``IndexFlatL2``), ``k`` nearest words per descriptor, or, for queries against large
 codebooks, an approximate search through a faiss HNSW graph over the centroids (built on first use).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from pathlib import Path
 
 import faiss
 import numpy as np
 
 from localmatch.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 #: The trainer makes fewer words rather than fit a word to fewer training points than this.
 MIN_POINTS_PER_WORD = 16
@@ -25,7 +31,8 @@ WORD_SEARCHES = ("auto", "exact", "hnsw")
 APPROXIMATE_FROM_WORDS = 16384
 #: HNSW graph: links per word, search depth while building and while assigning. On a 65536-word
 #: RootSIFT codebook this finds the exact nearest word for 97-98 % of descriptors in about a fifth of the
-#: exact search's time (see BENCHMARKS.md); building the graph takes about 4 s on 2 cores.
+#: exact search's time (see BENCHMARKS.md); building the graph takes about 4 s on 2 cores, so
+#: :meth:`Codebook.save` saves it too.
 HNSW_LINKS, HNSW_BUILD_DEPTH, HNSW_SEARCH_DEPTH = 16, 80, 32
 
 
@@ -81,19 +88,48 @@ class Codebook:
             return self._graph
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the centroids as ``.npy`` atomically (temporary file, fsync, rename)."""
+        """Write the centroids as ``.npy`` atomically (temporary file, fsync, rename), and the HNSW graph
+        next to it (:func:`graph_path`) for codebooks of :data:`APPROXIMATE_FROM_WORDS` words or more."""
+        stale = graph_path(path)
+        stale.unlink(missing_ok=True)  # never leave the graph of other words beside these
         with atomic_write(path) as f:
             np.save(f, self.centroids, allow_pickle=False)
+        if self.size >= APPROXIMATE_FROM_WORDS:
+            with atomic_write(stale) as f:
+                f.write(faiss.serialize_index(self._hnsw()).tobytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Codebook":
+        """Read a ``.npy`` codebook, and its saved HNSW graph when there is one that holds these words."""
         try:
             centroids = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ValueError(f"{path}: not a readable codebook ({e})") from None
         if centroids.dtype != np.float32 or centroids.ndim != 2:
             raise ValueError(f"{path}: a codebook is a (K, D) float32 array, found {centroids.dtype} {centroids.shape}")
-        return cls(centroids)
+        codebook = cls(centroids)
+        if graph_path(path).exists():
+            codebook._graph = _read_graph(graph_path(path), codebook.centroids)
+        return codebook
+
+
+def graph_path(path: str | os.PathLike) -> Path:
+    """Where the HNSW graph of the codebook saved at ``path`` goes: ``words.npy`` -> ``words.hnsw``."""
+    return Path(path).with_suffix(".hnsw")
+
+
+def _read_graph(path: Path, centroids: np.ndarray) -> faiss.IndexHNSWFlat | None:
+    """The saved graph, or None (it is then rebuilt when needed) when it is unreadable or holds other words."""
+    try:
+        graph = faiss.deserialize_index(np.fromfile(path, np.uint8))  # returns the concrete index type
+        if isinstance(graph, faiss.IndexHNSWFlat) and graph.ntotal == len(centroids) and graph.d == centroids.shape[1] \
+                and np.array_equal(graph.reconstruct_n(0, graph.ntotal), centroids):
+            return graph
+        reason = "it holds other words"
+    except (RuntimeError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    log.warning("%s: ignoring the saved HNSW graph (%s); it is rebuilt on first use", path, reason)
+    return None
 
 
 def train_codebook(descriptors: np.ndarray, size: int, *, seed: int = 0, iterations: int = 20,
