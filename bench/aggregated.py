@@ -258,7 +258,10 @@ def realistic_codebook(words: int) -> tuple[Codebook, list[np.ndarray]]:
             descriptors = extract(load_image(path)).descriptors.astype(np.float32)
         except ValueError:  # the corrupt file among the duplicates
             continue
-        (queries if held_out else training).append(descriptors[:1000] if held_out else descriptors)
+        if held_out:
+            queries.append(descriptors[:1000])
+        else:
+            training.append(descriptors)
     data = np.concatenate(training)
     coarse = faiss.Kmeans(data.shape[1], 256, niter=20, seed=0)
     coarse.train(data)
@@ -277,8 +280,11 @@ def realistic_codebook(words: int) -> tuple[Codebook, list[np.ndarray]]:
 
 
 def query_word_search(words: int) -> dict[str, float]:
-    """Median ms per query aggregation by word search; prints time and recall of the query's word assignment (5 nearest words each) by exact and HNSW search, and
-    multiview_dev mAP (ASMK*, images assigned exactly, before re-ranking) with each."""
+    """Median ms of a query's aggregation per word search (``{"exact": ..., "hnsw": ...}``).
+
+    Prints, for exact and HNSW search of the 5 nearest words, the time, the recall of the exact words and
+    multiview_dev mAP (ASMK*, images assigned exactly, before re-ranking).
+    """
     codebook, queries = realistic_codebook(words)
     paths = multiview_paths()
     truth = ground_truth_from_folders(paths)

@@ -485,8 +485,9 @@ class Database:
         with self._transaction():
             self._set_meta(codebook_descriptors=total)
         log.info("trained a %d-word codebook on %d descriptors", codebook.size, sum(len(s) for s in sample))
-        self._codebook, self._asmk = None, None
-        return self._current_codebook()
+        # the saved words and graph are these: keep them rather than read them back
+        self._codebook, self._codebook_loaded, self._asmk = codebook, self._codebook_version(), None
+        return codebook
 
     def _maybe_retrain_codebook(self) -> None:
         trained_on = int(self._codebook_version())

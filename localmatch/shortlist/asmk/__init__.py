@@ -17,7 +17,7 @@ import numpy as np
 
 from localmatch.config import Config
 from localmatch.shortlist.asmk.aggregate import Aggregated, aggregate, aggregate_regions
-from localmatch.shortlist.asmk.codebook import WORD_SEARCHES, Codebook, train_codebook
+from localmatch.shortlist.asmk.codebook import WORD_SEARCHES, Codebook, check_word_search, train_codebook
 from localmatch.shortlist.asmk.inverted_file import InvertedFile
 from localmatch.shortlist.asmk.regions import REGION_PROPOSERS
 
@@ -63,8 +63,7 @@ class AsmkConfig(Config):
     def __post_init__(self) -> None:
         if self.codebook_size < 1 or self.query_assignments < 1 or self.database_assignments < 1:
             raise ValueError("codebook_size and the assignment counts must be at least 1")
-        if self.query_word_search not in WORD_SEARCHES:
-            raise ValueError(f"unknown query_word_search {self.query_word_search!r}; valid: {', '.join(WORD_SEARCHES)}")
+        check_word_search(self.query_word_search)
         if self.regions not in REGION_PROPOSERS:
             REGION_PROPOSERS.get(self.regions)  # raises, listing the valid names
 

@@ -1,11 +1,11 @@
 """The visual vocabulary of ASMK: k-means centroids of local descriptors and nearest-word assignment.
 
 A codebook is trained with faiss k-means (seeded, so the same sample gives the same words) and saved as
-a plain ``.npy`` array of ``(K, D) float32`` centroids, plus, for codebooks of
-:data:`APPROXIMATE_FROM_WORDS` words or more, its HNSW graph in faiss's own format (``.hnsw`` beside it),
-so that a new process does not rebuild it. Assignment is an exact L2 search over the
+a plain ``.npy`` array of ``(K, D) float32`` centroids. Assignment is an exact L2 search over the
 centroids (faiss ``IndexFlatL2``), ``k`` nearest words per descriptor, or, for queries against large
-codebooks, an approximate search through a faiss HNSW graph over the centroids (built on first use).
+codebooks, an approximate search through a faiss HNSW graph over the centroids. The graph is built on
+first use and, for codebooks of :data:`APPROXIMATE_FROM_WORDS` words or more, saved beside the centroids
+in faiss's own format (``.hnsw``) so that a new process does not rebuild it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ APPROXIMATE_FROM_WORDS = 16384
 HNSW_LINKS, HNSW_BUILD_DEPTH, HNSW_SEARCH_DEPTH = 16, 80, 32
 
 
+def check_word_search(name: str) -> None:
+    """Raise ``ValueError`` listing :data:`WORD_SEARCHES` unless ``name`` is one of them."""
+    if name not in WORD_SEARCHES:
+        raise ValueError(f"unknown word search {name!r}; valid: {', '.join(WORD_SEARCHES)}")
+
+
 class Codebook:
     """``(K, D) float32`` centroids and the index that assigns descriptors to them."""
 
@@ -63,8 +69,7 @@ class Codebook:
         ``search`` is one of :data:`WORD_SEARCHES`. The approximate search is deterministic for a given
         codebook but may return a near word instead of the nearest one.
         """
-        if search not in WORD_SEARCHES:
-            raise ValueError(f"unknown word search {search!r}; valid: {', '.join(WORD_SEARCHES)}")
+        check_word_search(search)
         descriptors = np.ascontiguousarray(descriptors, dtype=np.float32).reshape(-1, self.dim)
         k = min(k, self.size)
         if len(descriptors) == 0:
@@ -122,8 +127,8 @@ def _read_graph(path: Path, centroids: np.ndarray) -> faiss.IndexHNSWFlat | None
     """The saved graph, or None (it is then rebuilt when needed) when it is unreadable or holds other words."""
     try:
         graph = faiss.deserialize_index(np.fromfile(path, np.uint8))  # returns the concrete index type
-        if isinstance(graph, faiss.IndexHNSWFlat) and graph.ntotal == len(centroids) and graph.d == centroids.shape[1] \
-                and np.array_equal(graph.reconstruct_n(0, graph.ntotal), centroids):
+        same_shape = isinstance(graph, faiss.IndexHNSWFlat) and (graph.ntotal, graph.d) == centroids.shape
+        if same_shape and np.array_equal(graph.reconstruct_n(0, graph.ntotal), centroids):
             return graph
         reason = "it holds other words"
     except (RuntimeError, ValueError) as e:

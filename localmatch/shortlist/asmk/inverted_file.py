@@ -242,9 +242,10 @@ class InvertedFile:
         """Summed selectivity of the query's words against one segment: ``(n,) float64`` per image.
 
         The postings of each query word are contiguous; they are gathered (by concatenating the slices:
-        faster than ``np.take`` of computed entry numbers) in chunks of about ``SEARCH_CHUNK`` entries, compared with the query
-        word's vector repeated alongside, and scattered into per-image sums with ``bincount``. The chunks
-        are shared between ``SEARCH_THREADS`` threads (numpy releases the GIL in these steps).
+        faster than ``np.take`` of computed entry numbers) in chunks of about ``SEARCH_CHUNK`` entries,
+        compared with the query word's vector repeated alongside, and scattered into per-image sums with
+        ``bincount``. The chunks are shared between ``SEARCH_THREADS`` threads (numpy releases the GIL in
+        these steps).
         """
         starts = seg.offsets[query.words]
         lengths = seg.offsets[query.words + 1] - starts
