@@ -138,6 +138,26 @@ def test_reranking_matches_the_pair_api(small_db, ukbench_paths):
             assert abs(pair.num_inliers - result.num_inliers) <= max(3, 0.02 * pair.num_inliers)
 
 
+def test_threaded_reranking_leaves_torch_threads_as_it_found_them(small_db, ukbench_paths):
+    # The workers run torch with one thread each; neither the caller nor threads started later may keep that.
+    import threading
+
+    import torch
+
+    def in_new_thread() -> int:
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        worker.start()
+        worker.join()
+        return seen[0]
+
+    before = torch.get_num_threads(), in_new_thread()
+    with Database(small_db, readonly=True) as db:
+        query, _ = db.query_features(ukbench_paths[9])
+        verify_candidates(query, [db.features_of(i) for i, _ in db.images()], threads=2)
+    assert (torch.get_num_threads(), in_new_thread()) == before
+
+
 CHILD = textwrap.dedent("""
     import sys
     from localmatch.database import Database
