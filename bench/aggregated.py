@@ -12,8 +12,9 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
 3. bytes: ASMK* inverted file bytes per image with 1000 RootSIFT features per image (multiview_dev).
 4. latency: search time over 10k and 100k images with simulated aggregated descriptors (65536 words,
    about 1000 words per image, 128-bit signatures; a query of 4000 words holding a noisy copy of one
-   image), localmatch's inverted file beside the ``asmk`` package's IVF holding the same entries; then
-   the query's word assignment on a 65536-word codebook of real RootSIFT, exact and HNSW.
+   image), localmatch's inverted file (with numba's compiled loop, and without: its numpy path) beside the
+   ``asmk`` package's IVF holding the same entries; then the query's word assignment on a 65536-word
+   codebook of real RootSIFT, exact and HNSW.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from localmatch.database import Database
 from localmatch.evaluate import average_precision, evaluate, ground_truth_from_folders
 from localmatch.features import extract
 from localmatch.io import load_image
-from localmatch.shortlist.asmk import (AsmkConfig, Aggregated, Codebook, InvertedFile, describe_database_image,
-                                       describe_query, train_codebook)
+from localmatch.shortlist.asmk import (AsmkConfig, Aggregated, Codebook, InvertedFile, compiled,
+                                       describe_database_image, describe_query, train_codebook)
 
 REPRESENTATIONS = ("global", "asmk", "rasmk")
 
@@ -187,9 +188,12 @@ def latency(queries: int = 20) -> None:
     from asmk import kernel as ref_kernel
 
     print("\n## Inverted-file search time (simulated aggregated descriptors, 65536 words, 128-bit ASMK*, top 100)\n")
+    if not compiled.AVAILABLE:
+        print("(numba is not installed: both localmatch columns are its numpy path)\n")
     print("| images | words per image | entries | localmatch build s | localmatch ms per query "
-          "| `asmk` package ms per query | ratio | localmatch bytes per image | finds the noisy copy |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| localmatch without numba ms per query | `asmk` package ms per query | ratio | localmatch bytes per image "
+          "| finds the noisy copy |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     words, search_ms = 65536, {}
     for n in (10_000, 100_000):
         rng = np.random.default_rng(0)
@@ -204,7 +208,7 @@ def latency(queries: int = 20) -> None:
         ref = reference_ivf(offsets, word_ids, signatures, words)
         kernel = ref_kernel.ASMKKernel(None, binary=True)
         similarity = lambda *x: kernel.similarity(*x, alpha=3.0, similarity_threshold=0.0)  # noqa: E731
-        ours, theirs, found = [], [], 0
+        ours, numpy_path, theirs, found = [], [], [], 0
         for q in range(queries):
             target = int(rng.integers(n))
             a, b = offsets[target], offsets[target + 1]
@@ -217,21 +221,29 @@ def latency(queries: int = 20) -> None:
             ids, _ = ivf.search(query, 100)
             ours.append(time.perf_counter() - start)
             found += int(ids[0] == target)
+            with_numba, compiled.AVAILABLE = compiled.AVAILABLE, False
+            start = time.perf_counter()
+            numpy_ids, _ = ivf.search(query, 100)
+            numpy_path.append(time.perf_counter() - start)
+            compiled.AVAILABLE = with_numba
+            assert numpy_ids[0] == ids[0]
             packed = to_asmk_layout(query_vecs)
             start = time.perf_counter()
             ref_ids, _ = ref.search(packed, query_words, similarity_func=similarity, topk=100)
             theirs.append(time.perf_counter() - start)
             assert ref_ids[0] == ids[0]
         t_ours, t_ref = 1000 * statistics.median(ours), 1000 * statistics.median(theirs)
-        search_ms[n] = (t_ours, t_ref)
-        print(f"| {n} | {len(word_ids) / n:.0f} | {len(word_ids)} | {build:.1f} | {t_ours:.1f} | {t_ref:.1f} "
+        t_numpy = 1000 * statistics.median(numpy_path)
+        search_ms[n] = (t_ours, t_numpy, t_ref)
+        print(f"| {n} | {len(word_ids) / n:.0f} | {len(word_ids)} | {build:.1f} | {t_ours:.1f} | {t_numpy:.1f} | {t_ref:.1f} "
               f"| {t_ref / t_ours:.1f}x faster | {ivf.nbytes / n:.0f} | {found}/{queries} |", flush=True)
         del ivf, ref
     aggregation_ms = query_word_search(words)
-    for n, (t_ours, t_ref) in search_ms.items():
+    for n, (t_ours, t_numpy, t_ref) in search_ms.items():
         ours, theirs = t_ours + aggregation_ms["hnsw"], t_ref + aggregation_ms["exact"]
         print(f"\nWhole query at {n} images (inverted file + aggregation): localmatch {ours:.0f} ms "
-              f"({t_ours:.0f} + {aggregation_ms['hnsw']:.0f}, HNSW words); the `asmk` package {theirs:.0f} ms "
+              f"({t_ours:.0f} + {aggregation_ms['hnsw']:.0f}, HNSW words; "
+              f"{t_numpy + aggregation_ms['hnsw']:.0f} ms without numba); the `asmk` package {theirs:.0f} ms "
               f"({t_ref:.0f} + {aggregation_ms['exact']:.0f}, exact words): {theirs / ours:.1f}x.")
 
 

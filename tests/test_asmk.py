@@ -9,7 +9,7 @@ from localmatch.demo import skimage_photo
 from localmatch.features import extract
 from localmatch.shortlist.asmk import (AsmkConfig, Codebook, InvertedFile, aggregate, aggregate_regions,
                                        describe_query, train_codebook)
-from localmatch.shortlist.asmk import codebook as codebook_module, inverted_file
+from localmatch.shortlist.asmk import codebook as codebook_module, compiled, inverted_file
 from localmatch.shortlist.asmk.regions import grid_regions
 
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
@@ -52,10 +52,16 @@ def reference_method(codebook: Codebook, *, binary: bool, idf: bool):
     return asmk_method.ASMKMethod(params, {}, codebook=cdb)
 
 
-@pytest.mark.parametrize("binary,idf,chunk", [(True, False, 1 << 17), (False, False, 1 << 17), (True, True, 1 << 17),
-                                              (True, False, 40), (False, True, 40)])
-def test_scores_and_rankings_equal_the_asmk_package(rootsift, codebook, binary, idf, chunk, monkeypatch):
-    """``chunk`` 40 makes every search score many small chunks in the search threads."""
+@pytest.mark.parametrize("binary,idf,chunk,numba_loop", [
+    (True, False, 1 << 17, True), (True, True, 1 << 17, True), (True, False, 40, True), (True, True, 40, True),
+    (True, False, 1 << 17, False), (True, True, 1 << 17, False), (True, False, 40, False),
+    (False, False, 1 << 17, False), (False, True, 40, False)])
+def test_scores_and_rankings_equal_the_asmk_package(rootsift, codebook, binary, idf, chunk, numba_loop, monkeypatch):
+    """``chunk`` 40 makes every search run in the search threads; ``numba_loop`` picks the compiled binary
+    scoring loop or the numpy path."""
+    if numba_loop and not compiled.AVAILABLE:
+        pytest.skip("numba (the optional accelerator, a test dependency) is not installed")
+    monkeypatch.setattr(compiled, "AVAILABLE", numba_loop)
     monkeypatch.setattr(inverted_file, "SEARCH_CHUNK", chunk)
     descriptors = [d for _, d, _ in rootsift]
     imids = np.concatenate([np.full(len(d), i) for i, d in enumerate(descriptors)])

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from localmatch.files import atomic_write
+from localmatch.shortlist.asmk import compiled
 from localmatch.shortlist.asmk.aggregate import Aggregated
 
 FILE_FORMAT = 1
@@ -241,14 +242,18 @@ class InvertedFile:
                         table: np.ndarray | None, alpha: float, threshold: float) -> np.ndarray:
         """Summed selectivity of the query's words against one segment: ``(n,) float64`` per image.
 
-        The postings of each query word are contiguous; they are gathered (by concatenating the slices:
-        faster than ``np.take`` of computed entry numbers) in chunks of about ``SEARCH_CHUNK`` entries,
-        compared with the query word's vector repeated alongside, and scattered into per-image sums with
-        ``bincount``. The chunks are shared between ``SEARCH_THREADS`` threads (numpy releases the GIL in
-        these steps).
+        Binary files whose signatures fill whole 64-bit words are scored by the compiled loop when numba is
+        installed (:mod:`~localmatch.shortlist.asmk.compiled`): the query words are dealt to
+        ``SEARCH_THREADS`` threads, each summing into its own scores. Otherwise, with numpy: the postings of
+        each query word are contiguous; they are gathered (by concatenating the slices: faster than
+        ``np.take`` of computed entry numbers) in chunks of about ``SEARCH_CHUNK`` entries, compared with the
+        query word's vector repeated alongside, and scattered into per-image sums with ``bincount``. The
+        chunks are shared between ``SEARCH_THREADS`` threads (numpy releases the GIL in these steps).
         """
         starts = seg.offsets[query.words]
         lengths = seg.offsets[query.words + 1] - starts
+        if self.binary and compiled.AVAILABLE and seg.vectors.shape[1] % 8 == 0:
+            return self._compiled_scores(seg, query, starts, lengths, word_weights, table)
         bounds = np.searchsorted(np.cumsum(lengths), np.arange(SEARCH_CHUNK, int(lengths.sum()), SEARCH_CHUNK))
         chunks = list(zip([0, *bounds.tolist()], [*bounds.tolist(), len(lengths)]))
         score = functools.partial(self._chunk_scores, seg, query, starts, lengths, word_weights, table, alpha,
@@ -257,6 +262,24 @@ class InvertedFile:
             return score(chunks)
         with ThreadPoolExecutor(SEARCH_THREADS) as pool:
             return sum(pool.map(score, [chunks[i::SEARCH_THREADS] for i in range(SEARCH_THREADS)]))
+
+    def _compiled_scores(self, seg: _Segment, query: Aggregated, starts: np.ndarray, lengths: np.ndarray,
+                         word_weights: np.ndarray | None, table: np.ndarray) -> np.ndarray:
+        """:meth:`_segment_scores` by the compiled loop, the query words dealt round-robin to the threads."""
+        stored = seg.vectors.view(np.uint64)
+        wanted = np.ascontiguousarray(query.vectors).view(np.uint64)
+        weights = word_weights[query.words] if word_weights is not None else np.ones(len(query.words))
+
+        def score(part: slice) -> np.ndarray:
+            scores = np.zeros(len(seg.image_ids))
+            compiled.add_binary_scores(stored, seg.entry_image, starts[part], lengths[part], wanted[part],
+                                       weights[part], table, scores)
+            return scores
+
+        if int(lengths.sum()) < 2 * SEARCH_CHUNK:
+            return score(slice(None))
+        with ThreadPoolExecutor(SEARCH_THREADS) as pool:
+            return sum(pool.map(score, [slice(i, None, SEARCH_THREADS) for i in range(SEARCH_THREADS)]))
 
     def _chunk_scores(self, seg: _Segment, query: Aggregated, starts: np.ndarray, lengths: np.ndarray,
                       word_weights: np.ndarray | None, table: np.ndarray | None, alpha: float, threshold: float,

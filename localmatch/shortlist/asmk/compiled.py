@@ -1,0 +1,71 @@
+"""A compiled loop for the binary (ASMK*) inverted file's search, when numba is installed.
+
+Scoring a query's words against their postings with numpy takes about ten passes over every gathered
+entry (copy, repeat, xor, popcount, table, bincount), and at 100k images a query gathers about 6 million
+entries, so memory traffic bounds it. The loop below reads each entry once and adds its contribution
+straight into the per-image sums: 3x faster on that collection. numba is optional (``pip install
+localmatch[fast]``); without it the inverted file keeps its numpy path, which gives the same scores up to
+the order of floating-point additions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import numba
+except ImportError:  # the optional accelerator is not installed
+    numba = None
+
+#: Whether the compiled loop can run here (tests and benchmarks switch it off to compare).
+AVAILABLE = numba is not None
+
+
+def _popcount64(x):
+    """Set bits of a uint64 (LLVM compiles this pattern to one ``popcnt``)."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+def _add_binary_scores(stored, entry_image, starts, lengths, wanted, weights, table, scores):
+    """For each query word ``q`` and each entry ``e`` of its postings ``starts[q]:starts[q] + lengths[q]``:
+    ``scores[entry_image[e]] += weights[q] * table[hamming(stored[e], wanted[q])]``.
+
+    Args:
+        stored: ``(E, C) uint64`` packed sign bits of the entries.
+        entry_image: ``(E,) int32`` image index of each entry.
+        starts, lengths: ``(Q,) int64`` each query word's postings.
+        wanted: ``(Q, C) uint64`` the query's packed sign bits per word.
+        weights: ``(Q,) float64`` per query word (idf, or ones).
+        table: ``(64 C + 1,) float64`` contribution per Hamming distance.
+        scores: ``(n,) float64`` per-image sums, added to in place.
+    """
+    columns = stored.shape[1]
+    for q in range(len(starts)):
+        weight = weights[q]
+        for e in range(starts[q], starts[q] + lengths[q]):
+            distance = 0
+            for c in range(columns):
+                distance += _popcount64(stored[e, c] ^ wanted[q, c])
+            # No branch on a zero contribution: about half the entries are, at random, and mispredicting
+            # them cost more than adding the zeros (60 against 23 ms at 100k images).
+            scores[entry_image[e]] += weight * table[distance]
+
+
+if numba is not None:
+    _popcount64 = numba.njit(inline="always")(_popcount64)
+    try:  # cached on disk, so a new process does not spend ~0.6 s compiling
+        _add_binary_scores = numba.njit(nogil=True, cache=True)(_add_binary_scores)
+    except RuntimeError:  # no writable cache location: compile once per process instead
+        _add_binary_scores = numba.njit(nogil=True)(_add_binary_scores)
+
+
+def add_binary_scores(stored: np.ndarray, entry_image: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                      wanted: np.ndarray, weights: np.ndarray, table: np.ndarray, scores: np.ndarray) -> None:
+    """The compiled loop (see :func:`_add_binary_scores` for the arguments); releases the GIL, so several
+    threads can each run it over their own query words and ``scores``. Only call when :data:`AVAILABLE`."""
+    _add_binary_scores(stored, entry_image, np.ascontiguousarray(starts, np.int64),
+                       np.ascontiguousarray(lengths, np.int64), np.ascontiguousarray(wanted),
+                       np.ascontiguousarray(weights, np.float64), table, scores)
