@@ -95,12 +95,12 @@ class Codebook:
     def save(self, path: str | os.PathLike) -> None:
         """Write the centroids as ``.npy`` atomically (temporary file, fsync, rename), and the HNSW graph
         next to it (:func:`graph_path`) for codebooks of :data:`APPROXIMATE_FROM_WORDS` words or more."""
-        stale = graph_path(path)
-        stale.unlink(missing_ok=True)  # never leave the graph of other words beside these
+        graph_file = graph_path(path)
+        graph_file.unlink(missing_ok=True)  # never leave the graph of other words beside these
         with atomic_write(path) as f:
             np.save(f, self.centroids, allow_pickle=False)
         if self.size >= APPROXIMATE_FROM_WORDS:
-            with atomic_write(stale) as f:
+            with atomic_write(graph_file) as f:
                 f.write(faiss.serialize_index(self._hnsw()).tobytes())
 
     @classmethod
@@ -112,9 +112,9 @@ class Codebook:
             raise ValueError(f"{path}: not a readable codebook ({e})") from None
         if centroids.dtype != np.float32 or centroids.ndim != 2:
             raise ValueError(f"{path}: a codebook is a (K, D) float32 array, found {centroids.dtype} {centroids.shape}")
-        codebook = cls(centroids)
-        if graph_path(path).exists():
-            codebook._graph = _read_graph(graph_path(path), codebook.centroids)
+        codebook, graph_file = cls(centroids), graph_path(path)
+        if graph_file.exists():
+            codebook._graph = _read_graph(graph_file, codebook.centroids)
         return codebook
 
 

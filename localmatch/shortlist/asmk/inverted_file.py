@@ -45,6 +45,22 @@ def selectivity(sim: np.ndarray, alpha: float, threshold: float) -> np.ndarray:
     return np.where(sim >= threshold, np.sign(sim) * np.power(np.abs(sim), alpha), 0.0)
 
 
+def _as_64_bit(vectors: np.ndarray) -> np.ndarray | None:
+    """Packed sign bits ``(E, B) uint8`` as ``(E, B / 8) uint64`` (compared 64 bits at a time), or None when
+    ``B`` is not a multiple of 8."""
+    if vectors.shape[1] % 8:
+        return None
+    return np.ascontiguousarray(vectors).view(np.uint64)
+
+
+def _summed_in_threads(score, parts: list) -> np.ndarray:
+    """``sum(score(part) for part in parts)``, the parts run in ``SEARCH_THREADS`` threads (one part: here)."""
+    if len(parts) == 1:
+        return score(parts[0])
+    with ThreadPoolExecutor(SEARCH_THREADS) as pool:
+        return sum(pool.map(score, parts))
+
+
 @dataclass
 class _Segment:
     """Entries of some images, grouped by word: entries ``offsets[w]:offsets[w+1]`` use word ``w``."""
@@ -252,22 +268,19 @@ class InvertedFile:
         """
         starts = seg.offsets[query.words]
         lengths = seg.offsets[query.words + 1] - starts
-        if self.binary and compiled.AVAILABLE and seg.vectors.shape[1] % 8 == 0:
+        if self.binary and compiled.AVAILABLE and _as_64_bit(seg.vectors) is not None:
             return self._compiled_scores(seg, query, starts, lengths, word_weights, table)
         bounds = np.searchsorted(np.cumsum(lengths), np.arange(SEARCH_CHUNK, int(lengths.sum()), SEARCH_CHUNK))
         chunks = list(zip([0, *bounds.tolist()], [*bounds.tolist(), len(lengths)]))
         score = functools.partial(self._chunk_scores, seg, query, starts, lengths, word_weights, table, alpha,
                                   threshold)
-        if len(chunks) < 2 * SEARCH_THREADS:
-            return score(chunks)
-        with ThreadPoolExecutor(SEARCH_THREADS) as pool:
-            return sum(pool.map(score, [chunks[i::SEARCH_THREADS] for i in range(SEARCH_THREADS)]))
+        threads = SEARCH_THREADS if len(chunks) >= 2 * SEARCH_THREADS else 1
+        return _summed_in_threads(score, [chunks[i::threads] for i in range(threads)])
 
     def _compiled_scores(self, seg: _Segment, query: Aggregated, starts: np.ndarray, lengths: np.ndarray,
                          word_weights: np.ndarray | None, table: np.ndarray) -> np.ndarray:
         """:meth:`_segment_scores` by the compiled loop, the query words dealt round-robin to the threads."""
-        stored = seg.vectors.view(np.uint64)
-        wanted = np.ascontiguousarray(query.vectors).view(np.uint64)
+        stored, wanted = _as_64_bit(seg.vectors), _as_64_bit(query.vectors)
         weights = word_weights[query.words] if word_weights is not None else np.ones(len(query.words))
 
         def score(part: slice) -> np.ndarray:
@@ -276,10 +289,8 @@ class InvertedFile:
                                        weights[part], table, scores)
             return scores
 
-        if int(lengths.sum()) < 2 * SEARCH_CHUNK:
-            return score(slice(None))
-        with ThreadPoolExecutor(SEARCH_THREADS) as pool:
-            return sum(pool.map(score, [slice(i, None, SEARCH_THREADS) for i in range(SEARCH_THREADS)]))
+        threads = SEARCH_THREADS if int(lengths.sum()) >= 2 * SEARCH_CHUNK else 1
+        return _summed_in_threads(score, [slice(i, None, threads) for i in range(threads)])
 
     def _chunk_scores(self, seg: _Segment, query: Aggregated, starts: np.ndarray, lengths: np.ndarray,
                       word_weights: np.ndarray | None, table: np.ndarray | None, alpha: float, threshold: float,
@@ -288,8 +299,9 @@ class InvertedFile:
         n = len(seg.image_ids)
         scores = np.zeros(n)
         stored, wanted = seg.vectors, query.vectors
-        if self.binary and stored.shape[1] % 8 == 0:  # compare 64 bits at a time
-            stored, wanted = stored.view(np.uint64), np.ascontiguousarray(wanted).view(np.uint64)
+        packed = _as_64_bit(stored) if self.binary else None
+        if packed is not None:
+            stored, wanted = packed, _as_64_bit(wanted)
         for a, b in chunks:
             lens = lengths[a:b]
             count = int(lens.sum())
