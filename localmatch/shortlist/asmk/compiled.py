@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-try:
-    import numba
-except ImportError:  # the optional accelerator is not installed
-    numba = None
+from localmatch import jit
 
 #: Whether the compiled loop can run here (tests and benchmarks switch it off to compare).
-AVAILABLE = numba is not None
+AVAILABLE = jit.AVAILABLE
 
 
 def _popcount64(x):
@@ -54,12 +51,8 @@ def _add_binary_scores(stored, entry_image, starts, lengths, wanted, weights, ta
             scores[entry_image[e]] += weight * table[distance]
 
 
-if numba is not None:
-    _popcount64 = numba.njit(inline="always")(_popcount64)
-    try:  # cached on disk, so a new process does not spend ~0.6 s compiling
-        _add_binary_scores = numba.njit(nogil=True, cache=True)(_add_binary_scores)
-    except RuntimeError:  # no writable cache location: compile once per process instead
-        _add_binary_scores = numba.njit(nogil=True)(_add_binary_scores)
+_popcount64 = jit.compile_inline(_popcount64)
+_add_binary_scores = jit.compile_loop(_add_binary_scores)
 
 
 def add_binary_scores(stored: np.ndarray, entry_image: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
