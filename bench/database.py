@@ -29,6 +29,7 @@ import numpy as np
 from common import data_dir
 from localmatch.database import Database
 from localmatch.evaluate import QueryTruth, evaluate, ground_truth_from_folders
+from localmatch.matching import compiled
 from localmatch.rerank import verify_candidates
 from localmatch.shortlist.index import INDEX_KINDS, LSH_BITS, ShortlistIndex
 
@@ -84,34 +85,48 @@ def tutorial_pair(kp_a, des_a, kp_b, des_b, matcher) -> int:
     return 0 if mask is None else int(mask.sum())
 
 
+def timed_rerank(query, candidates, compiled_reduction: bool) -> float:
+    """Seconds for one re-ranking, with numba's similarity reduction or numpy's."""
+    with_numba, compiled.AVAILABLE = compiled.AVAILABLE, compiled_reduction
+    try:
+        start = time.perf_counter()
+        verify_candidates(query, candidates)
+        return time.perf_counter() - start
+    finally:
+        compiled.AVAILABLE = with_numba
+
+
 def throughput(folder: Path, queries: int = 5) -> None:
     print("\n## Re-ranking throughput (100 candidates per query, cached features, 2 cores)\n")
     images, distractors, _ = ukbench_truth()
     paths = multiview_paths() + images + distractors
+    variants = {"numba": compiled.AVAILABLE, "numpy": False}  # the numpy row twice when numba is missing
     with Database(folder / "all") as db:
         db.add(paths)
-        ours, tutorial, counts = [], [], []
+        ours: dict[str, list[float]] = {name: [] for name in variants}
+        tutorial, counts = [], []
         matcher = cv2.BFMatcher(cv2.NORM_L2)
-        for q in multiview_paths()[:: max(1, len(multiview_paths()) // queries)][:queries]:
+        for n, q in enumerate(multiview_paths()[:: max(1, len(multiview_paths()) // queries)][:queries]):
             query, vector = db.query_features(q)
             ids, _ = db.shortlist(vector, 100)
             candidates = [db.features_of(i) for i in ids]
             counts += [len(c.keypoints) for c in candidates]
             verify_candidates(query, candidates[:5])  # warm up
-            start = time.perf_counter()
-            verify_candidates(query, candidates)
-            ours.append(time.perf_counter() - start)
+            for name in (list(variants) if n % 2 == 0 else list(variants)[::-1]):  # alternate who goes first
+                ours[name].append(timed_rerank(query, candidates, variants[name]))
             floats = [(c.keypoints, c.descriptors.values.numpy().astype(np.float32) / c.descriptors.scale) for c in candidates]
             start = time.perf_counter()
             for kp, des in floats:
                 tutorial_pair(query.keypoints, query.descriptors, kp, des, matcher)
             tutorial.append(time.perf_counter() - start)
-    t_ours, t_tut = statistics.median(ours), statistics.median(tutorial)
+    t_tut = statistics.median(tutorial)
     print(f"candidates have {np.median(counts):.0f} RootSIFT features (median), the query "
-          f"{len(query.keypoints)}; {len(ours)} queries\n")
+          f"{len(query.keypoints)}; {len(tutorial)} queries\n")
     print("| pipeline | s per query (100 pairs) | pairs per second | speed-up |\n|---|---|---|---|")
-    print(f"| localmatch re-ranker (int8 NN + ratio, MAGSAC++ F, 2 threads) | {t_ours:.3f} | {100 / t_ours:.0f} "
-          f"| {t_tut / t_ours:.1f}x |")
+    for name, label in (("numba", "numba reduction"), ("numpy", "numpy reduction")):
+        t_ours = statistics.median(ours[name])
+        print(f"| localmatch re-ranker (int8 NN + ratio, {label}, MAGSAC++ F, 2 threads) | {t_ours:.3f} "
+              f"| {100 / t_ours:.0f} | {t_tut / t_ours:.1f}x |")
     print(f"| OpenCV tutorial loop (BFMatcher kNN + ratio + findHomography RANSAC) | {t_tut:.3f} | {100 / t_tut:.0f} | 1.0x |")
 
 

@@ -8,7 +8,16 @@ import pytest
 
 import localmatch
 from localmatch import UnknownNameError
+from localmatch.matching import compiled, nn
 from localmatch.matching.nn import NNConfig, match_nn, match_nn_batched, quantize
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def reduction(request, monkeypatch):
+    """Runs a test with the compiled similarity reduction and with numpy's."""
+    if request.param == "numba" and not compiled.AVAILABLE:
+        pytest.skip("numba (the optional accelerator, a test dependency) is not installed")
+    monkeypatch.setattr(compiled, "AVAILABLE", request.param == "numba")
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -40,6 +49,7 @@ def planted(seed: int, n: int = 700, m: int = 900, noise: float = 0.3, dim: int 
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("mutual", [True, False])
+@pytest.mark.usefixtures("reduction")
 def test_agrees_with_brute_force(seed, mutual):
     a, b, perm = planted(seed)
     got = {tuple(p) for p in match_nn(a, b, NNConfig(ratio=0.8, mutual=mutual)).indices.tolist()}
@@ -59,6 +69,7 @@ def test_permuted_copy_is_matched_exactly():
     assert (m.scores > 0).all() and (m.scores <= 1).all()
 
 
+@pytest.mark.usefixtures("reduction")
 def test_ratio_test_drops_ambiguous_matches():
     a, _, _ = planted(4, n=50)
     b = np.concatenate([a, a])  # every descriptor twice: nearest and second nearest tie
@@ -66,6 +77,7 @@ def test_ratio_test_drops_ambiguous_matches():
     assert len(match_nn(a, b, NNConfig(ratio=1.0, mutual=True))) == 50
 
 
+@pytest.mark.usefixtures("reduction")
 def test_a_b_point_tied_for_two_a_points_is_matched_once():
     a, _, _ = planted(7, n=40)
     doubled = np.concatenate([a, a[:5]])  # A rows 40..44 repeat rows 0..4: each pair ties for one B point
@@ -74,6 +86,7 @@ def test_a_b_point_tied_for_two_a_points_is_matched_once():
     assert m.indices[:, 0].max() < 40  # the first of the tied rows is kept
 
 
+@pytest.mark.usefixtures("reduction")
 def test_empty_single_and_mismatched_inputs():
     a, b, _ = planted(5, n=20, m=30)
     assert len(match_nn(a[:0], b)) == 0 and len(match_nn(a, b[:0])) == 0
@@ -81,6 +94,25 @@ def test_empty_single_and_mismatched_inputs():
     assert one.indices.tolist() == [[3, 0]] and one.scores[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="descriptor sizes differ"):
         match_nn(a, b[:, :64])
+
+
+@pytest.mark.skipif(not compiled.AVAILABLE, reason="numba (a test dependency) is not installed")
+@pytest.mark.parametrize("rows,columns", [(37, 1), (64, 2), (256, 301), (5, 2048)])
+def test_compiled_reduction_gives_numpys_integers(rows, columns):
+    """A small integer range makes the best of most rows occur more than once (the first column must be
+    reported, and the tied best is also the second best); one row is constant."""
+    rng = np.random.default_rng(rows + columns)
+    sim = rng.integers(-6, 7, (rows, columns)).astype(np.int32)
+    sim[1] = 9
+    outputs = []
+    for reduce in (compiled.reduce_block, nn._reduce_block):
+        n = rows + 3  # the block sits at row 3 of a taller matrix
+        out = (np.zeros(n, np.int64), np.zeros(n, np.int32), np.full(n, nn._INT_MIN, np.int32),
+               np.full(columns, 5, np.int32))
+        reduce(sim.copy(), 3, *out)
+        outputs.append(out)
+    for got, want in zip(*outputs):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_batched_equals_pairwise():

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from localmatch.config import Config
+from localmatch.matching import compiled
 from localmatch.types import Features, Matches
 
 #: Lowe's ratio per descriptor type. Learned descriptors are less spread out: at 0.8 ALIKED keeps almost no
@@ -129,18 +130,10 @@ def _match_pair(qa: QuantizedDescriptors, qb: QuantizedDescriptors, ratio: float
     best = np.empty(n, np.int32)
     second = np.full(n, _INT_MIN, np.int32)
     column_best = np.full(m, _INT_MIN, np.int32)
-    rows = np.arange(min(_ROW_CHUNK, n))
+    reduce_block = compiled.reduce_block if compiled.AVAILABLE else _reduce_block
     for start in range(0, n, _ROW_CHUNK):
         sim = _int_similarity(qa.values[start:start + _ROW_CHUNK], qb_t)
-        r = rows[: len(sim)]
-        j = sim.argmax(axis=1)
-        b = sim[r, j]
-        np.maximum(column_best, sim.max(axis=0), out=column_best)
-        if m > 1:
-            sim[r, j] = _INT_MIN
-            second[start:start + len(sim)] = sim.max(axis=1)
-        nearest[start:start + len(sim)] = j
-        best[start:start + len(sim)] = b
+        reduce_block(sim, start, nearest, best, second, column_best)
     inv = 1.0 / (qa.scale * qb.scale)
     d1_sq = np.maximum(2.0 - 2.0 * best * inv, 0.0)
     d2_sq = np.where(second == _INT_MIN, 4.0, np.maximum(2.0 - 2.0 * second * inv, 0.0))
@@ -156,6 +149,21 @@ def _match_pair(qa: QuantizedDescriptors, qb: QuantizedDescriptors, ratio: float
         idx_a, idx_b = idx_a[first], idx_b[first]
     ratio = np.sqrt(d1_sq[idx_a] / np.maximum(d2_sq[idx_a], 1e-12))
     return Matches(np.stack([idx_a, idx_b], axis=1).astype(np.int64), (1.0 - ratio).astype(np.float32))
+
+
+def _reduce_block(sim: np.ndarray, start: int, nearest: np.ndarray, best: np.ndarray, second: np.ndarray,
+                  column_best: np.ndarray) -> None:
+    """numpy's form of :func:`localmatch.matching.compiled.reduce_block` (same arguments and results);
+    overwrites ``sim``."""
+    rows = np.arange(len(sim))
+    j = sim.argmax(axis=1)
+    b = sim[rows, j]
+    np.maximum(column_best, sim.max(axis=0), out=column_best)
+    if sim.shape[1] > 1:
+        sim[rows, j] = _INT_MIN
+        second[start:start + len(sim)] = sim.max(axis=1)
+    nearest[start:start + len(sim)] = j
+    best[start:start + len(sim)] = b
 
 
 def _int_similarity(a: torch.Tensor, b_t: torch.Tensor) -> np.ndarray:
