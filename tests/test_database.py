@@ -215,6 +215,69 @@ def test_index_kinds_find_near_duplicates_and_round_trip(tmp_path, kind):
     np.testing.assert_array_equal(again.search(queries[0], 5)[0], index.search(queries[0], 5)[0])
 
 
+@pytest.mark.parametrize("kind", ["flat", "lsh", "ivf", "hnsw"])
+def test_index_grows_in_place_and_asks_to_be_rebuilt_once_doubled(kind):
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(1500, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(1500, dtype=np.int64) * 5 + 1
+    grown = ShortlistIndex(64, kind)
+    grown.build(vectors[:1000], ids[:1000])
+    grown.add(vectors[1000:], ids[1000:])
+    np.testing.assert_array_equal(grown.ids(), ids)
+    assert grown.built_with == 1000 and len(grown) == 1500
+    assert [grown.search(v, 1)[0][0] for v in vectors[1000::50]] == ids[1000::50].tolist()
+    assert grown.wants_rebuild(2001) == (kind in ("lsh", "ivf")) and not grown.wants_rebuild(2000)
+    if kind == "flat":
+        once = ShortlistIndex(64, kind)
+        once.build(vectors, ids)
+        assert [grown.search(v, 10)[0].tolist() for v in vectors[::100]] == \
+            [once.search(v, 10)[0].tolist() for v in vectors[::100]]
+
+
+def test_flat_index_removes_in_place_and_the_others_refuse():
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(300, 32)).astype(np.float32)
+    ids = np.arange(300, dtype=np.int64) + 10
+    flat, kept = ShortlistIndex(32, "flat"), ShortlistIndex(32, "flat")
+    flat.build(vectors, ids)
+    flat.remove(ids[::3])
+    kept.build(np.delete(vectors, np.s_[::3], axis=0), np.delete(ids, np.s_[::3]))
+    np.testing.assert_array_equal(flat.ids(), kept.ids())
+    for v in vectors[:20]:
+        np.testing.assert_array_equal(flat.search(v, 7)[0], kept.search(v, 7)[0])
+    lsh = ShortlistIndex(32, "lsh")
+    lsh.build(vectors, ids)
+    lsh.remove(ids[:0])  # nothing to remove is fine
+    with pytest.raises(ValueError, match="cannot remove"):
+        lsh.remove(ids[:1])
+
+
+@pytest.mark.parametrize("index", ["flat", "lsh"])
+def test_adding_and_reopening_update_the_saved_index_instead_of_rebuilding_it(tmp_path, ukbench_paths, index,
+                                                                             monkeypatch):
+    builds = []
+    real_build = ShortlistIndex.build
+    monkeypatch.setattr(ShortlistIndex, "build", lambda self, v, i: (builds.append(len(v)), real_build(self, v, i)))
+    path = tmp_path / "db"
+    with Database(path, feature_config=SMALL, index=index) as db:
+        db.add(ukbench_paths[:4])
+        db.add(ukbench_paths[4:10])  # flat grows in place; lsh is retrained: 10 > 2 * 4
+    assert builds == ([4] if index == "flat" else [4, 10])
+    with Database(path, readonly=True) as reader, Database(path) as writer:
+        writer.add(ukbench_paths[10:12])
+        # the reader holds the saved index of 10 and brings it up to date from the images table
+        assert reader.search(ukbench_paths[11], k=1, rerank=False)[0].path == ukbench_paths[11]
+        writer.remove([ukbench_paths[0]])  # in place for flat; lsh cannot remove, so it is rebuilt
+        assert ukbench_paths[0] not in [h.path for h in reader.search(ukbench_paths[1], k=12, rerank=False)]
+    assert builds == ([4] if index == "flat" else [4, 10, 11, 11])  # lsh: once in the writer, once in the reader
+    with Database(path, feature_config=SMALL, index=index) as db:
+        db.add(ukbench_paths[12:16])  # 15 <= 2 * 11: grows in place
+        assert sorted(db.shortlist(db.global_of(db.images()[0][0]), 20)[0].tolist()) == \
+            sorted(i for i, _ in db.images())
+    assert builds == ([4] if index == "flat" else [4, 10, 11, 11])
+
+
 def test_lsh_index_returns_exact_scores_and_is_exact_below_its_refine_depth(tmp_path):
     """The sketch only picks candidates: scores are true inner products, and when ``refine * k`` covers
     the collection (here 10 * 20 > 150) the ranking is the flat index's."""

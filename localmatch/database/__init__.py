@@ -389,39 +389,64 @@ class Database:
             "SELECT id, path, width, height, num_features, feature_row, descriptor_scale, working_scale, global_row"
             f" FROM images {where} ORDER BY id", args).fetchall()
 
-    def _build_index(self) -> ShortlistIndex:
-        rows = self._rows()
-        ids = np.array([r[0] for r in rows], np.int64)
-        store = self._arrays["global"]
-        vectors = np.stack([store.read(r[8], 1)[0] for r in rows]).astype(np.float32) if rows else np.zeros((0, self.global_dim), np.float32)
+    def _global_vectors(self, rows: list[tuple]) -> np.ndarray:
+        """``(len(rows), D) float32`` stored global descriptors of image rows."""
+        if not rows:
+            return np.zeros((0, self.global_dim), np.float32)
+        global_rows = np.array([r[8] for r in rows], np.int64)
+        stored = self._arrays["global"].read(0, int(global_rows.max()) + 1)
+        return np.asarray(stored[global_rows], np.float32)
+
+    def _build_index(self, rows: list[tuple]) -> ShortlistIndex:
         index = ShortlistIndex(self.global_dim, self.index_kind)
-        index.build(vectors, ids)
+        index.build(self._global_vectors(rows), np.array([r[0] for r in rows], np.int64))
         return index
 
     def _current_index(self) -> ShortlistIndex:
+        """The shortlist index over the images table as it is now: the one in memory or the saved one brought
+        up to date (new images added, removed ones taken out), rebuilt when that cannot be done in place."""
         generation = self._meta_int("generation")
-        if self._index is None or self._index_generation != generation:
-            self._index = self._load_saved_index(generation) or self._build_index()
-            self._index_generation = generation
-        return self._index
+        if self._index is not None and self._index_generation == generation:
+            return self._index
+        rows = self._rows()
+        index = self._index or self._load_saved_index()
+        if index is None or not self._update_index(index, rows):
+            index = self._build_index(rows)
+        self._index, self._index_generation = index, generation
+        return index
 
-    def _load_saved_index(self, generation: int) -> ShortlistIndex | None:
+    def _update_index(self, index: ShortlistIndex, rows: list[tuple]) -> bool:
+        """Bring ``index`` to hold exactly ``rows`` (image ids are never reused, and an image's vector never
+        changes); False when it has to be rebuilt instead."""
+        wanted = np.array([r[0] for r in rows], np.int64)
+        held = index.ids()
+        gone = np.setdiff1d(held, wanted)
+        if index.wants_rebuild(len(wanted)) or (len(gone) and not index.removes_in_place):
+            return False
+        index.remove(gone)
+        new = set(np.setdiff1d(wanted, held).tolist())
+        added = [r for r in rows if r[0] in new]
+        index.add(self._global_vectors(added), np.array([r[0] for r in added], np.int64))
+        return True
+
+    def _load_saved_index(self) -> ShortlistIndex | None:
         path = self.path / INDEX_FILE
-        saved = self._db.execute("SELECT value FROM meta WHERE key = 'index_generation'").fetchone()
-        if not path.exists() or saved is None or int(saved[0]) != generation:
+        if not path.exists():
             return None
+        built_with = self._db.execute("SELECT value FROM meta WHERE key = 'index_built_with'").fetchone()
         try:
-            return ShortlistIndex.load(path, self.global_dim, self.index_kind)
+            return ShortlistIndex.load(path, self.global_dim, self.index_kind,
+                                       None if built_with is None else int(built_with[0]))
         except (RuntimeError, ValueError) as e:
             log.warning("%s: unreadable, rebuilding (%s)", path, e)
             return None
 
     def _save_index(self) -> None:
-        """Write the index caches, then record which generation the faiss one holds (a stale one is rebuilt)."""
+        """Write the index caches (atomically), and how many vectors the faiss one was built with."""
         index = self._current_index()
         index.save(self.path / INDEX_FILE)
         with self._transaction():
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('index_generation', ?)", (str(self._index_generation),))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('index_built_with', ?)", (str(index.built_with),))
         if self.representation != "global":
             self._maybe_retrain_codebook()
             inverted_file = self._current_asmk()

@@ -5,6 +5,11 @@ Memory per image in RAM, for ``D``-dimensional float32 vectors (D = 3328 for the
 for the rotation, 27 MB), ``ivf`` 4D + 8 bytes, ``hnsw`` 4D + about 2 * 32 * 4 bytes of graph links;
 plus 8 bytes of id each. Saved with faiss's own binary format (no pickle).
 
+Growing a collection does not rebuild the index: new vectors are added to it (``add``), and ``lsh`` and
+``ivf``, whose sketch thresholds and lists were learned from the vectors held at build time, are rebuilt
+only once the collection has doubled since (``wants_rebuild``). Removal is in place for ``flat``; the other
+kinds are rebuilt (faiss cannot remove from an HNSW graph or a refined LSH index).
+
 ``lsh`` is the one for large collections: every image is scanned by the Hamming distance of its sign
 sketch (a random rotation of the vector to 2048 dimensions, each thresholded at its median over the
 vectors indexed), and the ``refine * k`` best are re-scored exactly, so the scores it returns are true inner
@@ -44,6 +49,8 @@ class ShortlistIndex:
             raise UnknownNameError("index kind", kind, list(INDEX_KINDS))
         self.dim, self.kind, self.nprobe, self.ef_search, self.refine = dim, kind, nprobe, ef_search, refine
         self._index: faiss.IndexIDMap | None = None
+        #: how many vectors the index was built (and, for lsh and ivf, trained) on
+        self.built_with = 0
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Replace the contents with ``(N, D)`` vectors and their ``(N,)`` ids."""
@@ -60,10 +67,39 @@ class ShortlistIndex:
             inner.train(vectors)
         else:
             inner = faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexIDMap(inner)
-        if n:
-            index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
-        self._index = index
+        self._index = faiss.IndexIDMap(inner)
+        self.built_with = n
+        self.add(vectors, ids)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add ``(N, D)`` vectors with their ``(N,)`` ids (not already held) to a built index."""
+        if self._index is None:
+            raise ValueError("the index is not built yet")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if len(vectors):
+            self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+
+    @property
+    def removes_in_place(self) -> bool:
+        """Whether :meth:`remove` works (``flat``); other kinds must be rebuilt without the removed ids."""
+        return self.kind == "flat"
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Remove the vectors of ``ids`` (only when :attr:`removes_in_place`)."""
+        if len(ids) == 0 or self._index is None:
+            return
+        if not self.removes_in_place:
+            raise ValueError(f"a {self.kind!r} index cannot remove vectors in place; rebuild it")
+        self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+
+    def ids(self) -> np.ndarray:
+        """``(N,) int64`` ids held, in insertion order."""
+        return np.zeros(0, np.int64) if self._index is None else faiss.vector_to_array(self._index.id_map)
+
+    def wants_rebuild(self, size: int) -> bool:
+        """Whether to rebuild rather than grow to ``size`` vectors: ``lsh`` and ``ivf`` once the collection has
+        doubled since they were trained (their thresholds and lists would no longer fit it)."""
+        return self.kind in ("lsh", "ivf") and size > 2 * max(self.built_with, 1)
 
     def _sketch_and_refine(self, vectors: np.ndarray) -> faiss.IndexRefine:
         """An empty LSH index whose bit thresholds are the medians over (a seeded sample of) ``vectors``."""
@@ -108,10 +144,12 @@ class ShortlistIndex:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, dim: int, kind: str) -> "ShortlistIndex":
+    def load(cls, path: str | os.PathLike, dim: int, kind: str, built_with: int | None = None) -> "ShortlistIndex":
+        """Read a saved index; ``built_with`` as recorded when it was built (default: the vectors it holds)."""
         index = cls(dim, kind)
         loaded = faiss.read_index(str(path))
-        if loaded.d != dim:
-            raise ValueError(f"{path}: index has dimension {loaded.d}, expected {dim}")
+        if loaded.d != dim or not isinstance(loaded, faiss.IndexIDMap):
+            raise ValueError(f"{path}: not an id-mapped index of dimension {dim}")
         index._index = loaded
+        index.built_with = int(loaded.ntotal) if built_with is None else built_with
         return index
