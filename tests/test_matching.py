@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import torch
 import pytest
@@ -113,6 +116,12 @@ def test_compiled_reduction_gives_numpys_integers(rows, columns):
         outputs.append(out)
     for got, want in zip(*outputs):
         np.testing.assert_array_equal(got, want)
+
+
+def test_importing_localmatch_does_not_import_numba():
+    """numba takes a few tenths of a second to import; the compiled loops import it on first use."""
+    code = "import sys, localmatch, localmatch.database; assert 'numba' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_batched_equals_pairwise():
