@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import data_dir
+from common import data_dir, numba_loop, timed
 from database import evaluation_sets, multiview_paths
 from localmatch.database import Database
 from localmatch.evaluate import average_precision, evaluate, ground_truth_from_folders
@@ -221,11 +221,9 @@ def latency(queries: int = 20) -> None:
             ids, _ = ivf.search(query, 100)
             ours.append(time.perf_counter() - start)
             found += int(ids[0] == target)
-            with_numba, compiled.AVAILABLE = compiled.AVAILABLE, False
-            start = time.perf_counter()
-            numpy_ids, _ = ivf.search(query, 100)
-            numpy_path.append(time.perf_counter() - start)
-            compiled.AVAILABLE = with_numba
+            with numba_loop(compiled, False):
+                (numpy_ids, _), seconds = timed(ivf.search, query, 100)
+            numpy_path.append(seconds)
             assert numpy_ids[0] == ids[0]
             packed = to_asmk_layout(query_vecs)
             start = time.perf_counter()

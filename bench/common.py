@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -24,6 +25,17 @@ def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def numba_loop(module, available: bool):
+    """Within the block, ``module`` (one of localmatch's ``compiled`` modules) reports its numba loop as
+    ``available`` or not, so its caller takes the compiled path or the numpy one; restored afterwards."""
+    before, module.AVAILABLE = module.AVAILABLE, available
+    try:
+        yield
+    finally:
+        module.AVAILABLE = before
 
 
 def tutorial_homography(path_a: str, path_b: str, ratio: float = 0.8, threshold: float = 3.0):

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common import data_dir
+from common import data_dir, numba_loop, timed
 from localmatch.database import Database
 from localmatch.evaluate import QueryTruth, evaluate, ground_truth_from_folders
 from localmatch.matching import compiled
@@ -85,17 +85,6 @@ def tutorial_pair(kp_a, des_a, kp_b, des_b, matcher) -> int:
     return 0 if mask is None else int(mask.sum())
 
 
-def timed_rerank(query, candidates, compiled_reduction: bool) -> float:
-    """Seconds for one re-ranking, with numba's similarity reduction or numpy's."""
-    with_numba, compiled.AVAILABLE = compiled.AVAILABLE, compiled_reduction
-    try:
-        start = time.perf_counter()
-        verify_candidates(query, candidates)
-        return time.perf_counter() - start
-    finally:
-        compiled.AVAILABLE = with_numba
-
-
 def throughput(folder: Path, queries: int = 5) -> None:
     print("\n## Re-ranking throughput (100 candidates per query, cached features, 2 cores)\n")
     images, distractors, _ = ukbench_truth()
@@ -113,7 +102,8 @@ def throughput(folder: Path, queries: int = 5) -> None:
             counts += [len(c.keypoints) for c in candidates]
             verify_candidates(query, candidates[:5])  # warm up
             for name in (list(variants) if n % 2 == 0 else list(variants)[::-1]):  # alternate who goes first
-                ours[name].append(timed_rerank(query, candidates, variants[name]))
+                with numba_loop(compiled, variants[name]):
+                    ours[name].append(timed(verify_candidates, query, candidates)[1])
             floats = [(c.keypoints, c.descriptors.values.numpy().astype(np.float32) / c.descriptors.scale) for c in candidates]
             start = time.perf_counter()
             for kp, des in floats:

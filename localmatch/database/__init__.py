@@ -409,7 +409,7 @@ class Database:
         if self._index is not None and self._index_generation == generation:
             return self._index
         rows = self._rows()
-        index = self._index or self._load_saved_index()
+        index = self._index if self._index is not None else self._load_saved_index()  # an empty one is falsy
         if index is None or not self._update_index(index, rows):
             index = self._build_index(rows)
         self._index, self._index_generation = index, generation
