@@ -13,6 +13,9 @@ Run: LOCALMATCH_DATA=../shared/data python bench/database.py [--skip-100k]
 4. How well the ``lsh`` index's sketches pick candidates on real descriptors: the default global
    descriptor of every image above, each multiview_dev image querying the lot with ``refine * k`` a
    small share of the collection, recall of the exact top 10.
+5. PCA whitening learned on the database (``Database(whitening=512)``: shrinkage 1, at most N - 1
+   directions) beside the raw gem and gem+vlad vectors on both sets, with and without re-ranking; and
+   plain PCA whitening (shrinkage 0) of the same stored vectors to 32, 64 and 512 dimensions.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from localmatch.database import Database
 from localmatch.evaluate import QueryTruth, evaluate, ground_truth_from_folders
 from localmatch.matching import compiled
 from localmatch.rerank import verify_candidates
+from localmatch.evaluate import average_precision
 from localmatch.shortlist.index import INDEX_KINDS, LSH_BITS, ShortlistIndex
+from localmatch.shortlist.whitening import learn_whitening
 
 SUFFIXES = (".jpg", ".jpeg", ".png")
 GLOBAL_DESCRIPTORS_COMPARED = ("vlad", "gem", "gem+vlad")  # gem+vlad is the default
@@ -176,10 +181,52 @@ def sketch_recall(k: int = 10) -> None:
         print(f"| {refine} ({refine * k}) | {refine * k / len(paths):.0%} | {np.mean(recall):.3f} |")
 
 
+WHITENING_DIMS = 512
+PLAIN_WHITENING_DIMS = (32, 64, 512)
+
+
+def whitening(folder: Path) -> None:
+    print("\n## PCA whitening of the global descriptors, learned on the database itself\n")
+    print(f"| set | global descriptor | raw: mAP (shortlist / re-ranked) | whitening={WHITENING_DIMS} (shrinkage 1): "
+          "mAP (shortlist / re-ranked) | dims learned | " +
+          " | ".join(f"plain PCA whitening to {d}: mAP" for d in PLAIN_WHITENING_DIMS) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(PLAIN_WHITENING_DIMS))
+    for name, files, truth, is_ukbench in evaluation_sets():
+        for descriptor in ("gem", "gem+vlad"):
+            row = []
+            for dims in (0, WHITENING_DIMS):
+                with Database(folder / f"w{dims}-{name[:8]}-{descriptor}", global_descriptor=descriptor,
+                              whitening=dims) as db:
+                    db.add(files)
+                    plain = evaluate(db, truth, rerank=False, ukbench=is_ukbench).mean_ap
+                    reranked = evaluate(db, truth, rerank=True, ukbench=is_ukbench).mean_ap
+                    row.append(f"{plain:.3f} / {reranked:.3f}")
+                    if dims:
+                        row.append(str(db._current_index().whitened_dims))
+                    else:
+                        rows = db._rows()
+                        vectors, paths = db._global_vectors(rows), [r[1] for r in rows]
+            for dims in PLAIN_WHITENING_DIMS:
+                whitened = learn_whitening(vectors, dims, shrinkage=0.0).apply(vectors)
+                row.append(f"{shortlist_map(whitened, paths, truth):.3f}")
+            print(f"| {name} | {descriptor} | " + " | ".join(row) + " |", flush=True)
+
+
+def shortlist_map(vectors: np.ndarray, paths: list[str], truth: list[QueryTruth]) -> float:
+    """mAP of every query ranking the other images by inner product (the query itself left out)."""
+    row_of = {p: i for i, p in enumerate(paths)}
+    aps = []
+    for t in truth:
+        q = row_of[t.query]
+        order = np.argsort(-(vectors @ vectors[q]), kind="stable")
+        aps.append(average_precision([paths[j] for j in order if j != q], t.positives, t.junk))
+    return float(np.mean(aps))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-100k", action="store_true", help="skip the 100k-image latency part")
-    parser.add_argument("--only", choices=("accuracy", "throughput", "latency", "recall"), help="run one part")
+    parser.add_argument("--only", choices=("accuracy", "throughput", "latency", "recall", "whitening"), help="run one part")
     parser.add_argument("--index", nargs="+", choices=INDEX_KINDS, default=list(INDEX_KINDS),
                         help="index kinds of the latency part (default: all)")
     args = parser.parse_args()
@@ -193,6 +240,9 @@ def main() -> None:
         latency(get_global_descriptor(DEFAULT_GLOBAL_DESCRIPTOR).dim, args.index)
     if args.only in (None, "recall"):
         sketch_recall()
+    if args.only in (None, "whitening"):
+        with tempfile.TemporaryDirectory() as tmp:
+            whitening(Path(tmp))
 
 
 if __name__ == "__main__":

@@ -112,7 +112,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     asmk = {"codebook_size": args.codebook_size} if args.codebook_size else None
     boxes = _read_boxes(args.boxes)
     with _open_database(args.db, readonly=False, must_exist=False, features=args.features, index=args.index,
-                        representation=args.representation, asmk_config=asmk, codebook=args.codebook) as db:
+                        whitening=args.whiten, representation=args.representation, asmk_config=asmk,
+                        codebook=args.codebook) as db:
         _print_add_report(db.add(args.images, progress=None if not args.quiet else False, boxes=boxes), args.quiet)
     return EXIT_OK
 
@@ -283,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--features", default="sift", help=f"local features ({', '.join(FEATURES.names())})")
     p.add_argument("--index", default="flat", choices=INDEX_KINDS, help="shortlist index (default: exact)")
+    p.add_argument("--whiten", type=int, default=0, metavar="DIMS",
+                   help="PCA-whiten global descriptors to DIMS, learned on the database (default 0: off)")
     p.add_argument("--representation", default="global", choices=REPRESENTATIONS,
                    help="what shortlists: one global vector per image (default), ASMK* or regional ASMK*")
     p.add_argument("--codebook-size", type=int, default=None, help="ASMK visual words (default 1024)")

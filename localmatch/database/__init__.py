@@ -98,7 +98,13 @@ class Database:
         feature_config: its options (dict or config) for a new database.
         global_descriptor: shortlist descriptor name for a new database (default ``"gem+vlad"``;
             ``"gem"``, ``"vlad"``).
-        index: ``"flat"`` (exact inner product, default), ``"ivf"`` or ``"hnsw"`` for large collections.
+        index: ``"flat"`` (exact inner product, default), ``"lsh"``, ``"ivf"`` or ``"hnsw"`` for large
+            collections (see :mod:`localmatch.shortlist.index`).
+        whitening: for a new database, PCA-whiten the global descriptors in the index to at most this many
+            dimensions, learned on the database's own vectors once it holds 64 images and again as it doubles
+            (see :mod:`localmatch.shortlist.whitening`); 0 or None: off, the default: on multiview_dev's 79
+            images the default gem+vlad scored mAP 0.936 either way before re-ranking and 0.947 whitened
+            against 0.953 raw after it (GeM alone: 0.924 / 0.945 against 0.918 / 0.934).
         representation: what shortlists a query: ``"global"`` (one vector per image in faiss, default),
             ``"asmk"`` (ASMK* inverted file over a visual codebook) or ``"rasmk"`` (regional ASMK*: database
             images aggregated over regions, see ``asmk_config.regions`` and the ``boxes`` of :meth:`add`).
@@ -115,7 +121,7 @@ class Database:
     def __init__(self, path: str | os.PathLike, *, readonly: bool = False, features: str | None = None,
                  feature_config: dict | None = None, global_descriptor: str | None = None,
                  index: str | None = None, representation: str | None = None, asmk_config: dict | None = None,
-                 codebook: str | os.PathLike | None = None) -> None:
+                 codebook: str | os.PathLike | None = None, whitening: int | None = None) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self._lock_file = None
@@ -132,8 +138,9 @@ class Database:
         self._db.execute("PRAGMA synchronous=FULL")
         if not exists:
             self._create(features or "sift", feature_config or {}, global_descriptor, index or "flat",
-                         representation or "global", asmk_config or {}, codebook)
-        self._load_settings(features, feature_config, global_descriptor, index, representation, asmk_config)
+                         representation or "global", asmk_config or {}, codebook, whitening or 0)
+        self._load_settings(features, feature_config, global_descriptor, index, representation, asmk_config,
+                            whitening)
         self._arrays = {
             "keypoints": AppendOnlyArray(self.path, ArraySpec("keypoints.f32", np.float32, 2)),
             "descriptors": AppendOnlyArray(self.path, ArraySpec("descriptors.i8", np.int8, self.descriptor_dim)),
@@ -163,8 +170,10 @@ class Database:
                                 "(open it with readonly=True to search)") from None
 
     def _create(self, features: str, feature_config: dict, global_descriptor: str | None, index: str,
-                representation: str, asmk_config: dict, codebook: str | os.PathLike | None) -> None:
+                representation: str, asmk_config: dict, codebook: str | os.PathLike | None, whitening: int) -> None:
         extractor = FEATURES.get(features)
+        if isinstance(whitening, bool) or not isinstance(whitening, (int, np.integer)) or whitening < 0:
+            raise DatabaseError(f"whitening must be a number of dimensions (0: off), not {whitening!r}")
         cfg = build_config(extractor.config_type, feature_config, {}, features)
         if index not in INDEX_KINDS:
             raise UnknownNameError("index kind", index, list(INDEX_KINDS))
@@ -185,6 +194,7 @@ class Database:
             "descriptor_dim": probe.descriptor_dim, "extractor": probe.extractor, "global_descriptor": global_descriptor,
             "global_dim": descriptor.dim, "index": index, "feature_rows": 0, "global_rows": 0, "generation": 0,
             "representation": representation, "asmk_config": json.dumps(asmk.to_dict()), "codebook_descriptors": 0,
+            "whitening": int(whitening),
         }
         if codebook is not None:
             try:
@@ -209,7 +219,8 @@ class Database:
             self._db.execute("CREATE INDEX regions_image ON regions(image_id)")
             self._db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
 
-    def _load_settings(self, features, feature_config, global_descriptor, index, representation, asmk_config) -> None:
+    def _load_settings(self, features, feature_config, global_descriptor, index, representation, asmk_config,
+                       whitening) -> None:
         try:
             meta = dict(self._db.execute("SELECT key, value FROM meta"))
         except sqlite3.DatabaseError as e:
@@ -226,10 +237,13 @@ class Database:
         self.global_descriptor_name = meta["global_descriptor"]
         self.global_dim = int(meta["global_dim"])
         self.index_kind = meta["index"]
+        #: dimensions the index whitens global descriptors to (0: off)
+        self.whitening = int(meta.get("whitening", 0))
         self.representation = meta.get("representation", "global")
         self.asmk_config = build_config(AsmkConfig, json.loads(meta.get("asmk_config", "{}")), {}, "asmk")
         given = {"features": (features, self.features), "global_descriptor": (global_descriptor, self.global_descriptor_name),
-                 "index": (index, self.index_kind), "representation": (representation, self.representation)}
+                 "index": (index, self.index_kind), "representation": (representation, self.representation),
+                 "whitening": (whitening, self.whitening)}
         for name, (wanted, stored) in given.items():
             if wanted is not None and wanted != stored:
                 raise DatabaseError(f"{self.path}: the database uses {name}={stored!r}, not {wanted!r}")
@@ -398,7 +412,7 @@ class Database:
         return np.asarray(stored[global_rows], np.float32)
 
     def _build_index(self, rows: list[tuple]) -> ShortlistIndex:
-        index = ShortlistIndex(self.global_dim, self.index_kind)
+        index = ShortlistIndex(self.global_dim, self.index_kind, whiten=self.whitening)
         index.build(self._global_vectors(rows), np.array([r[0] for r in rows], np.int64))
         return index
 
@@ -436,7 +450,7 @@ class Database:
         built_with = self._db.execute("SELECT value FROM meta WHERE key = 'index_built_with'").fetchone()
         try:
             return ShortlistIndex.load(path, self.global_dim, self.index_kind,
-                                       None if built_with is None else int(built_with[0]))
+                                       None if built_with is None else int(built_with[0]), whiten=self.whitening)
         except (RuntimeError, ValueError) as e:
             log.warning("%s: unreadable, rebuilding (%s)", path, e)
             return None
@@ -673,7 +687,8 @@ class Database:
         return {"path": str(self.path), "images": n, "features": num_features, "bytes": total,
                 "bytes_per_image": total / n if n else 0.0, "local_features": self.features,
                 "global_descriptor": self.global_descriptor_name, "global_dim": self.global_dim,
-                "index": self.index_kind, "format_version": FORMAT_VERSION, "representation": self.representation,
+                "index": self.index_kind, "whitening": self.whitening, "format_version": FORMAT_VERSION,
+                "representation": self.representation,
                 **self._asmk_info(n)}
 
     def _asmk_info(self, n: int) -> dict:

@@ -10,6 +10,11 @@ Growing a collection does not rebuild the index: new vectors are added to it (``
 only once the collection has doubled since (``wants_rebuild``). Removal is in place for ``flat``; the other
 kinds are rebuilt (faiss cannot remove from an HNSW graph or a refined LSH index).
 
+With ``whiten`` set, the vectors are PCA-whitened (see :mod:`localmatch.shortlist.whitening`) to at most
+that many dimensions before they are indexed, by a transform learned on the vectors held at build time
+(once there are at least ``MIN_WHITENING_VECTORS``) and kept inside the faiss index, which applies it to
+queries too; like ``lsh`` and ``ivf``, a whitened index is rebuilt once the collection has doubled.
+
 ``lsh`` is the one for large collections: every image is scanned by the Hamming distance of its sign
 sketch (a random rotation of the vector to 2048 dimensions, each thresholded at its median over the
 vectors indexed), and the ``refine * k`` best are re-scored exactly, so the scores it returns are true inner
@@ -26,10 +31,13 @@ import faiss
 import numpy as np
 
 from localmatch.errors import UnknownNameError
+from localmatch.shortlist.whitening import Whitening, learn_whitening
 
 INDEX_KINDS = ("flat", "lsh", "ivf", "hnsw")
 LSH_BITS = 2048
 LSH_TRAINING_VECTORS = 20000
+#: Fewer vectors than this are indexed as they are, even when whitening is asked for.
+MIN_WHITENING_VECTORS = 64
 
 
 class ShortlistIndex:
@@ -41,35 +49,63 @@ class ShortlistIndex:
             ``refine * k`` re-scored exactly), ``"ivf"`` (inverted file over ``4 sqrt(N)`` lists, ``nprobe``
             of them searched; exact below 624 vectors) or ``"hnsw"`` (graph with 32 links, ``ef_search``).
         refine: ``lsh`` re-scores ``refine * k`` candidates exactly for a top ``k``.
+        whiten: PCA-whiten to at most this many dimensions (0: index the vectors as they are).
     """
 
     def __init__(self, dim: int, kind: str = "flat", *, nprobe: int = 16, ef_search: int = 128,
-                 refine: int = 10) -> None:
+                 refine: int = 10, whiten: int = 0) -> None:
         if kind not in INDEX_KINDS:
             raise UnknownNameError("index kind", kind, list(INDEX_KINDS))
+        if whiten < 0:
+            raise ValueError(f"whiten must be 0 (off) or a number of dimensions, not {whiten}")
         self.dim, self.kind, self.nprobe, self.ef_search, self.refine = dim, kind, nprobe, ef_search, refine
+        self.whiten = whiten
         self._index: faiss.IndexIDMap | None = None
-        #: how many vectors the index was built (and, for lsh and ivf, trained) on
+        #: how many vectors the index was built (and, for lsh, ivf and whitening, trained) on
         self.built_with = 0
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Replace the contents with ``(N, D)`` vectors and their ``(N,)`` ids."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        n = len(vectors)
+        whitening = self._learn_whitening(vectors)
+        if whitening is None:
+            self._index = faiss.IndexIDMap(self._empty_index(vectors))
+        else:
+            inner = faiss.IndexPreTransform(self._empty_index(whitening.apply(vectors)))
+            for transform in reversed(whitening.as_faiss()):
+                inner.prepend_transform(transform)
+            self._index = faiss.IndexIDMap(inner)
+        self.built_with = len(vectors)
+        self.add(vectors, ids)
+
+    def _learn_whitening(self, vectors: np.ndarray) -> Whitening | None:
+        if not self.whiten or len(vectors) < MIN_WHITENING_VECTORS:
+            return None
+        try:
+            return learn_whitening(vectors, self.whiten)
+        except ValueError:  # all vectors equal: nothing to learn
+            return None
+
+    def _empty_index(self, vectors: np.ndarray) -> faiss.Index:
+        """The kind's index for ``(N, d)`` vectors, trained on them where it learns anything (lsh, ivf)."""
+        n, dim = vectors.shape
         if self.kind == "lsh":
-            inner = self._sketch_and_refine(vectors)
-        elif self.kind == "hnsw":
-            inner = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
-        elif self.kind == "ivf" and n >= 39 * 16:
+            return self._sketch_and_refine(vectors)
+        if self.kind == "hnsw":
+            return faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        if self.kind == "ivf" and n >= 39 * 16:
             nlist = int(min(4 * np.sqrt(n), n // 39))
-            inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
             inner.cp.seed = 0
             inner.train(vectors)
-        else:
-            inner = faiss.IndexFlatIP(self.dim)
-        self._index = faiss.IndexIDMap(inner)
-        self.built_with = n
-        self.add(vectors, ids)
+            return inner
+        return faiss.IndexFlatIP(dim)
+
+    @property
+    def whitened_dims(self) -> int:
+        """Dimensions the vectors are whitened to in the built index (0: not whitened)."""
+        inner = None if self._index is None else faiss.downcast_index(self._index.index)
+        return int(inner.index.d) if isinstance(inner, faiss.IndexPreTransform) else 0
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Add ``(N, D)`` vectors with their ``(N,)`` ids (not already held) to a built index."""
@@ -97,25 +133,33 @@ class ShortlistIndex:
         return np.zeros(0, np.int64) if self._index is None else faiss.vector_to_array(self._index.id_map)
 
     def wants_rebuild(self, size: int) -> bool:
-        """Whether to rebuild rather than grow to ``size`` vectors: ``lsh`` and ``ivf`` once the collection has
-        doubled since they were trained (their thresholds and lists would no longer fit it)."""
-        return self.kind in ("lsh", "ivf") and size > 2 * max(self.built_with, 1)
+        """Whether to rebuild rather than grow to ``size`` vectors: ``lsh``, ``ivf`` and whitened indexes once
+        the collection has doubled since they were trained (their thresholds, lists or whitening would no
+        longer fit it), and an index that should be whitened once there are enough vectors to learn from."""
+        doubled = size > 2 * max(self.built_with, 1)
+        if doubled and (self.kind in ("lsh", "ivf") or self.whitened_dims > 0):
+            return True
+        could_whiten = self.whiten > 0 and not self.whitened_dims and size >= MIN_WHITENING_VECTORS
+        return could_whiten and (self.built_with < MIN_WHITENING_VECTORS or doubled)
 
     def _sketch_and_refine(self, vectors: np.ndarray) -> faiss.IndexRefine:
         """An empty LSH index whose bit thresholds are the medians over (a seeded sample of) ``vectors``."""
-        sketch = faiss.IndexLSH(self.dim, LSH_BITS, True, True)  # random rotation, trained thresholds
+        dim = vectors.shape[1]
+        sketch = faiss.IndexLSH(dim, LSH_BITS, True, True)  # random rotation, trained thresholds
         sketch.metric_type = faiss.METRIC_INNER_PRODUCT  # what the exact re-scoring uses; the scan is Hamming
         if len(vectors) > LSH_TRAINING_VECTORS:
             sample = np.random.default_rng(0).choice(len(vectors), LSH_TRAINING_VECTORS, replace=False)
             vectors = vectors[np.sort(sample)]
-        sketch.train(vectors if len(vectors) else np.zeros((1, self.dim), np.float32))
-        return faiss.IndexRefine(sketch, faiss.IndexFlatIP(self.dim))
+        sketch.train(vectors if len(vectors) else np.zeros((1, dim), np.float32))
+        return faiss.IndexRefine(sketch, faiss.IndexFlatIP(dim))
 
     def __len__(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal)
 
     def _tune(self, k: int) -> None:
         inner = faiss.downcast_index(self._index.index)
+        if isinstance(inner, faiss.IndexPreTransform):
+            inner = faiss.downcast_index(inner.index)
         if isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efSearch = self.ef_search
         elif isinstance(inner, faiss.IndexIVF):
@@ -144,9 +188,10 @@ class ShortlistIndex:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, dim: int, kind: str, built_with: int | None = None) -> "ShortlistIndex":
+    def load(cls, path: str | os.PathLike, dim: int, kind: str, built_with: int | None = None,
+             whiten: int = 0) -> "ShortlistIndex":
         """Read a saved index; ``built_with`` as recorded when it was built (default: the vectors it holds)."""
-        index = cls(dim, kind)
+        index = cls(dim, kind, whiten=whiten)
         loaded = faiss.read_index(str(path))
         if loaded.d != dim or not isinstance(loaded, faiss.IndexIDMap):
             raise ValueError(f"{path}: not an id-mapped index of dimension {dim}")
