@@ -116,6 +116,13 @@ def test_settings_and_folders_are_checked(tmp_path, small_db):
         Database(tmp_path / "full")
     with pytest.raises(localmatch.UnknownNameError, match="flat"):
         Database(tmp_path / "new", index="annoy")
+    assert not (tmp_path / "new").exists()  # a bad setting leaves no half-made database behind
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatabaseError, match="whitening"):
+        Database(tmp_path / "empty", whitening=-3)
+    assert list((tmp_path / "empty").iterdir()) == []
+    with Database(tmp_path / "empty", feature_config=SMALL) as db:  # and the folder can be used at once
+        assert len(db) == 0
 
 
 def test_bad_query_raises_image_error(small_db, tmp_path):

@@ -130,6 +130,7 @@ class Database:
             raise DatabaseError(f"{self.path}: no localmatch database here")
         if not exists and self.path.exists() and any(self.path.iterdir()):
             raise DatabaseError(f"{self.path}: folder is not empty and holds no localmatch database")
+        made_folder = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         if not readonly:
             self._take_write_lock()
@@ -137,8 +138,12 @@ class Database:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         if not exists:
-            self._create(features or "sift", feature_config or {}, global_descriptor, index or "flat",
-                         representation or "global", asmk_config or {}, codebook, whitening or 0)
+            try:
+                self._create(features or "sift", feature_config or {}, global_descriptor, index or "flat",
+                             representation or "global", asmk_config or {}, codebook, whitening or 0)
+            except BaseException:  # a bad setting must not leave a half-made database behind
+                self._discard_unfinished(made_folder)
+                raise
         self._load_settings(features, feature_config, global_descriptor, index, representation, asmk_config,
                             whitening)
         self._arrays = {
@@ -168,6 +173,18 @@ class Database:
             self._lock_file = None
             raise DatabaseError(f"{self.path}: another process is writing to this database "
                                 "(open it with readonly=True to search)") from None
+
+    def _discard_unfinished(self, made_folder: bool) -> None:
+        """Undo a creation that failed: the folder was empty (or absent), so what is in it now is ours."""
+        self.close()
+        made = [self.path / name for name in (DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", LOCK_FILE, CODEBOOK_FILE)]
+        for path in made + [graph_path(self.path / CODEBOOK_FILE)]:
+            path.unlink(missing_ok=True)
+        if made_folder:
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
 
     def _create(self, features: str, feature_config: dict, global_descriptor: str | None, index: str,
                 representation: str, asmk_config: dict, codebook: str | os.PathLike | None, whitening: int) -> None:
