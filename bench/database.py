@@ -133,8 +133,8 @@ def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> 
     probes = vectors[:queries] + 0.05 * rng.standard_normal((queries, dim), dtype=np.float32)
     grown = 100  # added after the build, as a Database does for a batch of new images
     print(f"| index | build s ({n - grown} images) | s to add {grown} more (a rebuild before session 7) "
-          "| median ms per query | RAM bytes per image | finds the perturbed copy |")
-    print("|---|---|---|---|---|---|")
+          "| median ms per query | RAM bytes per image | finds the perturbed copy | s to write the file / read it |")
+    print("|---|---|---|---|---|---|---|")
     for kind in kinds:
         index = ShortlistIndex(dim, kind)
         start = time.perf_counter()
@@ -151,7 +151,12 @@ def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> 
             found += int(len(ids) > 0 and ids[0] == i)
         extra = {"flat": 0, "lsh": LSH_BITS // 8, "ivf": 8, "hnsw": 2 * 32 * 4}[kind]  # besides vector and id
         ram = 4 * dim + 8 + extra
-        print(f"| {kind} | {build:.1f} | {add:.3f} | {1000 * statistics.median(times):.2f} | {ram} | {found}/{queries} |")
+        with tempfile.TemporaryDirectory() as folder:
+            file = Path(folder) / "index.faiss"
+            _, write = timed(index.save, file)
+            _, read = timed(ShortlistIndex.load, file, dim, kind)
+        print(f"| {kind} | {build:.1f} | {add:.3f} | {1000 * statistics.median(times):.2f} | {ram} | {found}/{queries} "
+              f"| {write:.1f} / {read:.1f} |")
         del index
 
 

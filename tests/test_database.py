@@ -285,6 +285,27 @@ def test_adding_and_reopening_update_the_saved_index_instead_of_rebuilding_it(tm
     assert builds == ([4] if index == "flat" else [4, 10, 11, 11])
 
 
+def test_small_additions_leave_rewriting_the_saved_index_to_the_writer_closing(tmp_path, ukbench_paths, monkeypatch):
+    saves = []
+    real_save = ShortlistIndex.save
+    monkeypatch.setattr(ShortlistIndex, "save", lambda self, path: (saves.append(len(self)), real_save(self, path)))
+    path = tmp_path / "db"
+    with Database(path, feature_config=SMALL) as db:
+        db.add(ukbench_paths[:8])
+        assert saves == [8]  # built: written at once
+        db.add(ukbench_paths[8:9])  # 1 change of 9 vectors is within the 1/8 lag allowed: not rewritten
+        assert saves == [8]
+        with Database(path, readonly=True) as reader:  # a reader brings the lagging file up to date by id
+            assert reader.search(ukbench_paths[8], k=1, rerank=False)[0].path == ukbench_paths[8]
+        db.add(ukbench_paths[9:11])  # 3 changes of 11: rewritten
+        db.add(ukbench_paths[11:12])
+        assert saves == [8, 11]
+    assert saves == [8, 11, 12]  # closing the writer writes what is left
+    with Database(path, readonly=True) as reader:
+        assert len(reader._current_index()) == 12 and reader._index_unsaved == 0  # nothing to catch up
+    assert saves == [8, 11, 12]
+
+
 def test_lsh_index_returns_exact_scores_and_is_exact_below_its_refine_depth(tmp_path):
     """The sketch only picks candidates: scores are true inner products, and when ``refine * k`` covers
     the collection (here 10 * 20 > 150) the ranking is the flat index's."""

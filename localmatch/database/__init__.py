@@ -59,6 +59,11 @@ INDEX_FILE = "shortlist.faiss"
 CODEBOOK_FILE = "codebook.npy"
 ASMK_FILE = "asmk.npz"
 LOCK_FILE = "write.lock"
+#: An add or remove rewrites the saved faiss index only once it lags the images table by more than this
+#: share of the collection (or was rebuilt); closing the writer saves what is left. The file holds every
+#: vector (1.3 GB at 100k images: 2.6 s to write), and whoever opens the database brings a lagging copy up
+#: to date by image id (see ``Database._current_index``), so a lagging or stale file costs time, never results.
+SAVED_INDEX_MAX_LAG = 0.125
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".bmp")
 
 
@@ -157,6 +162,8 @@ class Database:
             self._arrays["global"].truncate(self._meta_int("global_rows"))
         self._index: ShortlistIndex | None = None
         self._index_generation = -1
+        #: vectors added to or removed from the in-memory index since it matched the saved file (inf: rebuilt)
+        self._index_unsaved = 0.0
         self._asmk: InvertedFile | None = None
         self._asmk_generation = -1
         self._codebook: Codebook | None = None
@@ -287,13 +294,18 @@ class Database:
         return _Tx()
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+        """Save the shortlist index if it has changes not yet written, and release the write lock."""
+        try:
+            if self._db is not None and not self.readonly and getattr(self, "_index_unsaved", 0):
+                self._save_faiss_index(force=True)
+        finally:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            if self._lock_file is not None:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+                self._lock_file.close()
+                self._lock_file = None
 
     def __enter__(self) -> "Database":
         return self
@@ -440,9 +452,12 @@ class Database:
         if self._index is not None and self._index_generation == generation:
             return self._index
         rows = self._rows()
-        index = self._index if self._index is not None else self._load_saved_index()  # an empty one is falsy
+        if self._index is not None:
+            index = self._index
+        else:  # an empty index is falsy, hence the explicit None tests
+            index, self._index_unsaved = self._load_saved_index(), 0.0
         if index is None or not self._update_index(index, rows):
-            index = self._build_index(rows)
+            index, self._index_unsaved = self._build_index(rows), float("inf")
         self._index, self._index_generation = index, generation
         return index
 
@@ -458,6 +473,7 @@ class Database:
         new = set(np.setdiff1d(wanted, held).tolist())
         added = [r for r in rows if r[0] in new]
         index.add(self._global_vectors(added), np.array([r[0] for r in added], np.int64))
+        self._index_unsaved += len(gone) + len(added)
         return True
 
     def _load_saved_index(self) -> ShortlistIndex | None:
@@ -472,12 +488,21 @@ class Database:
             log.warning("%s: unreadable, rebuilding (%s)", path, e)
             return None
 
-    def _save_index(self) -> None:
-        """Write the index caches (atomically), and how many vectors the faiss one was built with."""
+    def _save_faiss_index(self, force: bool = False) -> None:
+        """Write the faiss index (atomically) and how many vectors it was built with, when it was rebuilt,
+        lags the saved file by more than ``SAVED_INDEX_MAX_LAG``, or ``force``d with any change unsaved."""
         index = self._current_index()
-        index.save(self.path / INDEX_FILE)
-        with self._transaction():
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('index_built_with', ?)", (str(index.built_with),))
+        if self._index_unsaved and (force or self._index_unsaved > SAVED_INDEX_MAX_LAG * max(len(index), 1)):
+            index.save(self.path / INDEX_FILE)
+            with self._transaction():
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('index_built_with', ?)",
+                                 (str(index.built_with),))
+            self._index_unsaved = 0.0
+
+    def _save_index(self) -> None:
+        """Bring the index caches up to date after a change: the faiss index (see
+        :meth:`_save_faiss_index`), and for ASMK representations the codebook and inverted file."""
+        self._save_faiss_index()
         if self.representation != "global":
             self._maybe_retrain_codebook()
             inverted_file = self._current_asmk()
