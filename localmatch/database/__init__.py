@@ -61,7 +61,7 @@ ASMK_FILE = "asmk.npz"
 LOCK_FILE = "write.lock"
 #: An add or remove rewrites the saved faiss index only once it lags the images table by more than this
 #: share of the collection (or was rebuilt); closing the writer saves what is left. The file holds every
-#: vector (1.3 GB at 100k images: 2.6 s to write), and whoever opens the database brings a lagging copy up
+#: vector (1.3 GB at 100k images: 3-4 s to write), and whoever opens the database brings a lagging copy up
 #: to date by image id (see ``Database._current_index``), so a lagging or stale file costs time, never results.
 SAVED_INDEX_MAX_LAG = 0.125
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".bmp")
