@@ -130,6 +130,8 @@ class Database:
         self.path = Path(path)
         self.readonly = readonly
         self._lock_file = None
+        #: vectors added to or removed from the in-memory index since it matched the saved file (inf: rebuilt)
+        self._index_unsaved = 0.0
         exists = (self.path / DB_FILE).exists()
         if not exists and readonly:
             raise DatabaseError(f"{self.path}: no localmatch database here")
@@ -162,8 +164,6 @@ class Database:
             self._arrays["global"].truncate(self._meta_int("global_rows"))
         self._index: ShortlistIndex | None = None
         self._index_generation = -1
-        #: vectors added to or removed from the in-memory index since it matched the saved file (inf: rebuilt)
-        self._index_unsaved = 0.0
         self._asmk: InvertedFile | None = None
         self._asmk_generation = -1
         self._codebook: Codebook | None = None
@@ -184,9 +184,9 @@ class Database:
     def _discard_unfinished(self, made_folder: bool) -> None:
         """Undo a creation that failed: the folder was empty (or absent), so what is in it now is ours."""
         self.close()
-        made = [self.path / name for name in (DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", LOCK_FILE, CODEBOOK_FILE)]
-        for path in made + [graph_path(self.path / CODEBOOK_FILE)]:
-            path.unlink(missing_ok=True)
+        for name in (DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", LOCK_FILE, CODEBOOK_FILE):
+            (self.path / name).unlink(missing_ok=True)
+        graph_path(self.path / CODEBOOK_FILE).unlink(missing_ok=True)
         if made_folder:
             try:
                 self.path.rmdir()
@@ -296,7 +296,7 @@ class Database:
     def close(self) -> None:
         """Save the shortlist index if it has changes not yet written, and release the write lock."""
         try:
-            if self._db is not None and not self.readonly and getattr(self, "_index_unsaved", 0):
+            if self._db is not None and not self.readonly and self._index_unsaved:
                 self._save_faiss_index(force=True)
         finally:
             if self._db is not None:

@@ -34,6 +34,8 @@ from localmatch.errors import UnknownNameError
 from localmatch.shortlist.whitening import Whitening, learn_whitening
 
 INDEX_KINDS = ("flat", "lsh", "ivf", "hnsw")
+#: Kinds that learn from the vectors they are built with (sketch thresholds, inverted lists).
+TRAINED_KINDS = ("lsh", "ivf")
 LSH_BITS = 2048
 LSH_TRAINING_VECTORS = 20000
 #: Fewer vectors than this are indexed as they are, even when whitening is asked for.
@@ -68,15 +70,17 @@ class ShortlistIndex:
         """Replace the contents with ``(N, D)`` vectors and their ``(N,)`` ids."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         whitening = self._learn_whitening(vectors)
-        if whitening is None:
-            self._index = faiss.IndexIDMap(self._empty_index(vectors))
-        else:
-            inner = faiss.IndexPreTransform(self._empty_index(whitening.apply(vectors)))
+        training = None  # what the kind learns from, in the space it indexes (only trained kinds need it)
+        if self.kind in TRAINED_KINDS:
+            training = vectors if whitening is None else whitening.apply(vectors)
+        inner = self._empty_index(self.dim if whitening is None else whitening.dims, training)
+        if whitening is not None:
+            inner = faiss.IndexPreTransform(inner)
             for transform in reversed(whitening.as_faiss()):
                 inner.prepend_transform(transform)
-            self._index = faiss.IndexIDMap(inner)
+        self._index = faiss.IndexIDMap(inner)
         self.built_with = len(vectors)
-        self.add(vectors, ids)
+        self.add(vectors, ids)  # through the whitening transform, if any
 
     def _learn_whitening(self, vectors: np.ndarray) -> Whitening | None:
         if not self.whiten or len(vectors) < MIN_WHITENING_VECTORS:
@@ -86,18 +90,19 @@ class ShortlistIndex:
         except ValueError:  # all vectors equal: nothing to learn
             return None
 
-    def _empty_index(self, vectors: np.ndarray) -> faiss.Index:
-        """The kind's index for ``(N, d)`` vectors, trained on them where it learns anything (lsh, ivf)."""
-        n, dim = vectors.shape
+    def _empty_index(self, dim: int, training: np.ndarray | None) -> faiss.Index:
+        """The kind's empty index over ``dim``-d vectors; :data:`TRAINED_KINDS` learn from the ``(N, dim)``
+        ``training`` vectors."""
         if self.kind == "lsh":
-            return self._sketch_and_refine(vectors)
+            return self._sketch_and_refine(training)
         if self.kind == "hnsw":
             return faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        if self.kind == "ivf" and n >= 39 * 16:
+        if self.kind == "ivf" and len(training) >= 39 * 16:
+            n = len(training)
             nlist = int(min(4 * np.sqrt(n), n // 39))
             inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
             inner.cp.seed = 0
-            inner.train(vectors)
+            inner.train(training)
             return inner
         return faiss.IndexFlatIP(dim)
 
@@ -137,7 +142,7 @@ class ShortlistIndex:
         the collection has doubled since they were trained (their thresholds, lists or whitening would no
         longer fit it), and an index that should be whitened once there are enough vectors to learn from."""
         doubled = size > 2 * max(self.built_with, 1)
-        if doubled and (self.kind in ("lsh", "ivf") or self.whitened_dims > 0):
+        if doubled and (self.kind in TRAINED_KINDS or self.whitened_dims > 0):
             return True
         could_whiten = self.whiten > 0 and not self.whitened_dims and size >= MIN_WHITENING_VECTORS
         return could_whiten and (self.built_with < MIN_WHITENING_VECTORS or doubled)

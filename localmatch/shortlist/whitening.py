@@ -68,8 +68,13 @@ def learn_whitening(vectors: np.ndarray, dims: int, shrinkage: float = SHRINKAGE
     if len(x) < 2 or dims < 1:
         raise ValueError(f"whitening needs at least 2 vectors and 1 output dimension (got {len(x)}, {dims})")
     mean = x.mean(axis=0)
-    _, singular, directions = np.linalg.svd(x - mean, full_matrices=False)
-    variances = singular ** 2 / len(x)
+    centred = x - mean
+    if len(x) > x.shape[1]:  # the (D, D) covariance is the smaller problem: no (N, D) factor to compute
+        variances, directions = np.linalg.eigh(centred.T @ centred / len(x))
+        variances, directions = variances[::-1], directions.T[::-1]  # strongest first
+    else:
+        _, singular, directions = np.linalg.svd(centred, full_matrices=False)
+        variances = singular ** 2 / len(x)
     rank = int((variances > 1e-9 * max(variances[0], 1e-300)).sum())
     if rank == 0:
         raise ValueError("whitening needs vectors that are not all equal")
