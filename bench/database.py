@@ -133,8 +133,9 @@ def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> 
     probes = vectors[:queries] + 0.05 * rng.standard_normal((queries, dim), dtype=np.float32)
     grown = 100  # added after the build, as a Database does for a batch of new images
     print(f"| index | build s ({n - grown} images) | s to add {grown} more (a rebuild before session 7) "
-          "| median ms per query | RAM bytes per image | finds the perturbed copy | s to write the file / read it |")
-    print("|---|---|---|---|---|---|---|")
+          "| median ms per query | RAM bytes per image | finds the perturbed copy | s to write the file / read it "
+          "| s to map it / ms for a first query on the map |")
+    print("|---|---|---|---|---|---|---|---|")
     for kind in kinds:
         index = ShortlistIndex(dim, kind)
         start = time.perf_counter()
@@ -155,8 +156,11 @@ def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> 
             file = Path(folder) / "index.faiss"
             _, write = timed(index.save, file)
             _, read = timed(ShortlistIndex.load, file, dim, kind)
+            mapped, open_map = timed(ShortlistIndex.load, file, dim, kind, mapped=True)  # what a reader does
+            _, first = timed(mapped.search, probes[0], 100)
+            del mapped
         print(f"| {kind} | {build:.1f} | {add:.3f} | {1000 * statistics.median(times):.2f} | {ram} | {found}/{queries} "
-              f"| {write:.1f} / {read:.1f} |")
+              f"| {write:.1f} / {read:.1f} | {open_map:.3f} / {1000 * first:.1f} |")
         del index
 
 

@@ -223,6 +223,33 @@ def test_index_kinds_find_near_duplicates_and_round_trip(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ["flat", "lsh", "ivf", "hnsw"])
+@pytest.mark.parametrize("whiten", [0, 32])
+def test_a_mapped_index_searches_like_a_read_one_and_copies_its_vectors_before_changing(tmp_path, kind, whiten):
+    """faiss aborts the whole process on growing a mapped vector store: add and remove must copy it first."""
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(1200, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(1200, dtype=np.int64) * 3 + 1
+    index = ShortlistIndex(64, kind, whiten=whiten)
+    index.build(vectors[:1000], ids[:1000])
+    index.save(tmp_path / "i.faiss")
+    mapped = ShortlistIndex.load(tmp_path / "i.faiss", 64, kind, whiten=whiten, mapped=True)
+    assert mapped.mapped and not index.mapped and mapped.whitened_dims == index.whitened_dims
+    for q in vectors[:1000:97]:
+        np.testing.assert_array_equal(mapped.search(q, 10)[0], index.search(q, 10)[0])
+    index.save(tmp_path / "i.faiss")  # replaced (as a writer does) while mapped: the map keeps the old file
+    mapped.add(vectors[1000:], ids[1000:])
+    index.add(vectors[1000:], ids[1000:])
+    assert not mapped.mapped and len(mapped) == 1200
+    for q in vectors[::97]:
+        np.testing.assert_array_equal(mapped.search(q, 10)[0], index.search(q, 10)[0])
+    if kind == "flat":
+        again = ShortlistIndex.load(tmp_path / "i.faiss", 64, kind, whiten=whiten, mapped=True)
+        again.remove(ids[:10])
+        assert not again.mapped and len(again) == 990 and ids[0] not in again.search(vectors[0], 5)[0]
+
+
+@pytest.mark.parametrize("kind", ["flat", "lsh", "ivf", "hnsw"])
 def test_index_grows_in_place_and_asks_to_be_rebuilt_once_doubled(kind):
     rng = np.random.default_rng(2)
     vectors = rng.normal(size=(1500, 64)).astype(np.float32)
@@ -297,12 +324,13 @@ def test_small_additions_leave_rewriting_the_saved_index_to_the_writer_closing(t
         assert saves == [8]
         with Database(path, readonly=True) as reader:  # a reader brings the lagging file up to date by id
             assert reader.search(ukbench_paths[8], k=1, rerank=False)[0].path == ukbench_paths[8]
+            assert not reader._index.mapped  # catching up copied the mapped vectors
         db.add(ukbench_paths[9:11])  # 3 changes of 11: rewritten
         db.add(ukbench_paths[11:12])
         assert saves == [8, 11]
     assert saves == [8, 11, 12]  # closing the writer writes what is left
-    with Database(path, readonly=True) as reader:
-        assert len(reader._current_index()) == 12 and reader._index_unsaved == 0  # nothing to catch up
+    with Database(path, readonly=True) as reader:  # nothing to catch up: the file stays mapped, not copied
+        assert len(reader._current_index()) == 12 and reader._index_unsaved == 0 and reader._index.mapped
     assert saves == [8, 11, 12]
 
 

@@ -294,11 +294,13 @@ class Database:
         return _Tx()
 
     def close(self) -> None:
-        """Save the shortlist index if it has changes not yet written, and release the write lock."""
+        """Save the shortlist index if it has changes not yet written, and release the index's memory (or
+        map) and the write lock."""
         try:
             if self._db is not None and not self.readonly and self._index_unsaved:
                 self._save_faiss_index(force=True)
         finally:
+            self._index = self._asmk = None
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -482,8 +484,11 @@ class Database:
             return None
         built_with = self._db.execute("SELECT value FROM meta WHERE key = 'index_built_with'").fetchone()
         try:
+            # a reader maps the file: it opens in milliseconds and readers share its pages (a writer would copy
+            # the mapped vectors on its first add anyway)
             return ShortlistIndex.load(path, self.global_dim, self.index_kind,
-                                       None if built_with is None else int(built_with[0]), whiten=self.whitening)
+                                       None if built_with is None else int(built_with[0]), whiten=self.whitening,
+                                       mapped=self.readonly)
         except (RuntimeError, ValueError) as e:
             log.warning("%s: unreadable, rebuilding (%s)", path, e)
             return None
