@@ -127,8 +127,8 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
     """Find near-duplicate groups among image files (and the images under folders).
 
     Args:
-        database: a folder to keep the index in (reused and extended on later calls); a temporary one
-            by default.
+        database: a folder to keep the index in (reused and extended on later calls; an existing one keeps
+            its settings, an ASMK database shortlists with ASMK); a temporary one by default.
         shortlist: candidates verified per image (and per mirrored image).
         mirror: also look for left-right mirrored copies.
         test: the thresholds that tell a duplicate from another photo (:class:`DuplicateTest`).
@@ -210,14 +210,16 @@ def _pairs_of(db: Database, image_id: int, path: str, shortlist: int, min_inlier
         log.warning("%s", e)
         return [], set()
     out, tested = [], set()
-    # The image as indexed reuses its stored features; only the mirrored view is extracted anew.
-    stored = (db.features_of(image_id).as_features(db.extractor), db.global_of(image_id))
+    # The image as indexed reuses its stored features; only the mirrored view is extracted anew. ASMK
+    # databases shortlist with the local features alone.
+    with_global = db.representation == "global"
+    stored = (db.features_of(image_id).as_features(db.extractor), db.global_of(image_id) if with_global else None)
     views = [(image, False, stored)]
     if mirror:
         flipped = Image(np.ascontiguousarray(image.pixels[:, ::-1]), path)
-        views.append((flipped, True, db.query_features(flipped)))
+        views.append((flipped, True, db.query_features(flipped, with_global=with_global)))
     for view, mirrored, (features, vector) in views:
-        ids, _ = db.shortlist(vector, shortlist + 1)
+        ids, _ = db.shortlist_for(features, vector, shortlist + 1)
         candidates = [c for c in (db.features_of(i) for i in ids) if c.path != path]
         tested.update(c.path for c in candidates)
         homographies = verify_candidates(features, candidates, geometry="homography", min_inliers=min_inliers)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import shared_data
 from localmatch.cli import main
-from localmatch.database import ASMK_FILE, CODEBOOK_FILE, Database, DatabaseError
+from localmatch.database import ASMK_FILE, CODEBOOK_FILE, INDEX_FILE, Database, DatabaseError
 from localmatch.evaluate import evaluate, ground_truth_from_folders
 from localmatch.shortlist.asmk import Codebook, InvertedFile
 from localmatch.shortlist.asmk import codebook as codebook_module
@@ -43,6 +44,20 @@ def test_search_finds_the_group_before_and_after_reranking(asmk_db, ukbench_path
         info = db.info()
     assert info["codebook_words"] == 256 and 0 < info["asmk_bytes_per_image"] < 8192
     assert (asmk_db / CODEBOOK_FILE).exists() and (asmk_db / ASMK_FILE).exists()
+
+
+def test_no_global_descriptors_are_computed_or_kept(asmk_db, monkeypatch):
+    """ASMK shortlists with the local features alone: no CNN pass per image, no faiss index on disk."""
+    assert not (asmk_db / INDEX_FILE).exists() and (asmk_db / "global.f16").stat().st_size == 0
+    with Database(asmk_db, readonly=True) as db:
+        monkeypatch.setattr(db._descriptor, "describe", lambda *a: pytest.fail("a global descriptor was computed"))
+        image_id = db.images()[0][0]
+        assert db.search(db.features_of(image_id).as_features(db.extractor), k=1, rerank=False)[0].image_id == image_id
+        assert "global_descriptor" not in db.info() and "index" not in db.info()
+        with pytest.raises(DatabaseError, match="keeps no global descriptors"):
+            db.global_of(image_id)
+        with pytest.raises(DatabaseError, match="keeps no global index"):
+            db.shortlist(np.zeros(db.global_dim, np.float32), 5)
 
 
 def test_incremental_add_and_remove_equal_a_fresh_build(tmp_path, ukbench_paths):

@@ -12,6 +12,7 @@ import PIL.Image
 import pytest
 
 from localmatch.cli import main
+from localmatch.database import Database
 from localmatch.dedup import _components, find_duplicates, photometric_agreement, thumbnail
 from localmatch.demo import write_demo_collection
 from localmatch.io import load_image
@@ -49,6 +50,14 @@ def test_duplicate_groups_mirrors_and_same_scene(report, collection):
     assert stereo.relation == "same-scene"  # two photos of one scene are not duplicates
     assert [Path(p).name for p, _ in report.failed] == ["broken.jpg"]
     assert not any("rocket" in p.a or "rocket" in p.b for p in report.pairs)
+
+
+def test_a_database_that_shortlists_with_asmk_finds_the_same_groups(collection, report, tmp_path):
+    folder, _ = collection
+    with Database(tmp_path / "db", representation="asmk", asmk_config={"codebook_size": 256}):
+        pass  # created empty: find_duplicates keeps its settings
+    asmk = find_duplicates([folder], database=tmp_path / "db", progress=False)
+    assert [names(g) for g in asmk.groups] == [names(g) for g in report.groups]
 
 
 def test_photometric_agreement_of_a_copy_and_of_another_photo(collection):

@@ -6,7 +6,8 @@ On disk (one folder):
   the arrays, a generation counter) and ``images`` (path as given, content hash, size, row offsets).
 - ``keypoints.f32``, ``descriptors.i8``, ``global.f16``: append-only arrays (see :mod:`.store`).
 - ``shortlist.faiss``: a cache of the faiss index, rebuilt from ``global.f16`` when stale.
-- with ``representation="asmk"`` or ``"rasmk"``: ``codebook.npy`` (visual words, trained on the stored
+- with ``representation="asmk"`` or ``"rasmk"``, instead of global descriptors (``global_row`` is -1 and
+  there is no ``shortlist.faiss``; databases made before session 9 kept both, unused): ``codebook.npy`` (visual words, trained on the stored
   descriptors; with 16384 words or more also ``codebook.hnsw``, the faiss HNSW graph a query's words are
   found with) and ``asmk.npz``, a cache of the inverted file brought up to date with the images table
   (images added or removed since it was saved are added or removed).
@@ -389,12 +390,14 @@ class Database:
 
     def _commit_image(self, path: str, digest: str, image, boxes: np.ndarray | None = None) -> None:
         features = FEATURES.get(self.features).run(image, self.feature_config)
-        vector = self._descriptor.describe(image, features)
         q = quantize(features.descriptors)
-        feature_row, global_row = self._meta_int("feature_rows"), self._meta_int("global_rows")
+        feature_row, global_rows = self._meta_int("feature_rows"), self._meta_int("global_rows")
         self._arrays["keypoints"].append(feature_row, features.keypoints)
         self._arrays["descriptors"].append(feature_row, q.values.numpy())
-        self._arrays["global"].append(global_row, vector.astype(np.float16))
+        global_row = -1  # ASMK databases shortlist with the local features alone
+        if self.representation == "global":
+            global_row, global_rows = global_rows, global_rows + 1
+            self._arrays["global"].append(global_row, self._descriptor.describe(image, features).astype(np.float16))
         with self._transaction():
             self._db.execute(
                 "INSERT INTO images (path, content_hash, width, height, num_features, feature_row, descriptor_scale,"
@@ -405,7 +408,7 @@ class Database:
                 image_id = self._db.execute("SELECT last_insert_rowid()").fetchone()[0]
                 self._db.executemany("INSERT INTO regions VALUES (?, ?, ?, ?, ?)",
                                      [(image_id, *map(float, box)) for box in boxes])
-            self._set_meta(feature_rows=feature_row + len(features), global_rows=global_row + 1,
+            self._set_meta(feature_rows=feature_row + len(features), global_rows=global_rows,
                            generation=self._meta_int("generation") + 1)
 
     def _set_meta(self, **values) -> None:
@@ -506,9 +509,10 @@ class Database:
 
     def _save_index(self) -> None:
         """Bring the index caches up to date after a change: the faiss index (see
-        :meth:`_save_faiss_index`), and for ASMK representations the codebook and inverted file."""
-        self._save_faiss_index()
-        if self.representation != "global":
+        :meth:`_save_faiss_index`), or for ASMK representations the codebook and inverted file."""
+        if self.representation == "global":
+            self._save_faiss_index()
+        else:
             self._maybe_retrain_codebook()
             inverted_file = self._current_asmk()
             if inverted_file is not None:
@@ -645,11 +649,17 @@ class Database:
         return [(r[0], r[1]) for r in self._rows()]
 
     def global_of(self, image_id: int) -> np.ndarray:
-        """The stored ``(D,) float32`` global descriptor of an image."""
+        """The stored ``(D,) float32`` global descriptor of an image (``representation="global"`` only)."""
+        self._require_global("global descriptors")
         rows = self._rows("WHERE id = ?", (int(image_id),))
         if not rows:
             raise KeyError(image_id)
         return self._arrays["global"].read(rows[0][8], 1)[0].astype(np.float32)
+
+    def _require_global(self, what: str) -> None:
+        if self.representation != "global":
+            raise DatabaseError(f"{self.path}: this database shortlists with {self.representation!r} and keeps no "
+                                f"{what}; use shortlist_for() or search()")
 
     def features_of(self, image_id: int) -> Candidate:
         rows = self._rows("WHERE id = ?", (int(image_id),))
@@ -699,7 +709,9 @@ class Database:
         return fuse_ranking(candidates, scores, results, min_inliers)[:k]
 
     def shortlist(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` images whose global descriptors are nearest to ``vector``: ``(ids, scores)``, best first."""
+        """The ``k`` images whose global descriptors are nearest to ``vector``: ``(ids, scores)``, best first
+        (``representation="global"`` only; :meth:`shortlist_for` takes any)."""
+        self._require_global("global index")
         return self._current_index().search(vector, k)
 
     def shortlist_for(self, features: Features, vector: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -733,14 +745,14 @@ class Database:
         total = sum(f.stat().st_size for f in files if f.exists())
         return {"path": str(self.path), "images": n, "features": num_features, "bytes": total,
                 "bytes_per_image": total / n if n else 0.0, "local_features": self.features,
-                "global_descriptor": self.global_descriptor_name, "global_dim": self.global_dim,
-                "index": self.index_kind, "whitening": self.whitening, "format_version": FORMAT_VERSION,
-                "representation": self.representation,
-                **self._asmk_info(n)}
+                "format_version": FORMAT_VERSION, "representation": self.representation,
+                **(self._global_info() if self.representation == "global" else self._asmk_info(n))}
+
+    def _global_info(self) -> dict:
+        return {"global_descriptor": self.global_descriptor_name, "global_dim": self.global_dim,
+                "index": self.index_kind, "whitening": self.whitening}
 
     def _asmk_info(self, n: int) -> dict:
-        if self.representation == "global":
-            return {}
         codebook = self._current_codebook()
         path = self.path / ASMK_FILE
         size = path.stat().st_size if path.exists() else 0
