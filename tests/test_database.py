@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import localmatch
+import localmatch.database as database_module
 from conftest import shared_data
 from localmatch.database import Database, DatabaseError
 from localmatch.evaluate import evaluate, ground_truth_from_folders
@@ -224,8 +225,9 @@ def test_index_kinds_find_near_duplicates_and_round_trip(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["flat", "lsh", "ivf", "hnsw"])
 @pytest.mark.parametrize("whiten", [0, 32])
-def test_a_mapped_index_searches_like_a_read_one_and_copies_its_vectors_before_changing(tmp_path, kind, whiten):
-    """faiss aborts the whole process on growing a mapped vector store: add and remove must copy it first."""
+def test_a_mapped_index_searches_grows_and_shrinks_like_a_read_one(tmp_path, kind, whiten):
+    """Vectors added to a mapped index are kept beside the map (faiss aborts the whole process on growing
+    a mapped store); a removal or a save copies the map and merges them in."""
     rng = np.random.default_rng(4)
     vectors = rng.normal(size=(1200, 64)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -238,15 +240,31 @@ def test_a_mapped_index_searches_like_a_read_one_and_copies_its_vectors_before_c
     for q in vectors[:1000:97]:
         np.testing.assert_array_equal(mapped.search(q, 10)[0], index.search(q, 10)[0])
     index.save(tmp_path / "i.faiss")  # replaced (as a writer does) while mapped: the map keeps the old file
-    mapped.add(vectors[1000:], ids[1000:])
-    index.add(vectors[1000:], ids[1000:])
-    assert not mapped.mapped and len(mapped) == 1200
+    for part in (np.s_[1000:1150], np.s_[1150:]):
+        mapped.add(vectors[part], ids[part])
+        index.add(vectors[part], ids[part])
+    assert mapped.mapped and len(mapped) == 1200
+    np.testing.assert_array_equal(mapped.ids(), ids)
     for q in vectors[::97]:
-        np.testing.assert_array_equal(mapped.search(q, 10)[0], index.search(q, 10)[0])
+        found, scores = mapped.search(q, 10)
+        expected, expected_scores = index.search(q, 10)
+        if kind == "ivf":  # the added vectors are searched exactly beside the map, not through probed lists
+            assert (scores >= expected_scores - 1e-6).all()
+        else:
+            np.testing.assert_array_equal(found, expected)
+        assert found[0] == ids[np.argmax(vectors @ q)] and (np.diff(scores) <= 0).all()
+    mapped.save(tmp_path / "merged.faiss")  # copies the map and merges what was added beside it
+    assert not mapped.mapped and len(mapped) == 1200
+    merged = ShortlistIndex.load(tmp_path / "merged.faiss", 64, kind, whiten=whiten)
+    np.testing.assert_array_equal(merged.ids(), ids)
+    for q in vectors[::97]:
+        np.testing.assert_array_equal(merged.search(q, 10)[0], index.search(q, 10)[0])
     if kind == "flat":
         again = ShortlistIndex.load(tmp_path / "i.faiss", 64, kind, whiten=whiten, mapped=True)
+        again.add(vectors[:1], np.array([5000]))
         again.remove(ids[:10])
-        assert not again.mapped and len(again) == 990 and ids[0] not in again.search(vectors[0], 5)[0]
+        assert not again.mapped and len(again) == 991 and ids[0] not in again.search(vectors[0], 5)[0]
+        assert again.search(vectors[0], 1)[0][0] == 5000
 
 
 @pytest.mark.parametrize("kind", ["flat", "lsh", "ivf", "hnsw"])
@@ -312,26 +330,38 @@ def test_adding_and_reopening_update_the_saved_index_instead_of_rebuilding_it(tm
     assert builds == ([4] if index == "flat" else [4, 10, 11, 11])
 
 
-def test_small_additions_leave_rewriting_the_saved_index_to_the_writer_closing(tmp_path, ukbench_paths, monkeypatch):
+def test_the_saved_index_is_rewritten_only_when_it_lags_by_more_than_allowed(tmp_path, ukbench_paths, monkeypatch):
     saves = []
     real_save = ShortlistIndex.save
     monkeypatch.setattr(ShortlistIndex, "save", lambda self, path: (saves.append(len(self)), real_save(self, path)))
+    monkeypatch.setattr(database_module, "SAVED_INDEX_MAX_LAG", 0.25)  # 1/8 by default: too few images here
     path = tmp_path / "db"
     with Database(path, feature_config=SMALL) as db:
         db.add(ukbench_paths[:8])
         assert saves == [8]  # built: written at once
-        db.add(ukbench_paths[8:9])  # 1 change of 9 vectors is within the 1/8 lag allowed: not rewritten
+        db.add(ukbench_paths[8:10])  # 2 changes of 10 vectors are within the lag allowed: not rewritten
         assert saves == [8]
-        with Database(path, readonly=True) as reader:  # a reader brings the lagging file up to date by id
-            assert reader.search(ukbench_paths[8], k=1, rerank=False)[0].path == ukbench_paths[8]
-            assert not reader._index.mapped  # catching up copied the mapped vectors
-        db.add(ukbench_paths[9:11])  # 3 changes of 11: rewritten
-        db.add(ukbench_paths[11:12])
-        assert saves == [8, 11]
-    assert saves == [8, 11, 12]  # closing the writer writes what is left
-    with Database(path, readonly=True) as reader:  # nothing to catch up: the file stays mapped, not copied
-        assert len(reader._current_index()) == 12 and reader._index_unsaved == 0 and reader._index.mapped
-    assert saves == [8, 11, 12]
+        with Database(path, readonly=True) as reader:  # a reader adds what the file lacks beside its map
+            assert reader.search(ukbench_paths[9], k=1, rerank=False)[0].path == ukbench_paths[9]
+            assert reader._index.mapped and len(reader._index) == 10
+        db.add(ukbench_paths[10:12])  # 4 changes of 12: rewritten
+        db.add(ukbench_paths[12:13])
+        assert saves == [8, 12]
+    assert saves == [8, 12]  # closing leaves the small lag to whoever opens next
+    with Database(path, readonly=True) as reader:
+        assert len(reader._current_index()) == 13 and reader._index_unsaved == 1 and reader._index.mapped
+        assert reader.search(ukbench_paths[12], k=1, rerank=False)[0].path == ukbench_paths[12]
+    with Database(path) as writer:  # a writer too maps the file and adds beside it, without copying it
+        writer.add(ukbench_paths[13:14])
+        assert writer._index.mapped and saves == [8, 12]
+        writer.remove([ukbench_paths[0]])  # removing copies the map (3 changes of 13: not rewritten)
+        assert not writer._index.mapped and saves == [8, 12]
+        assert ukbench_paths[0] not in [h.path for h in writer.search(ukbench_paths[1], k=13, rerank=False)]
+        writer.add(ukbench_paths[14:16])  # 5 changes of 15: rewritten
+        assert saves == [8, 12, 15]
+    with Database(path, readonly=True) as reader:
+        assert sorted(reader._current_index().ids().tolist()) == sorted(i for i, _ in reader.images())
+        assert reader._index_unsaved == 0 and reader._index.mapped
 
 
 def test_lsh_index_returns_exact_scores_and_is_exact_below_its_refine_depth(tmp_path):

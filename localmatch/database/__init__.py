@@ -60,10 +60,11 @@ INDEX_FILE = "shortlist.faiss"
 CODEBOOK_FILE = "codebook.npy"
 ASMK_FILE = "asmk.npz"
 LOCK_FILE = "write.lock"
-#: An add or remove rewrites the saved faiss index only once it lags the images table by more than this
-#: share of the collection (or was rebuilt); closing the writer saves what is left. The file holds every
-#: vector (1.3 GB at 100k images: 3-4 s to write), and whoever opens the database brings a lagging copy up
-#: to date by image id (see ``Database._current_index``), so a lagging or stale file costs time, never results.
+#: The saved faiss index is rewritten only once it lags the images table by more than this share of the
+#: collection (or was rebuilt). The file holds every vector (1.3 GB at 100k images: 3-4 s to write); whoever
+#: opens the database maps it and adds the vectors it lacks beside the map, by image id (see
+#: ``Database._current_index`` and ``ShortlistIndex.add``), so a lagging or stale file costs at most reading
+#: that share of ``global.f16``, never results.
 SAVED_INDEX_MAX_LAG = 0.125
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".bmp")
 
@@ -295,11 +296,11 @@ class Database:
         return _Tx()
 
     def close(self) -> None:
-        """Save the shortlist index if it has changes not yet written, and release the index's memory (or
-        map) and the write lock."""
+        """Save the shortlist index if it was rebuilt (or lags the images table too much), and release the
+        index's memory (or map) and the write lock."""
         try:
             if self._db is not None and not self.readonly and self._index_unsaved:
-                self._save_faiss_index(force=True)
+                self._save_faiss_index()
         finally:
             self._index = self._asmk = None
             if self._db is not None:
@@ -487,20 +488,19 @@ class Database:
             return None
         built_with = self._db.execute("SELECT value FROM meta WHERE key = 'index_built_with'").fetchone()
         try:
-            # a reader maps the file: it opens in milliseconds and readers share its pages (a writer would copy
-            # the mapped vectors on its first add anyway)
+            # mapped: it opens in milliseconds, processes share its pages, and what is added is kept beside it
             return ShortlistIndex.load(path, self.global_dim, self.index_kind,
                                        None if built_with is None else int(built_with[0]), whiten=self.whitening,
-                                       mapped=self.readonly)
+                                       mapped=True)
         except (RuntimeError, ValueError) as e:
             log.warning("%s: unreadable, rebuilding (%s)", path, e)
             return None
 
-    def _save_faiss_index(self, force: bool = False) -> None:
-        """Write the faiss index (atomically) and how many vectors it was built with, when it was rebuilt,
-        lags the saved file by more than ``SAVED_INDEX_MAX_LAG``, or ``force``d with any change unsaved."""
+    def _save_faiss_index(self) -> None:
+        """Write the faiss index (atomically) and how many vectors it was built with, when it was rebuilt or
+        lags the saved file by more than ``SAVED_INDEX_MAX_LAG``."""
         index = self._current_index()
-        if self._index_unsaved and (force or self._index_unsaved > SAVED_INDEX_MAX_LAG * max(len(index), 1)):
+        if self._index_unsaved > SAVED_INDEX_MAX_LAG * max(len(index), 1):
             index.save(self.path / INDEX_FILE)
             with self._transaction():
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('index_built_with', ?)",

@@ -8,7 +8,8 @@ plus 8 bytes of id each. Saved with faiss's own binary format (no pickle).
 Growing a collection does not rebuild the index: new vectors are added to it (``add``), and ``lsh`` and
 ``ivf``, whose sketch thresholds and lists were learned from the vectors held at build time, are rebuilt
 only once the collection has doubled since (``wants_rebuild``). Removal is in place for ``flat``; the other
-kinds are rebuilt (faiss cannot remove from an HNSW graph or a refined LSH index).
+kinds are rebuilt (faiss cannot remove from an HNSW graph or a refined LSH index). A saved index can be
+memory-mapped instead of read (``load(..., mapped=True)``); vectors added to it then wait beside the map.
 
 With ``whiten`` set, the vectors are PCA-whitened (see :mod:`localmatch.shortlist.whitening`) to at most
 that many dimensions before they are indexed, by a transform learned on the vectors held at build time
@@ -67,6 +68,11 @@ class ShortlistIndex:
         self.built_with = 0
         #: whether the stored vectors are a read-only memory map of the file the index was loaded from
         self.mapped = False
+        # vectors added to a mapped index: an exact index beside it (in its whitened space, if whitened) and
+        # the vectors as given, to merge into it when it has to be copied anyway
+        self._recent: faiss.IndexIDMap | None = None
+        self._recent_vectors: list[np.ndarray] = []
+        self._recent_ids: list[np.ndarray] = []
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Replace the contents with ``(N, D)`` vectors and their ``(N,)`` ids."""
@@ -81,6 +87,7 @@ class ShortlistIndex:
             for transform in reversed(whitening.as_faiss()):
                 inner.prepend_transform(transform)
         self._index, self.mapped = faiss.IndexIDMap(inner), False
+        self._forget_recent()
         self.built_with = len(vectors)
         self.add(vectors, ids)  # through the whitening transform, if any
 
@@ -115,13 +122,36 @@ class ShortlistIndex:
         return int(inner.index.d) if isinstance(inner, faiss.IndexPreTransform) else 0
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        """Add ``(N, D)`` vectors with their ``(N,)`` ids (not already held) to a built index."""
+        """Add ``(N, D)`` vectors with their ``(N,)`` ids (not already held) to a built index.
+
+        A mapped index keeps what is added beside the map, searched exactly, so that adding a few vectors
+        to a large saved index neither copies it nor waits for it to be read."""
         if self._index is None:
             raise ValueError("the index is not built yet")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        if len(vectors):
-            self._own_storage()
-            self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if not len(vectors):
+            return
+        if not self.mapped:
+            self._index.add_with_ids(vectors, ids)
+            return
+        if self._recent is None:
+            self._recent = faiss.IndexIDMap(faiss.IndexFlatIP(self.whitened_dims or self.dim))
+        self._recent.add_with_ids(self._whitened(vectors), ids)
+        self._recent_vectors.append(vectors)
+        self._recent_ids.append(ids)
+
+    def _whitened(self, vectors: np.ndarray) -> np.ndarray:
+        """``(N, D)`` vectors in the space the index holds them in: through its whitening, if any."""
+        inner = faiss.downcast_index(self._index.index)
+        if not isinstance(inner, faiss.IndexPreTransform):
+            return vectors
+        for i in range(inner.chain.size()):
+            vectors = faiss.downcast_VectorTransform(inner.chain.at(i)).apply(vectors)
+        return np.ascontiguousarray(vectors, np.float32)
+
+    def _forget_recent(self) -> None:
+        self._recent, self._recent_vectors, self._recent_ids = None, [], []
 
     @property
     def removes_in_place(self) -> bool:
@@ -138,15 +168,20 @@ class ShortlistIndex:
         self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
 
     def _own_storage(self) -> None:
-        """Copy a mapped index's vectors into memory before they change: faiss cannot grow or shrink a view of
-        a file (it aborts the process on trying)."""
+        """Copy a mapped index's vectors into memory (faiss cannot shrink or grow a view of a file: it aborts
+        the process on trying), with the vectors added beside them merged in."""
         if self.mapped:
             self._index = faiss.deserialize_index(faiss.serialize_index(self._index))
             self.mapped = False
+            if self._recent_ids:
+                self._index.add_with_ids(np.concatenate(self._recent_vectors), np.concatenate(self._recent_ids))
+            self._forget_recent()
 
     def ids(self) -> np.ndarray:
         """``(N,) int64`` ids held, in insertion order."""
-        return np.zeros(0, np.int64) if self._index is None else faiss.vector_to_array(self._index.id_map)
+        if self._index is None:
+            return np.zeros(0, np.int64)
+        return np.concatenate([faiss.vector_to_array(self._index.id_map), *self._recent_ids])
 
     def wants_rebuild(self, size: int) -> bool:
         """Whether to rebuild rather than grow to ``size`` vectors: ``lsh``, ``ivf`` and whitened indexes once
@@ -170,7 +205,9 @@ class ShortlistIndex:
         return faiss.IndexRefine(sketch, faiss.IndexFlatIP(dim))
 
     def __len__(self) -> int:
-        return 0 if self._index is None else int(self._index.ntotal)
+        if self._index is None:
+            return 0
+        return int(self._index.ntotal) + (0 if self._recent is None else int(self._recent.ntotal))
 
     def _tune(self, k: int) -> None:
         inner = faiss.downcast_index(self._index.index)
@@ -182,20 +219,26 @@ class ShortlistIndex:
             inner.nprobe = self.nprobe
         elif isinstance(inner, faiss.IndexRefine):
             # never ask the sketch for more than it holds: faiss's IndexRefine then returns only -1s
-            inner.k_factor = min(float(self.refine), (len(self) + 0.5) / k)
+            inner.k_factor = min(float(self.refine), (self._index.ntotal + 0.5) / k)
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` by inner product for one ``(D,)`` query: ``(ids (k',), scores (k',))``, best first."""
         if len(self) == 0 or k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        k = min(k, len(self))
-        self._tune(k)
-        scores, ids = self._index.search(np.ascontiguousarray(query, np.float32).reshape(1, -1), k)
-        keep = ids[0] >= 0
-        return ids[0][keep], scores[0][keep]
+        query = np.ascontiguousarray(query, np.float32).reshape(1, -1)
+        if self._index.ntotal:
+            self._tune(min(k, int(self._index.ntotal)))
+        ids, scores = _top(self._index, query, k)
+        if self._recent is None:
+            return ids, scores
+        recent_ids, recent_scores = _top(self._recent, self._whitened(query), k)
+        ids, scores = np.concatenate([ids, recent_ids]), np.concatenate([scores, recent_scores])
+        best = np.argsort(-scores, kind="stable")[:k]
+        return ids[best], scores[best]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically (temporary file, then rename)."""
+        """Write atomically (temporary file, then rename); a mapped index is first copied into memory."""
+        self._own_storage()
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         faiss.write_index(self._index, str(tmp))
@@ -209,9 +252,11 @@ class ShortlistIndex:
         """Read a saved index; ``built_with`` as recorded when it was built (default: the vectors it holds).
 
         With ``mapped``, the vectors (all but an ``ivf`` index's lists) are memory-mapped from the file instead
-        of read: opening takes milliseconds whatever the size (a second for 1.3 GB read), processes searching
-        the same file share its pages, and the first :meth:`add` or :meth:`remove` copies them into memory.
-        The file must then not be changed in place while mapped; :meth:`save` replaces it, which is safe.
+        of read: opening takes milliseconds whatever the size (a second for 1.3 GB read) and processes
+        searching the same file share its pages. What :meth:`add` adds is kept beside the map and searched
+        exactly (so for ``ivf``, ``hnsw`` and ``lsh`` it is found at least as well as if it were inside); a
+        :meth:`remove` or :meth:`save` first copies the map into memory and merges it in. The file must not be
+        changed in place while mapped; :meth:`save` replaces it, which is safe.
         """
         index = cls(dim, kind, whiten=whiten)
         flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mapped else 0
@@ -221,3 +266,13 @@ class ShortlistIndex:
         index._index, index.mapped = loaded, mapped
         index.built_with = int(loaded.ntotal) if built_with is None else built_with
         return index
+
+
+def _top(index: faiss.Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``min(k, ntotal)`` of a faiss index for one ``(1, d)`` query: ``(ids, scores)``, best first."""
+    k = min(k, int(index.ntotal))
+    if k == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    scores, ids = index.search(query, k)
+    keep = ids[0] >= 0
+    return ids[0][keep], scores[0][keep]
