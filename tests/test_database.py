@@ -19,7 +19,7 @@ from conftest import shared_data
 from localmatch.database import Database, DatabaseError
 from localmatch.evaluate import evaluate, ground_truth_from_folders
 from localmatch.rerank import verify_candidates
-from localmatch.shortlist.index import ShortlistIndex
+from localmatch.shortlist.index import CAN_MAP, ShortlistIndex
 
 SMALL = {"max_side": 400, "max_features": 500}  # small working size keeps the tests quick
 
@@ -236,14 +236,14 @@ def test_a_mapped_index_searches_grows_and_shrinks_like_a_read_one(tmp_path, kin
     index.build(vectors[:1000], ids[:1000])
     index.save(tmp_path / "i.faiss")
     mapped = ShortlistIndex.load(tmp_path / "i.faiss", 64, kind, whiten=whiten, mapped=True)
-    assert mapped.mapped and not index.mapped and mapped.whitened_dims == index.whitened_dims
+    assert mapped.mapped == CAN_MAP and not index.mapped and mapped.whitened_dims == index.whitened_dims
     for q in vectors[:1000:97]:
         np.testing.assert_array_equal(mapped.search(q, 10)[0], index.search(q, 10)[0])
     index.save(tmp_path / "i.faiss")  # replaced (as a writer does) while mapped: the map keeps the old file
     for part in (np.s_[1000:1150], np.s_[1150:]):
         mapped.add(vectors[part], ids[part])
         index.add(vectors[part], ids[part])
-    assert mapped.mapped and len(mapped) == 1200
+    assert mapped.mapped == CAN_MAP and len(mapped) == 1200
     np.testing.assert_array_equal(mapped.ids(), ids)
     for q in vectors[::97]:
         found, scores = mapped.search(q, 10)
@@ -343,17 +343,17 @@ def test_the_saved_index_is_rewritten_only_when_it_lags_by_more_than_allowed(tmp
         assert saves == [8]
         with Database(path, readonly=True) as reader:  # a reader adds what the file lacks beside its map
             assert reader.search(ukbench_paths[9], k=1, rerank=False)[0].path == ukbench_paths[9]
-            assert reader._index.mapped and len(reader._index) == 10
+            assert reader._index.mapped == CAN_MAP and len(reader._index) == 10
         db.add(ukbench_paths[10:12])  # 4 changes of 12: rewritten
         db.add(ukbench_paths[12:13])
         assert saves == [8, 12]
     assert saves == [8, 12]  # closing leaves the small lag to whoever opens next
     with Database(path, readonly=True) as reader:
-        assert len(reader._current_index()) == 13 and reader._index_unsaved == 1 and reader._index.mapped
+        assert len(reader._current_index()) == 13 and reader._index_unsaved == 1 and reader._index.mapped == CAN_MAP
         assert reader.search(ukbench_paths[12], k=1, rerank=False)[0].path == ukbench_paths[12]
     with Database(path) as writer:  # a writer too maps the file and adds beside it, without copying it
         writer.add(ukbench_paths[13:14])
-        assert writer._index.mapped and saves == [8, 12]
+        assert writer._index.mapped == CAN_MAP and saves == [8, 12]
         writer.remove([ukbench_paths[0]])  # removing copies the map (3 changes of 13: not rewritten)
         assert not writer._index.mapped and saves == [8, 12]
         assert ukbench_paths[0] not in [h.path for h in writer.search(ukbench_paths[1], k=13, rerank=False)]
@@ -361,7 +361,7 @@ def test_the_saved_index_is_rewritten_only_when_it_lags_by_more_than_allowed(tmp
         assert saves == [8, 12, 15]
     with Database(path, readonly=True) as reader:
         assert sorted(reader._current_index().ids().tolist()) == sorted(i for i, _ in reader.images())
-        assert reader._index_unsaved == 0 and reader._index.mapped
+        assert reader._index_unsaved == 0 and reader._index.mapped == CAN_MAP
 
 
 def test_lsh_index_returns_exact_scores_and_is_exact_below_its_refine_depth(tmp_path):

@@ -41,6 +41,8 @@ LSH_BITS = 2048
 LSH_TRAINING_VECTORS = 20000
 #: Fewer vectors than this are indexed as they are, even when whitening is asked for.
 MIN_WHITENING_VECTORS = 64
+#: Whether this faiss can memory-map a saved index (``load(..., mapped=True)``); an older one reads it.
+CAN_MAP = hasattr(faiss, "IO_FLAG_MMAP_IFC")
 
 
 class ShortlistIndex:
@@ -259,6 +261,7 @@ class ShortlistIndex:
         changed in place while mapped; :meth:`save` replaces it, which is safe.
         """
         index = cls(dim, kind, whiten=whiten)
+        mapped = mapped and CAN_MAP
         flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mapped else 0
         loaded = faiss.read_index(str(path), flags)
         if loaded.d != dim or not isinstance(loaded, faiss.IndexIDMap):
