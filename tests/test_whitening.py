@@ -85,10 +85,10 @@ def test_database_whitens_once_it_holds_enough_images_and_keeps_the_setting(tmp_
     path = tmp_path / "db"
     with Database(path, feature_config=SMALL, whitening=6) as db:
         db.add(ukbench_paths[:4])
-        assert db._current_index().whitened_dims == 0
+        assert db._current_index().whitened_dims == 0 and db.info()["whitened_dims"] == 0
         db.add(ukbench_paths[4:12])  # 12 >= 8 images: rebuilt with a whitening learned on them
         assert db._current_index().whitened_dims == 6
-        assert db.info()["whitening"] == 6
+        assert db.info()["whitening"] == 6 and db.info()["whitened_dims"] == 6
         hits = db.search(ukbench_paths[9], k=4, rerank=False)
         assert hits[0].path == ukbench_paths[9]
         expected = [h.path for h in hits]
@@ -116,4 +116,5 @@ def test_index_build_takes_the_whitening_dimensions(tmp_path, capsys, ukbench_pa
     db = str(tmp_path / "db")
     assert main(["index", "build", db, *ukbench_paths[:3], "--whiten", "8", "-q"]) == 0
     assert main(["index", "info", db, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["whitening"] == 8
+    info = json.loads(capsys.readouterr().out)
+    assert info["whitening"] == 8 and info["whitened_dims"] == 0  # 3 images: too few to learn from

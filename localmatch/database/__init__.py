@@ -749,8 +749,11 @@ class Database:
                 **(self._global_info() if self.representation == "global" else self._asmk_info(n))}
 
     def _global_info(self) -> dict:
-        return {"global_descriptor": self.global_descriptor_name, "global_dim": self.global_dim,
+        info = {"global_descriptor": self.global_descriptor_name, "global_dim": self.global_dim,
                 "index": self.index_kind, "whitening": self.whitening}
+        if self.whitening:  # what was learned: 0 below MIN_WHITENING_VECTORS images, at most one fewer than held
+            info["whitened_dims"] = self._current_index().whitened_dims
+        return info
 
     def _asmk_info(self, n: int) -> dict:
         codebook = self._current_codebook()
