@@ -16,6 +16,9 @@ Run: LOCALMATCH_DATA=../shared/data python bench/database.py [--skip-100k]
 5. PCA whitening learned on the database (``Database(whitening=512)``: shrinkage 1, at most N - 1
    directions) beside the raw gem and gem+vlad vectors on both sets, with and without re-ranking; and
    plain PCA whitening (shrinkage 0) of the same stored vectors to 32, 64 and 512 dimensions.
+6. Opening and growing a 100k-image database end to end (``--only open``): a database whose images table,
+   arrays and saved index are filled with 100k simulated images (random global descriptors, 2 local
+   features each), then a reader's open + first shortlist, and a writer adding one real image and closing.
 """
 
 from __future__ import annotations
@@ -167,6 +170,55 @@ def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> 
         del index
 
 
+def simulated_database(path: Path, n: int) -> int:
+    """A ``flat`` gem+vlad database of ``n`` simulated images: rows, arrays and the saved index written the
+    way ``Database.add`` writes them, without decoding ``n`` images (random unit global descriptors, 2 zero
+    local features each; a bench helper reaching into the database's internals). Returns the global dimension."""
+    rng = np.random.default_rng(0)
+    with Database(path) as db:
+        vectors = rng.standard_normal((n, db.global_dim), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        db._arrays["keypoints"].append(0, np.zeros((2 * n, 2), np.float32))
+        db._arrays["descriptors"].append(0, np.zeros((2 * n, 128), np.int8))
+        db._arrays["global"].append(0, vectors.astype(np.float16))
+        with db._transaction():
+            db._db.executemany(
+                "INSERT INTO images (path, content_hash, width, height, num_features, feature_row, descriptor_scale,"
+                " working_scale, global_row) VALUES (?, ?, 640, 480, 2, ?, 1.0, 1.0, ?)",
+                ((f"simulated/{i:06d}.jpg", f"{i:064x}", 2 * i, i) for i in range(n)))
+            db._set_meta(feature_rows=2 * n, global_rows=n, generation=n)
+        db._save_faiss_index()  # built from the stored vectors: written at once
+        return db.global_dim
+
+
+def opening(n: int = 100_000) -> None:
+    print(f"\n## Opening and growing a database of {n} simulated images (flat, gem+vlad), end to end\n")
+    image = str(data_dir("ukbench_subset") / "images" / "ukbench00000.jpg")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "db"
+        dim, made = timed(simulated_database, path, n)
+        print(f"made in {made:.0f} s\n")
+        print("| step | s |")
+        print("|---|---|")
+        vector = np.random.default_rng(1).standard_normal(dim).astype(np.float32)
+        for label in ("reader: open + first shortlist of 100", "reader again (file in the page cache)"):
+            start = time.perf_counter()
+            with Database(path, readonly=True) as db:
+                db.shortlist(vector / np.linalg.norm(vector), 100)
+            print(f"| {label} | {time.perf_counter() - start:.2f} |")
+        for k in range(2):
+            start = time.perf_counter()
+            with Database(path) as db:
+                db.add([image] if k == 0 else [str(data_dir("ukbench_subset") / "images" / "ukbench00001.jpg")])
+            print(f"| writer: open, add 1 image (extraction included), close ({k + 1}) | {time.perf_counter() - start:.2f} |")
+        start = time.perf_counter()
+        with Database(path, readonly=True) as db:
+            hits = db.search(image, k=1, rerank=False)
+        assert hits[0].path == image
+        print(f"| reader: open + search by image (extraction included), finds the added image | "
+              f"{time.perf_counter() - start:.2f} |")
+
+
 def add_one(file: Path, dim: int, kind: str, vector: np.ndarray, new_id: int, *, mapped: bool) -> None:
     """What a writer's index does for ``localmatch index add DB one.jpg``. Until session 8 it read the file,
     added (which copies faiss's storage to grow it) and rewrote the file on closing; now it maps the file,
@@ -248,7 +300,7 @@ def shortlist_map(vectors: np.ndarray, paths: list[str], truth: list[QueryTruth]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-100k", action="store_true", help="skip the 100k-image latency part")
-    parser.add_argument("--only", choices=("accuracy", "throughput", "latency", "recall", "whitening"), help="run one part")
+    parser.add_argument("--only", choices=("accuracy", "throughput", "latency", "recall", "whitening", "open"), help="run one part")
     parser.add_argument("--index", nargs="+", choices=INDEX_KINDS, default=list(INDEX_KINDS),
                         help="index kinds of the latency part (default: all)")
     args = parser.parse_args()
@@ -265,6 +317,8 @@ def main() -> None:
     if args.only in (None, "whitening"):
         with tempfile.TemporaryDirectory() as tmp:
             whitening(Path(tmp))
+    if args.only in (None, "open") and not args.skip_100k:
+        opening()
 
 
 if __name__ == "__main__":
