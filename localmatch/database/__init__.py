@@ -457,27 +457,31 @@ class Database:
         generation = self._meta_int("generation")
         if self._index is not None and self._index_generation == generation:
             return self._index
-        rows = self._rows()
+        wanted = np.array(self._db.execute("SELECT id FROM images ORDER BY id").fetchall(), np.int64).reshape(-1)
         if self._index is not None:
             index = self._index
         else:  # an empty index is falsy, hence the explicit None tests
             index, self._index_unsaved = self._load_saved_index(), 0.0
-        if index is None or not self._update_index(index, rows):
-            index, self._index_unsaved = self._build_index(rows), float("inf")
+        if index is None or not self._update_index(index, wanted):
+            index, self._index_unsaved = self._build_index(self._rows()), float("inf")
         self._index, self._index_generation = index, generation
         return index
 
-    def _update_index(self, index: ShortlistIndex, rows: list[tuple]) -> bool:
-        """Bring ``index`` to hold exactly ``rows`` (image ids are never reused, and an image's vector never
-        changes); False when it has to be rebuilt instead."""
-        wanted = np.array([r[0] for r in rows], np.int64)
+    def _update_index(self, index: ShortlistIndex, wanted: np.ndarray) -> bool:
+        """Bring ``index`` to hold exactly the images of the ascending ``wanted`` ids; False when it has to be
+        rebuilt instead. Image ids are never reused and grow (so what the index lacks is at the end of the
+        table), and an image's vector never changes."""
+        if index.wants_rebuild(len(wanted)):
+            return False
         held = index.ids()
-        gone = np.setdiff1d(held, wanted)
-        if index.wants_rebuild(len(wanted)) or (len(gone) and not index.removes_in_place):
+        if np.array_equal(held, wanted):  # the common case: the file is up to date
+            return True
+        gone = np.setdiff1d(held, wanted, assume_unique=True)
+        if len(gone) and not index.removes_in_place:
             return False
         index.remove(gone)
-        new = set(np.setdiff1d(wanted, held).tolist())
-        added = [r for r in rows if r[0] in new]
+        new = set(np.setdiff1d(wanted, held, assume_unique=True).tolist())
+        added = [r for r in self._rows("WHERE id >= ?", (min(new),)) if r[0] in new] if new else []
         index.add(self._global_vectors(added), np.array([r[0] for r in added], np.int64))
         self._index_unsaved += len(gone) + len(added)
         return True
