@@ -206,10 +206,10 @@ def opening(n: int = 100_000) -> None:
             with Database(path, readonly=True) as db:
                 db.shortlist(vector / np.linalg.norm(vector), 100)
             print(f"| {label} | {time.perf_counter() - start:.2f} |")
-        for k in range(2):
+        for k, added in enumerate((image, str(data_dir("ukbench_subset") / "images" / "ukbench00001.jpg"))):
             start = time.perf_counter()
             with Database(path) as db:
-                db.add([image] if k == 0 else [str(data_dir("ukbench_subset") / "images" / "ukbench00001.jpg")])
+                db.add([added])
             print(f"| writer: open, add 1 image (extraction included), close ({k + 1}) | {time.perf_counter() - start:.2f} |")
         start = time.perf_counter()
         with Database(path, readonly=True) as db:

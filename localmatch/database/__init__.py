@@ -7,10 +7,10 @@ On disk (one folder):
 - ``keypoints.f32``, ``descriptors.i8``, ``global.f16``: append-only arrays (see :mod:`.store`).
 - ``shortlist.faiss``: a cache of the faiss index, rebuilt from ``global.f16`` when stale.
 - with ``representation="asmk"`` or ``"rasmk"``, instead of global descriptors (``global_row`` is -1 and
-  there is no ``shortlist.faiss``; databases made before session 9 kept both, unused): ``codebook.npy`` (visual words, trained on the stored
-  descriptors; with 16384 words or more also ``codebook.hnsw``, the faiss HNSW graph a query's words are
-  found with) and ``asmk.npz``, a cache of the inverted file brought up to date with the images table
-  (images added or removed since it was saved are added or removed).
+  there is no ``shortlist.faiss``; databases made before session 9 kept both, unused): ``codebook.npy``
+  (visual words, trained on the stored descriptors; with 16384 words or more also ``codebook.hnsw``, the
+  faiss HNSW graph a query's words are found with) and ``asmk.npz``, a cache of the inverted file brought
+  up to date with the images table (images added or removed since it was saved are added or removed).
 - ``write.lock``: held (``flock``) by the one process allowed to write.
 
 An image is committed by one SQLite transaction after its bytes are on disk (fsync), so a process

@@ -74,7 +74,6 @@ class ShortlistIndex:
         # the vectors as given, to merge into it when it has to be copied anyway
         self._recent: faiss.IndexIDMap | None = None
         self._recent_vectors: list[np.ndarray] = []
-        self._recent_ids: list[np.ndarray] = []
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Replace the contents with ``(N, D)`` vectors and their ``(N,)`` ids."""
@@ -117,11 +116,16 @@ class ShortlistIndex:
             return inner
         return faiss.IndexFlatIP(dim)
 
+    def _pretransform(self) -> faiss.IndexPreTransform | None:
+        """The whitening wrapper inside the id map, if the built index is whitened."""
+        inner = None if self._index is None else faiss.downcast_index(self._index.index)
+        return inner if isinstance(inner, faiss.IndexPreTransform) else None
+
     @property
     def whitened_dims(self) -> int:
         """Dimensions the vectors are whitened to in the built index (0: not whitened)."""
-        inner = None if self._index is None else faiss.downcast_index(self._index.index)
-        return int(inner.index.d) if isinstance(inner, faiss.IndexPreTransform) else 0
+        pretransform = self._pretransform()
+        return 0 if pretransform is None else int(pretransform.index.d)
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Add ``(N, D)`` vectors with their ``(N,)`` ids (not already held) to a built index.
@@ -141,19 +145,21 @@ class ShortlistIndex:
             self._recent = faiss.IndexIDMap(faiss.IndexFlatIP(self.whitened_dims or self.dim))
         self._recent.add_with_ids(self._whitened(vectors), ids)
         self._recent_vectors.append(vectors)
-        self._recent_ids.append(ids)
 
     def _whitened(self, vectors: np.ndarray) -> np.ndarray:
         """``(N, D)`` vectors in the space the index holds them in: through its whitening, if any."""
-        inner = faiss.downcast_index(self._index.index)
-        if not isinstance(inner, faiss.IndexPreTransform):
+        pretransform = self._pretransform()
+        if pretransform is None:
             return vectors
-        for i in range(inner.chain.size()):
-            vectors = faiss.downcast_VectorTransform(inner.chain.at(i)).apply(vectors)
+        for i in range(pretransform.chain.size()):
+            vectors = faiss.downcast_VectorTransform(pretransform.chain.at(i)).apply(vectors)
         return np.ascontiguousarray(vectors, np.float32)
 
+    def _recent_ids(self) -> np.ndarray:
+        return np.zeros(0, np.int64) if self._recent is None else faiss.vector_to_array(self._recent.id_map)
+
     def _forget_recent(self) -> None:
-        self._recent, self._recent_vectors, self._recent_ids = None, [], []
+        self._recent, self._recent_vectors = None, []
 
     @property
     def removes_in_place(self) -> bool:
@@ -175,15 +181,15 @@ class ShortlistIndex:
         if self.mapped:
             self._index = faiss.deserialize_index(faiss.serialize_index(self._index))
             self.mapped = False
-            if self._recent_ids:
-                self._index.add_with_ids(np.concatenate(self._recent_vectors), np.concatenate(self._recent_ids))
+            if self._recent is not None:
+                self._index.add_with_ids(np.concatenate(self._recent_vectors), self._recent_ids())
             self._forget_recent()
 
     def ids(self) -> np.ndarray:
         """``(N,) int64`` ids held, in insertion order."""
         if self._index is None:
             return np.zeros(0, np.int64)
-        return np.concatenate([faiss.vector_to_array(self._index.id_map), *self._recent_ids])
+        return np.concatenate([faiss.vector_to_array(self._index.id_map), self._recent_ids()])
 
     def wants_rebuild(self, size: int) -> bool:
         """Whether to rebuild rather than grow to ``size`` vectors: ``lsh``, ``ivf`` and whitened indexes once
@@ -212,9 +218,8 @@ class ShortlistIndex:
         return int(self._index.ntotal) + (0 if self._recent is None else int(self._recent.ntotal))
 
     def _tune(self, k: int) -> None:
-        inner = faiss.downcast_index(self._index.index)
-        if isinstance(inner, faiss.IndexPreTransform):
-            inner = faiss.downcast_index(inner.index)
+        pretransform = self._pretransform()
+        inner = faiss.downcast_index(self._index.index if pretransform is None else pretransform.index)
         if isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efSearch = self.ef_search
         elif isinstance(inner, faiss.IndexIVF):
