@@ -5,7 +5,9 @@ On disk (one folder):
 - ``localmatch.sqlite``: SQLite in WAL mode. ``meta`` (format version, settings, committed lengths of
   the arrays, a generation counter) and ``images`` (path as given, content hash, size, row offsets).
 - ``keypoints.f32``, ``descriptors.i8``, ``global.f16``: append-only arrays (see :mod:`.store`).
-- ``shortlist.faiss``: a cache of the faiss index, rebuilt from ``global.f16`` when stale.
+- ``shortlist.faiss``: a cache of the faiss index, rebuilt from ``global.f16`` when stale. It may lag the
+  images table by up to ``SAVED_INDEX_MAX_LAG`` of the collection: whoever opens the database maps the file,
+  adds the vectors it lacks beside the map and hides those of removed images from search.
 - with ``representation="asmk"`` or ``"rasmk"``, instead of global descriptors (``global_row`` is -1 and
   there is no ``shortlist.faiss``; databases made before session 9 kept both, unused): ``codebook.npy``
   (visual words, trained on the stored descriptors; with 16384 words or more also ``codebook.hnsw``, the
@@ -47,7 +49,7 @@ from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, FALLBACK_GLOBAL_DESC
 from localmatch.shortlist.asmk import (REPRESENTATIONS, AsmkConfig, Codebook, InvertedFile, describe_database_image,
                                        describe_query, train_codebook)
 from localmatch.shortlist.asmk.codebook import graph_path
-from localmatch.shortlist.index import INDEX_KINDS, ShortlistIndex
+from localmatch.shortlist.index import DROPPING_KINDS, INDEX_KINDS, ShortlistIndex
 from localmatch.types import Features, Hit
 
 log = logging.getLogger(__name__)
@@ -477,9 +479,7 @@ class Database:
         if np.array_equal(held, wanted):  # the common case: the file is up to date
             return True
         gone = np.setdiff1d(held, wanted, assume_unique=True)
-        if len(gone) and not index.removes_in_place:
-            return False
-        index.remove(gone)
+        index.remove(gone)  # hidden from search, not copied or rebuilt
         new = set(np.setdiff1d(wanted, held, assume_unique=True).tolist())
         added = [r for r in self._rows("WHERE id >= ?", (min(new),)) if r[0] in new] if new else []
         index.add(self._global_vectors(added), np.array([r[0] for r in added], np.int64))
@@ -496,15 +496,18 @@ class Database:
             return ShortlistIndex.load(path, self.global_dim, self.index_kind,
                                        None if built_with is None else int(built_with[0]), whiten=self.whitening,
                                        mapped=True)
-        except (RuntimeError, ValueError) as e:
+        except (OSError, RuntimeError, ValueError) as e:
             log.warning("%s: unreadable, rebuilding (%s)", path, e)
             return None
 
     def _save_faiss_index(self) -> None:
         """Write the faiss index (atomically) and how many vectors it was built with, when it was rebuilt or
-        lags the saved file by more than ``SAVED_INDEX_MAX_LAG``."""
+        lags the saved file by more than ``SAVED_INDEX_MAX_LAG``. An index that would keep removed vectors
+        in the file (``lsh`` and ``hnsw`` cannot drop them) is rebuilt first."""
         index = self._current_index()
         if self._index_unsaved > SAVED_INDEX_MAX_LAG * max(len(index), 1):
+            if index.hidden and index.kind not in DROPPING_KINDS:
+                index = self._index = self._build_index(self._rows())
             index.save(self.path / INDEX_FILE)
             with self._transaction():
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('index_built_with', ?)",

@@ -7,9 +7,12 @@ plus 8 bytes of id each. Saved with faiss's own binary format (no pickle).
 
 Growing a collection does not rebuild the index: new vectors are added to it (``add``), and ``lsh`` and
 ``ivf``, whose sketch thresholds and lists were learned from the vectors held at build time, are rebuilt
-only once the collection has doubled since (``wants_rebuild``). Removal is in place for ``flat``; the other
-kinds are rebuilt (faiss cannot remove from an HNSW graph or a refined LSH index). A saved index can be
-memory-mapped instead of read (``load(..., mapped=True)``); vectors added to it then wait beside the map.
+only once the collection has doubled since (``wants_rebuild``). A saved index can be memory-mapped instead
+of read (``load(..., mapped=True)``); vectors added to it then wait beside the map. Removing never copies
+or rebuilds anything: the removed vectors are hidden from search (which asks faiss for as many more results
+as are hidden and drops them) and stay stored until the index is saved, which drops them from a ``flat``
+index; faiss cannot remove from the other kinds as we hold them, so those keep them (``hidden``) until they
+are rebuilt.
 
 With ``whiten`` set, the vectors are PCA-whitened (see :mod:`localmatch.shortlist.whitening`) to at most
 that many dimensions before they are indexed, by a transform learned on the vectors held at build time
@@ -37,6 +40,10 @@ from localmatch.shortlist.whitening import Whitening, learn_whitening
 INDEX_KINDS = ("flat", "lsh", "ivf", "hnsw")
 #: Kinds that learn from the vectors they are built with (sketch thresholds, inverted lists).
 TRAINED_KINDS = ("lsh", "ivf")
+#: Kinds faiss can take vectors out of; the others hide removed vectors until they are rebuilt. (An IVF index
+#: can remove, but not under the ``IndexIDMap`` that holds our ids: it keeps the old positions in its lists
+#: while the id map closes its gaps, so every later result gets the wrong id.)
+DROPPING_KINDS = ("flat",)
 LSH_BITS = 2048
 LSH_TRAINING_VECTORS = 20000
 #: Fewer vectors than this are indexed as they are, even when whitening is asked for.
@@ -70,10 +77,14 @@ class ShortlistIndex:
         self.built_with = 0
         #: whether the stored vectors are a read-only memory map of the file the index was loaded from
         self.mapped = False
+        # the mapped file and what identified it when it was mapped (device, inode, size, modification time)
+        self._mapped_file: tuple[Path, tuple[int, ...]] | None = None
         # vectors added to a mapped index: an exact index beside it (in its whitened space, if whitened) and
         # the vectors as given, to merge into it when it has to be copied anyway
         self._recent: faiss.IndexIDMap | None = None
         self._recent_vectors: list[np.ndarray] = []
+        # sorted ids of removed vectors still stored in the index proper, left out of every search
+        self._hidden = np.zeros(0, np.int64)
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Replace the contents with ``(N, D)`` vectors and their ``(N,)`` ids."""
@@ -89,6 +100,7 @@ class ShortlistIndex:
                 inner.prepend_transform(transform)
         self._index, self.mapped = faiss.IndexIDMap(inner), False
         self._forget_recent()
+        self._hidden = np.zeros(0, np.int64)
         self.built_with = len(vectors)
         self.add(vectors, ids)  # through the whitening transform, if any
 
@@ -161,35 +173,63 @@ class ShortlistIndex:
     def _forget_recent(self) -> None:
         self._recent, self._recent_vectors = None, []
 
-    @property
-    def removes_in_place(self) -> bool:
-        """Whether :meth:`remove` works (``flat``); other kinds must be rebuilt without the removed ids."""
-        return self.kind == "flat"
-
     def remove(self, ids: np.ndarray) -> None:
-        """Remove the vectors of ``ids`` (only when :attr:`removes_in_place`)."""
+        """Remove the vectors of ``ids`` (those not held are ignored), without copying or rebuilding: vectors
+        added beside a map are dropped, an in-memory ``flat`` index drops them too, and otherwise (a mapped
+        file, or another kind) they are hidden from search until :meth:`save` or a rebuild."""
+        ids = np.unique(np.asarray(ids, np.int64))
         if len(ids) == 0 or self._index is None:
             return
-        if not self.removes_in_place:
-            raise ValueError(f"a {self.kind!r} index cannot remove vectors in place; rebuild it")
-        self._own_storage()
-        self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+        recent_ids = self._recent_ids()
+        dropped = np.isin(recent_ids, ids)
+        if dropped.any():
+            vectors = np.concatenate(self._recent_vectors)[~dropped]
+            self._forget_recent()
+            self.add(vectors, recent_ids[~dropped])
+        stored = np.intersect1d(ids, faiss.vector_to_array(self._index.id_map), assume_unique=True)
+        if self.kind in DROPPING_KINDS and not self.mapped:
+            self._index.remove_ids(stored)  # a memmove of the vectors in memory
+        else:
+            self._hidden = np.union1d(self._hidden, stored)
+
+    @property
+    def hidden(self) -> int:
+        """How many removed vectors are still stored, hidden from search (see :meth:`remove`)."""
+        return len(self._hidden)
 
     def _own_storage(self) -> None:
         """Copy a mapped index's vectors into memory (faiss cannot shrink or grow a view of a file: it aborts
-        the process on trying), with the vectors added beside them merged in."""
+        the process on trying), with the vectors added beside them merged in; then drop the hidden vectors
+        where faiss can."""
         if self.mapped:
-            self._index = faiss.deserialize_index(faiss.serialize_index(self._index))
-            self.mapped = False
+            self._index, self.mapped = self._read_mapped_file(), False
             if self._recent is not None:
                 self._index.add_with_ids(np.concatenate(self._recent_vectors), self._recent_ids())
             self._forget_recent()
+        if self.hidden and self.kind in DROPPING_KINDS:
+            self._index.remove_ids(self._hidden)
+            self._hidden = np.zeros(0, np.int64)
+
+    def _read_mapped_file(self) -> faiss.Index:
+        """The mapped index, read into memory: from its file while that is still the file mapped (1 s for
+        1.3 GB), else (it was replaced) through faiss's serialisation of the map (19 s for 1.3 GB: faiss grows
+        its buffer as it writes)."""
+        path, identity = self._mapped_file
+        try:
+            if _file_identity(path) == identity:
+                return faiss.read_index(str(path))
+        except (OSError, RuntimeError):
+            pass
+        return faiss.deserialize_index(faiss.serialize_index(self._index))
 
     def ids(self) -> np.ndarray:
-        """``(N,) int64`` ids held, in insertion order."""
+        """``(N,) int64`` ids held (not removed), in insertion order."""
         if self._index is None:
             return np.zeros(0, np.int64)
-        return np.concatenate([faiss.vector_to_array(self._index.id_map), self._recent_ids()])
+        stored = faiss.vector_to_array(self._index.id_map)
+        if self.hidden:
+            stored = stored[~np.isin(stored, self._hidden)]
+        return np.concatenate([stored, self._recent_ids()])
 
     def wants_rebuild(self, size: int) -> bool:
         """Whether to rebuild rather than grow to ``size`` vectors: ``lsh``, ``ivf`` and whitened indexes once
@@ -215,7 +255,7 @@ class ShortlistIndex:
     def __len__(self) -> int:
         if self._index is None:
             return 0
-        return int(self._index.ntotal) + (0 if self._recent is None else int(self._recent.ntotal))
+        return int(self._index.ntotal) - self.hidden + (0 if self._recent is None else int(self._recent.ntotal))
 
     def _tune(self, k: int) -> None:
         pretransform = self._pretransform()
@@ -233,9 +273,7 @@ class ShortlistIndex:
         if len(self) == 0 or k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         query = np.ascontiguousarray(query, np.float32).reshape(1, -1)
-        if self._index.ntotal:
-            self._tune(min(k, int(self._index.ntotal)))
-        ids, scores = _top(self._index, query, k)
+        ids, scores = self._search_stored(query, k)
         if self._recent is None:
             return ids, scores
         recent_ids, recent_scores = _top(self._recent, self._whitened(query), k)
@@ -243,8 +281,24 @@ class ShortlistIndex:
         best = np.argsort(-scores, kind="stable")[:k]
         return ids[best], scores[best]
 
+    def _search_stored(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` of the index proper (not what waits beside a map) for a ``(1, D)`` query: faiss is
+        asked for as many more as are hidden, and those are dropped."""
+        wanted = min(k + self.hidden, int(self._index.ntotal))
+        if wanted == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        self._tune(wanted)
+        ids, scores = _top(self._index, query, wanted)
+        if self.hidden:
+            visible = ~np.isin(ids, self._hidden)
+            ids, scores = ids[visible][:k], scores[visible][:k]
+        return ids, scores
+
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically (temporary file, then rename); a mapped index is first copied into memory."""
+        """Write atomically (temporary file, then rename). A mapped index is first copied into memory and
+        merged with what waits beside it, and hidden vectors are dropped where faiss can (:attr:`hidden`
+        tells how many remain stored: their ids are in the file, and whoever loads it must remove them
+        again)."""
         self._own_storage()
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
@@ -261,19 +315,28 @@ class ShortlistIndex:
         With ``mapped``, the vectors (all but an ``ivf`` index's lists) are memory-mapped from the file instead
         of read: opening takes milliseconds whatever the size (a second for 1.3 GB read) and processes
         searching the same file share its pages. What :meth:`add` adds is kept beside the map and searched
-        exactly (so for ``ivf``, ``hnsw`` and ``lsh`` it is found at least as well as if it were inside); a
-        :meth:`remove` or :meth:`save` first copies the map into memory and merges it in. The file must not be
-        changed in place while mapped; :meth:`save` replaces it, which is safe.
+        exactly (so for ``ivf``, ``hnsw`` and ``lsh`` it is found at least as well as if it were inside), what
+        :meth:`remove` removes from the map is hidden, and :meth:`save` first copies the map into memory and
+        merges the rest in. The file must not be changed in place while mapped; :meth:`save` replaces it,
+        which is safe.
         """
         index = cls(dim, kind, whiten=whiten)
         mapped = mapped and CAN_MAP
         flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mapped else 0
+        identity = _file_identity(path) if mapped else ()  # before reading: a file replaced meanwhile then differs
         loaded = faiss.read_index(str(path), flags)
         if loaded.d != dim or not isinstance(loaded, faiss.IndexIDMap):
             raise ValueError(f"{path}: not an id-mapped index of dimension {dim}")
         index._index, index.mapped = loaded, mapped
+        if mapped:
+            index._mapped_file = (Path(path), identity)
         index.built_with = int(loaded.ntotal) if built_with is None else built_with
         return index
+
+
+def _file_identity(path: str | os.PathLike) -> tuple[int, ...]:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def _top(index: faiss.Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
