@@ -18,7 +18,8 @@ Run: LOCALMATCH_DATA=../shared/data python bench/database.py [--skip-100k]
    plain PCA whitening (shrinkage 0) of the same stored vectors to 32, 64 and 512 dimensions.
 6. Opening and growing a 100k-image database end to end (``--only open``): a database whose images table,
    arrays and saved index are filled with 100k simulated images (random global descriptors, 2 local
-   features each), then a reader's open + first shortlist, and a writer adding one real image and closing.
+   features each), then a reader's open + first shortlist, a writer adding one real image and closing, a
+   writer removing one image and the readers after it, and the rewrite of the index file.
 """
 
 from __future__ import annotations
@@ -170,12 +171,12 @@ def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> 
         del index
 
 
-def simulated_database(path: Path, n: int) -> int:
-    """A ``flat`` gem+vlad database of ``n`` simulated images: rows, arrays and the saved index written the
+def simulated_database(path: Path, n: int, index: str = "flat") -> int:
+    """A gem+vlad database of ``n`` simulated images: rows, arrays and the saved index written the
     way ``Database.add`` writes them, without decoding ``n`` images (random unit global descriptors, 2 zero
     local features each; a bench helper reaching into the database's internals). Returns the global dimension."""
     rng = np.random.default_rng(0)
-    with Database(path) as db:
+    with Database(path, index=index) as db:
         vectors = rng.standard_normal((n, db.global_dim), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         db._arrays["keypoints"].append(0, np.zeros((2 * n, 2), np.float32))
@@ -191,12 +192,12 @@ def simulated_database(path: Path, n: int) -> int:
         return db.global_dim
 
 
-def opening(n: int = 100_000) -> None:
-    print(f"\n## Opening and growing a database of {n} simulated images (flat, gem+vlad), end to end\n")
+def opening(n: int = 100_000, index: str = "flat") -> None:
+    print(f"\n## Opening and growing a database of {n} simulated images ({index}, gem+vlad), end to end\n")
     image = str(data_dir("ukbench_subset") / "images" / "ukbench00000.jpg")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "db"
-        dim, made = timed(simulated_database, path, n)
+        dim, made = timed(simulated_database, path, n, index)
         print(f"made in {made:.0f} s\n")
         print("| step | s |")
         print("|---|---|")
@@ -217,6 +218,23 @@ def opening(n: int = 100_000) -> None:
         assert hits[0].path == image
         print(f"| reader: open + search by image (extraction included), finds the added image | "
               f"{time.perf_counter() - start:.2f} |")
+        for k in (1, 2):
+            start = time.perf_counter()
+            with Database(path) as db:
+                db.remove([f"simulated/{k:06d}.jpg"])
+            print(f"| writer: open, remove 1 image, close ({k}) | {time.perf_counter() - start:.2f} |")
+            start = time.perf_counter()
+            with Database(path, readonly=True) as db:
+                found, _ = db.shortlist(vector / np.linalg.norm(vector), 100)
+            assert not set(found.tolist()) & {2, 3}  # the ids of simulated/000001 and 000002
+            print(f"| reader: open + first shortlist after that removal | {time.perf_counter() - start:.2f} |")
+        with Database(path) as db:
+            start = time.perf_counter()
+            db._current_index()
+            db._index_unsaved = float("inf")  # as when the file lags by more than 1/8 (internals: a bench)
+            db._save_faiss_index()
+            print(f"| writer: open the index and rewrite it, as a lag over 1/8 calls for | "
+                  f"{time.perf_counter() - start:.2f} |")
 
 
 def add_one(file: Path, dim: int, kind: str, vector: np.ndarray, new_id: int, *, mapped: bool) -> None:
@@ -301,8 +319,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-100k", action="store_true", help="skip the 100k-image latency part")
     parser.add_argument("--only", choices=("accuracy", "throughput", "latency", "recall", "whitening", "open"), help="run one part")
-    parser.add_argument("--index", nargs="+", choices=INDEX_KINDS, default=list(INDEX_KINDS),
-                        help="index kinds of the latency part (default: all)")
+    parser.add_argument("--index", nargs="+", choices=INDEX_KINDS,
+                        help="index kinds of the latency part (default: all) and of the open part (default: flat)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "accuracy"):
@@ -311,14 +329,15 @@ def main() -> None:
             throughput(Path(tmp))
     if args.only in (None, "latency") and not args.skip_100k:
         from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, get_global_descriptor
-        latency(get_global_descriptor(DEFAULT_GLOBAL_DESCRIPTOR).dim, args.index)
+        latency(get_global_descriptor(DEFAULT_GLOBAL_DESCRIPTOR).dim, args.index or list(INDEX_KINDS))
     if args.only in (None, "recall"):
         sketch_recall()
     if args.only in (None, "whitening"):
         with tempfile.TemporaryDirectory() as tmp:
             whitening(Path(tmp))
     if args.only in (None, "open") and not args.skip_100k:
-        opening()
+        for kind in args.index or ["flat"]:
+            opening(index=kind)
 
 
 if __name__ == "__main__":
