@@ -58,6 +58,11 @@ def test_no_global_descriptors_are_computed_or_kept(asmk_db, monkeypatch):
             db.global_of(image_id)
         with pytest.raises(DatabaseError, match="keeps no global index"):
             db.shortlist(np.zeros(db.global_dim, np.float32), 5)
+    (asmk_db / INDEX_FILE).write_bytes(b"an unused index, as databases made before session 9 kept")
+    with Database(asmk_db, readonly=True):
+        assert (asmk_db / INDEX_FILE).exists()  # a reader changes nothing
+    with Database(asmk_db):
+        assert not (asmk_db / INDEX_FILE).exists()
 
 
 def test_incremental_add_and_remove_equal_a_fresh_build(tmp_path, ukbench_paths):

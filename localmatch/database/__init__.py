@@ -9,10 +9,11 @@ On disk (one folder):
   images table by up to ``SAVED_INDEX_MAX_LAG`` of the collection: whoever opens the database maps the file,
   adds the vectors it lacks beside the map and hides those of removed images from search.
 - with ``representation="asmk"`` or ``"rasmk"``, instead of global descriptors (``global_row`` is -1 and
-  there is no ``shortlist.faiss``; databases made before session 9 kept both, unused): ``codebook.npy``
-  (visual words, trained on the stored descriptors; with 16384 words or more also ``codebook.hnsw``, the
-  faiss HNSW graph a query's words are found with) and ``asmk.npz``, a cache of the inverted file brought
-  up to date with the images table (images added or removed since it was saved are added or removed).
+  there is no ``shortlist.faiss``; databases made before session 9 kept both, unused, and a writer deletes
+  that file): ``codebook.npy`` (visual words, trained on the stored descriptors; with 16384 words or more
+  also ``codebook.hnsw``, the faiss HNSW graph a query's words are found with) and ``asmk.npz``, a cache of
+  the inverted file brought up to date with the images table (images added or removed since it was saved
+  are added or removed).
 - ``write.lock``: held (``flock``) by the one process allowed to write.
 
 An image is committed by one SQLite transaction after its bytes are on disk (fsync), so a process
@@ -166,6 +167,8 @@ class Database:
             self._arrays["keypoints"].truncate(self._meta_int("feature_rows"))
             self._arrays["descriptors"].truncate(self._meta_int("feature_rows"))
             self._arrays["global"].truncate(self._meta_int("global_rows"))
+            if self.representation != "global":  # made before session 9, which kept a global index unused
+                (self.path / INDEX_FILE).unlink(missing_ok=True)
         self._index: ShortlistIndex | None = None
         self._index_generation = -1
         self._asmk: InvertedFile | None = None
