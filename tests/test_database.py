@@ -406,6 +406,14 @@ def test_the_saved_index_is_rewritten_only_when_it_lags_by_more_than_allowed(tmp
     with Database(path, readonly=True) as reader:
         assert sorted(reader._current_index().ids().tolist()) == sorted(i for i, _ in reader.images())
         assert reader._index_unsaved == 0 and reader._index.mapped == CAN_MAP
+        with Database(path) as writer:
+            writer.remove(ukbench_paths[1:6])  # 5 changes of 10: rewritten
+            assert saves == [8, 12, 15, 10]
+        # a long-lived reader maps the new file instead of hiding 5 vectors of the old one
+        assert reader._index.file_replaced() == CAN_MAP
+        hits = reader.search(ukbench_paths[1], k=15, rerank=False)
+        assert len(hits) == 10 and not {h.path for h in hits} & set(ukbench_paths[1:6])
+        assert reader._index_unsaved == 0 and reader._index.hidden == 0 and not reader._index.file_replaced()
 
 
 def test_lsh_index_returns_exact_scores_and_is_exact_below_its_refine_depth(tmp_path):

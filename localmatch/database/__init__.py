@@ -463,7 +463,9 @@ class Database:
         if self._index is not None and self._index_generation == generation:
             return self._index
         wanted = np.array(self._db.execute("SELECT id FROM images ORDER BY id").fetchall(), np.int64).reshape(-1)
-        if self._index is not None:
+        # a reader maps the file again once a writer has replaced it, rather than keep the old one's disk
+        # space and an ever longer list of vectors beside it; a writer's own index is newer than the file
+        if self._index is not None and not (self.readonly and self._index.file_replaced()):
             index = self._index
         else:  # an empty index is falsy, hence the explicit None tests
             index, self._index_unsaved = self._load_saved_index(), 0.0

@@ -222,6 +222,16 @@ class ShortlistIndex:
             pass
         return faiss.deserialize_index(faiss.serialize_index(self._index))
 
+    def file_replaced(self) -> bool:
+        """Whether the file a mapped index maps has been replaced (or removed) since it was mapped."""
+        if not self.mapped:
+            return False
+        path, identity = self._mapped_file
+        try:
+            return _file_identity(path) != identity
+        except OSError:
+            return True
+
     def ids(self) -> np.ndarray:
         """``(N,) int64`` ids held (not removed), in insertion order."""
         if self._index is None:
