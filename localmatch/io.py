@@ -159,7 +159,13 @@ def _pil_to_rgb8(img: PIL.Image.Image, source: str) -> np.ndarray:
         full = 65535.0 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
         return _array_to_rgb8((arr / full).astype(np.float32), source, None)
     if mode == "F":
-        return _array_to_rgb8(np.asarray(img), source, None)
+        # 32-bit float files (scientific TIFFs) have no fixed range: one outside [0, 1] is stretched from its
+        # own minimum and maximum, not clipped to a white or black image
+        arr = np.asarray(img, np.float32)
+        finite = arr[np.isfinite(arr)]
+        if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
+            arr = (arr - finite.min()) / max(float(finite.max() - finite.min()), 1e-12)
+        return _array_to_rgb8(arr, source, None)
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or img.mode == "RGBA":

@@ -83,6 +83,16 @@ def test_16_bit_rgb_png_and_tiff(tmp_path):
         np.testing.assert_allclose(img.pixels[0, 0], [255, 128, 0], atol=1)
 
 
+def test_float_tiff_is_stretched_from_its_own_range(tmp_path):
+    values = np.array([[0.0, 0.5, 1.0, 0.25]], np.float32).repeat(2, axis=0)
+    for name, stored in (("unit.tif", values), ("wide.tif", values * 4000.0 - 1000.0)):
+        PIL.Image.fromarray(stored).save(tmp_path / name)
+        np.testing.assert_array_equal(load_image(tmp_path / name).pixels[..., 0], [[0, 128, 255, 64]] * 2)
+    PIL.Image.fromarray(np.array([[1.0, np.nan]], np.float32)).save(tmp_path / "nan.tif")
+    with pytest.raises(ImageError, match="nan.tif.*NaN"):
+        load_image(tmp_path / "nan.tif")
+
+
 def test_uint16_and_float_arrays():
     np.testing.assert_array_equal(load_image(np.full((3, 4), 65535, np.uint16)).pixels, 255)
     np.testing.assert_array_equal(load_image(np.full((3, 4, 3), 0.5, np.float32)).pixels, 128)
