@@ -343,6 +343,9 @@ def test_removed_vectors_are_never_found_and_the_rest_rank_as_before(kind):
         kept.build(np.delete(vectors, np.s_[::3], axis=0), np.delete(ids, np.s_[::3]))
         for v in vectors[:20]:
             np.testing.assert_array_equal(index.search(v, 7)[0], kept.search(v, 7)[0])
+    if index.hidden:
+        with pytest.raises(ValueError, match="cannot be added again"):
+            index.add(vectors[:1], ids[:1])
     index.remove(ids)  # all of them
     assert len(index) == 0 and len(index.search(vectors[1], 5)[0]) == 0
 

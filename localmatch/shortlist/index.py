@@ -150,6 +150,8 @@ class ShortlistIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if not len(vectors):
             return
+        if self.hidden and np.isin(ids, self._hidden).any():  # they would stay hidden with the old vectors
+            raise ValueError("ids removed from this index cannot be added again before it is rebuilt")
         if not self.mapped:
             self._index.add_with_ids(vectors, ids)
             return
