@@ -319,7 +319,8 @@ def test_index_grows_in_place_and_asks_to_be_rebuilt_once_doubled(kind):
 def test_removed_vectors_are_never_found_and_the_rest_rank_as_before(kind):
     """flat drops removed vectors; the others (faiss cannot remove from them as we hold them) hide them: faiss is
     asked for as many more results as are hidden and those are dropped, so the ranking of the rest is the
-    index's own. The removed ids include each query's own vector, the best match before."""
+    index's own. The removed ids include each query's own vector, the best match before. (For lsh, ``before``
+    re-scores all 700 for its top 7 + 234, and the hidden index the sketch's best 10 * 7 + 234: the same here.)"""
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(700, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

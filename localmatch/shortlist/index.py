@@ -269,7 +269,9 @@ class ShortlistIndex:
             return 0
         return int(self._index.ntotal) - self.hidden + (0 if self._recent is None else int(self._recent.ntotal))
 
-    def _tune(self, k: int) -> None:
+    def _tune(self, k: int, wanted: int) -> None:
+        """Set the search depth for a top ``k`` that is asked of faiss as its top ``wanted`` (``k`` plus the
+        hidden vectors, at most all it holds)."""
         pretransform = self._pretransform()
         inner = faiss.downcast_index(self._index.index if pretransform is None else pretransform.index)
         if isinstance(inner, faiss.IndexHNSW):
@@ -277,8 +279,10 @@ class ShortlistIndex:
         elif isinstance(inner, faiss.IndexIVF):
             inner.nprobe = self.nprobe
         elif isinstance(inner, faiss.IndexRefine):
-            # never ask the sketch for more than it holds: faiss's IndexRefine then returns only -1s
-            inner.k_factor = min(float(self.refine), (self._index.ntotal + 0.5) / k)
+            # the sketch's best refine * k candidates plus the hidden ones are re-scored (not refine times the
+            # hidden ones too); never ask it for more than it holds: faiss's IndexRefine then returns only -1s
+            candidates = self.refine * k + wanted - k
+            inner.k_factor = min(candidates, self._index.ntotal + 0.5) / wanted
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` by inner product for one ``(D,)`` query: ``(ids (k',), scores (k',))``, best first."""
@@ -299,7 +303,7 @@ class ShortlistIndex:
         wanted = min(k + self.hidden, int(self._index.ntotal))
         if wanted == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        self._tune(wanted)
+        self._tune(min(k, wanted), wanted)
         ids, scores = _top(self._index, query, wanted)
         if self.hidden:
             visible = ~np.isin(ids, self._hidden)
