@@ -141,6 +141,7 @@ def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> 
           "| s to map it / ms for a first query on the map "
           "| s for a writer to open, add 1 vector and close: read + add + write (session 8) / map + add beside |")
     print("|---|---|---|---|---|---|---|---|---|")
+    removed_rows = []
     for kind in kinds:
         index = ShortlistIndex(dim, kind)
         start = time.perf_counter()
@@ -166,9 +167,37 @@ def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> 
             del mapped
             _, add_one_before = timed(add_one, file, dim, kind, probes[0], n, mapped=False)
             _, add_one_now = timed(add_one, file, dim, kind, probes[0], n, mapped=True)
+            removed_rows.append((kind, searching_with_removed(file, dim, kind, probes, n)))
         print(f"| {kind} | {build:.1f} | {add:.3f} | {1000 * statistics.median(times):.2f} | {ram} | {found}/{queries} "
               f"| {write:.1f} / {read:.1f} | {open_map:.3f} / {1000 * first:.1f} | {add_one_before:.1f} / {add_one_now:.3f} |")
         del index
+    print(f"\nMedian ms per query on the mapped file with images removed since it was written (hidden from search):\n")
+    print("| index | " + " | ".join(f"{h} removed" for h in removed_counts(n)) + " | finds the perturbed copy |")
+    print("|---" * (len(removed_counts(n)) + 2) + "|")
+    for kind, row in removed_rows:
+        print(f"| {kind} | " + " | ".join(f"{ms:.2f}" for ms, _ in row) + f" | {min(f for _, f in row)}/{len(probes)} |")
+
+
+def removed_counts(n: int) -> tuple[int, ...]:
+    return 0, 10, 1000, n // 8  # n // 8: the most the saved file may lag by before it is rewritten
+
+
+def searching_with_removed(file: Path, dim: int, kind: str, probes: np.ndarray, n: int) -> list[tuple[float, int]]:
+    """(median seconds per top-100 query, perturbed copies found) on the mapped ``file`` with the last
+    images removed (hidden: the probes' own images are the first ones), for each of :func:`removed_counts`."""
+    rows = []
+    for removed in removed_counts(n):
+        index = ShortlistIndex.load(file, dim, kind, mapped=True)
+        index.remove(np.arange(n - removed, n + 1))  # n: the copy of probe 0 that add_one() saved
+        index.search(probes[0], 100)  # pages of the file in
+        times, found = [], 0
+        for i, q in enumerate(probes):
+            start = time.perf_counter()
+            ids, _ = index.search(q, 100)
+            times.append(time.perf_counter() - start)
+            found += int(len(ids) > 0 and ids[0] == i)
+        rows.append((1000 * statistics.median(times), found))
+    return rows
 
 
 def simulated_database(path: Path, n: int, index: str = "flat") -> int:
