@@ -150,12 +150,7 @@ def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> 
         start = time.perf_counter()
         index.add(vectors[-grown:], np.arange(n - grown, n))
         add = time.perf_counter() - start
-        times, found = [], 0
-        for i, q in enumerate(probes):
-            start = time.perf_counter()
-            ids, _ = index.search(q, 100)
-            times.append(time.perf_counter() - start)
-            found += int(len(ids) > 0 and ids[0] == i)
+        median_ms, found = probe_searches(index, probes)
         extra = {"flat": 0, "lsh": LSH_BITS // 8, "ivf": 8, "hnsw": 2 * 32 * 4}[kind]  # besides vector and id
         ram = 4 * dim + 8 + extra
         with tempfile.TemporaryDirectory() as folder:
@@ -168,14 +163,27 @@ def latency(dim: int, kinds: list[str], n: int = 100_000, queries: int = 50) -> 
             _, add_one_before = timed(add_one, file, dim, kind, probes[0], n, mapped=False)
             _, add_one_now = timed(add_one, file, dim, kind, probes[0], n, mapped=True)
             removed_rows.append((kind, searching_with_removed(file, dim, kind, probes, n)))
-        print(f"| {kind} | {build:.1f} | {add:.3f} | {1000 * statistics.median(times):.2f} | {ram} | {found}/{queries} "
+        print(f"| {kind} | {build:.1f} | {add:.3f} | {median_ms:.2f} | {ram} | {found}/{queries} "
               f"| {write:.1f} / {read:.1f} | {open_map:.3f} / {1000 * first:.1f} | {add_one_before:.1f} / {add_one_now:.3f} |")
         del index
-    print(f"\nMedian ms per query on the mapped file with images removed since it was written (hidden from search):\n")
-    print("| index | " + " | ".join(f"{h} removed" for h in removed_counts(n)) + " | finds the perturbed copy |")
-    print("|---" * (len(removed_counts(n)) + 2) + "|")
+    counts = removed_counts(n)
+    print("\nMedian ms per query on the mapped file with images removed since it was written (hidden from search):\n")
+    print("| index | " + " | ".join(f"{h} removed" for h in counts) + " | finds the perturbed copy |")
+    print("|---" * (len(counts) + 2) + "|")
     for kind, row in removed_rows:
         print(f"| {kind} | " + " | ".join(f"{ms:.2f}" for ms, _ in row) + f" | {min(f for _, f in row)}/{len(probes)} |")
+
+
+def probe_searches(index: ShortlistIndex, probes: np.ndarray) -> tuple[float, int]:
+    """Median ms per top-100 search of the ``(Q, D)`` probes, and how many find their own image (probe ``i``
+    is a perturbed copy of image ``i``) first."""
+    times, found = [], 0
+    for i, q in enumerate(probes):
+        start = time.perf_counter()
+        ids, _ = index.search(q, 100)
+        times.append(time.perf_counter() - start)
+        found += int(len(ids) > 0 and ids[0] == i)
+    return 1000 * statistics.median(times), found
 
 
 def removed_counts(n: int) -> tuple[int, ...]:
@@ -183,20 +191,14 @@ def removed_counts(n: int) -> tuple[int, ...]:
 
 
 def searching_with_removed(file: Path, dim: int, kind: str, probes: np.ndarray, n: int) -> list[tuple[float, int]]:
-    """(median seconds per top-100 query, perturbed copies found) on the mapped ``file`` with the last
-    images removed (hidden: the probes' own images are the first ones), for each of :func:`removed_counts`."""
+    """:func:`probe_searches` on the mapped ``file`` with the last images removed (hidden: the probes' own
+    images are the first ones), for each of :func:`removed_counts`."""
     rows = []
     for removed in removed_counts(n):
         index = ShortlistIndex.load(file, dim, kind, mapped=True)
         index.remove(np.arange(n - removed, n + 1))  # n: the copy of probe 0 that add_one() saved
         index.search(probes[0], 100)  # pages of the file in
-        times, found = [], 0
-        for i, q in enumerate(probes):
-            start = time.perf_counter()
-            ids, _ = index.search(q, 100)
-            times.append(time.perf_counter() - start)
-            found += int(len(ids) > 0 and ids[0] == i)
-        rows.append((1000 * statistics.median(times), found))
+        rows.append(probe_searches(index, probes))
     return rows
 
 

@@ -50,7 +50,7 @@ from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, FALLBACK_GLOBAL_DESC
 from localmatch.shortlist.asmk import (REPRESENTATIONS, AsmkConfig, Codebook, InvertedFile, describe_database_image,
                                        describe_query, train_codebook)
 from localmatch.shortlist.asmk.codebook import graph_path
-from localmatch.shortlist.index import DROPPING_KINDS, INDEX_KINDS, ShortlistIndex
+from localmatch.shortlist.index import INDEX_KINDS, ShortlistIndex
 from localmatch.types import Features, Hit
 
 log = logging.getLogger(__name__)
@@ -511,7 +511,7 @@ class Database:
         in the file (``lsh`` and ``hnsw`` cannot drop them) is rebuilt first."""
         index = self._current_index()
         if self._index_unsaved > SAVED_INDEX_MAX_LAG * max(len(index), 1):
-            if index.hidden and index.kind not in DROPPING_KINDS:
+            if index.hidden_after_save:
                 index = self._index = self._build_index(self._rows())
             index.save(self.path / INDEX_FILE)
             with self._transaction():

@@ -199,6 +199,12 @@ class ShortlistIndex:
         """How many removed vectors are still stored, hidden from search (see :meth:`remove`)."""
         return len(self._hidden)
 
+    @property
+    def hidden_after_save(self) -> int:
+        """How many removed vectors :meth:`save` would still write: kinds faiss cannot remove from keep them
+        until they are rebuilt."""
+        return 0 if self.kind in DROPPING_KINDS else self.hidden
+
     def _own_storage(self) -> None:
         """Copy a mapped index's vectors into memory (faiss cannot shrink or grow a view of a file: it aborts
         the process on trying), with the vectors added beside them merged in; then drop the hidden vectors
@@ -208,7 +214,7 @@ class ShortlistIndex:
             if self._recent is not None:
                 self._index.add_with_ids(np.concatenate(self._recent_vectors), self._recent_ids())
             self._forget_recent()
-        if self.hidden and self.kind in DROPPING_KINDS:
+        if self.hidden and not self.hidden_after_save:
             self._index.remove_ids(self._hidden)
             self._hidden = np.zeros(0, np.int64)
 
@@ -216,12 +222,11 @@ class ShortlistIndex:
         """The mapped index, read into memory: from its file while that is still the file mapped (1 s for
         1.3 GB), else (it was replaced) through faiss's serialisation of the map (19 s for 1.3 GB: faiss grows
         its buffer as it writes)."""
-        path, identity = self._mapped_file
-        try:
-            if _file_identity(path) == identity:
-                return faiss.read_index(str(path))
-        except (OSError, RuntimeError):
-            pass
+        if not self.file_replaced():
+            try:
+                return faiss.read_index(str(self._mapped_file[0]))
+            except RuntimeError:  # replaced between the check and the read
+                pass
         return faiss.deserialize_index(faiss.serialize_index(self._index))
 
     def file_replaced(self) -> bool:
