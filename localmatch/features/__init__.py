@@ -51,4 +51,4 @@ def extract(
     return extractor.run(loaded, cfg)
 
 
-from localmatch.features import aliked, disk, keynet_affnet, sift, xfeat  # noqa: E402,F401  (registers them)
+from localmatch.features import aliked, asift, disk, keynet_affnet, sift, xfeat  # noqa: E402,F401  (registers them)

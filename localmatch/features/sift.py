@@ -9,7 +9,7 @@ import numpy as np
 
 from localmatch.config import Config
 from localmatch.features import FEATURES, FeatureExtractor
-from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, resize_to_working
+from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, Resized, resize_to_working
 from localmatch.types import Features
 
 
@@ -46,13 +46,26 @@ def extract_sift(image: Image, config: SiftConfig) -> Features:
         keypoints, descriptors = sift.compute(work.pixels, keypoints) if keypoints else ((), None)
     else:
         keypoints, descriptors = sift.detectAndCompute(work.pixels, None)
+    return features_from_opencv(image, work, keypoints, descriptors, "rootsift" if config.root else "sift",
+                                root=config.root)
+
+
+def features_from_opencv(image: Image, work: Resized, keypoints, descriptors: np.ndarray | None,
+                         extractor: str, *, root: bool = True, offsets: np.ndarray | None = None) -> Features:
+    """Pack OpenCV SIFT keypoints found on the working image ``work`` into :class:`Features` in original
+    pixels (``extractor`` names them), with RootSIFT descriptors when ``root``, else L2-normalised SIFT.
+
+    ``offsets``: ``(N, 2)`` working-pixel amounts to take off each OpenCV position to reach the
+    pixel-centre convention (default: SIFT's quarter pixel for all).
+    """
     if not keypoints or descriptors is None:
-        return _empty(image, "rootsift" if config.root else "sift")
-    descriptors = _normalise(descriptors.astype(np.float32), config.root)
+        return _empty(image, extractor)
+    descriptors = _normalise(descriptors.astype(np.float32), root)
     # OpenCV reports positions on its first octave (the image doubled) halved, which puts them a quarter
     # pixel right of and below the pixel-centre convention used everywhere else (pixel (0, 0) is centred
     # on (0, 0)): a rotation by 180 degrees otherwise comes out as x' = W - 0.5 - x instead of W - 1 - x.
-    points = np.array([k.pt for k in keypoints], dtype=np.float32) - SIFT_CENTRE_OFFSET
+    offsets = SIFT_CENTRE_OFFSET if offsets is None else np.asarray(offsets, np.float32)
+    points = np.array([k.pt for k in keypoints], dtype=np.float32) - offsets
     mean_scale = 0.5 * (work.scale[0] + work.scale[1])
     return Features(
         keypoints=work.to_original(points),
@@ -61,7 +74,7 @@ def extract_sift(image: Image, config: SiftConfig) -> Features:
         scores=np.array([k.response for k in keypoints], dtype=np.float32),
         descriptors=descriptors,
         image_size=image.size,
-        extractor="rootsift" if config.root else "sift",
+        extractor=extractor,
         working_scale=mean_scale,
     )
 

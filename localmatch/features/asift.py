@@ -1,0 +1,114 @@
+"""ASIFT: SIFT on affine-simulated views of the image, for strong viewpoint change.
+
+SIFT is invariant to zoom and rotation but not to the tilt of a plane seen at a slant; past about
+40-50 degrees of viewpoint change its descriptors no longer agree. ASIFT (Morel & Yu, SIAM J. Imaging
+Sciences 2009) detects and describes SIFT on simulated views of the image (the image squeezed by tilt
+``t`` along directions every ``72 / t`` degrees) and maps every keypoint back to the image, so one of
+the views of A usually looks like one of the views of B. OpenCV's ``cv2.AffineFeature`` does the
+simulation; this module caps the result and packs it as RootSIFT :class:`Features`.
+
+Cost: with ``max_tilt=2`` (tilts 1, sqrt 2 and 2: 10 views) extraction takes about 1 s per 1024 px image
+on 2 cores, some 7x SIFT, so it is meant for pairs that plain SIFT could not verify (``verify(...,
+fallback_features="asift")``), not for indexing a collection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from localmatch.config import Config
+from localmatch.features import FEATURES, FeatureExtractor
+from localmatch.features.sift import SIFT_CENTRE_OFFSET, features_from_opencv
+from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, resize_to_working
+from localmatch.types import Features
+
+NAME = "asift"
+
+
+@dataclass(frozen=True)
+class AsiftConfig(Config):
+    """Options of the ASIFT extractor.
+
+    Attributes:
+        max_features: keep at most this many keypoints over all views, the strongest by response.
+        max_side: long side of the working image in pixels (None: original size; never enlarged).
+        max_tilt: simulate tilts ``sqrt(2) ** k`` for ``k = 0 .. max_tilt`` (OpenCV's ``maxTilt``): 2 reaches
+            tilt 2, about 60 degrees of viewpoint change; each level adds views and time.
+        contrast_threshold: OpenCV's DoG contrast threshold in every view.
+        max_pixels: images larger than this are refused (decompression bombs).
+    """
+
+    max_features: int = 8192
+    max_side: int | None = DEFAULT_MAX_SIDE
+    max_tilt: int = 2
+    contrast_threshold: float = 0.04
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.max_tilt < 0:
+            raise ValueError(f"max_tilt must be >= 0, got {self.max_tilt}")
+
+
+def extract_asift(image: Image, config: AsiftConfig) -> Features:
+    """ASIFT on the working-size grayscale image; keypoints returned in original pixels.
+
+    Orientations are those measured in each view. Positions are corrected per view (see
+    :func:`view_offsets`) so that they follow the pixel-centre convention like plain SIFT's.
+    """
+    work = resize_to_working(image.gray(), config.max_side)
+    sift = cv2.SIFT_create(contrastThreshold=config.contrast_threshold)
+    keypoints, descriptors = cv2.AffineFeature_create(sift, maxTilt=config.max_tilt).detectAndCompute(work.pixels, None)
+    if not keypoints:
+        return features_from_opencv(image, work, keypoints, descriptors, NAME)
+    offsets = view_offsets(config.max_tilt)[[k.class_id for k in keypoints]]
+    points = np.array([k.pt for k in keypoints], np.float32) - offsets
+    # Rotated views are padded by repeating the border, and OpenCV keeps what SIFT finds there.
+    height, width = work.pixels.shape[:2]
+    inside = np.flatnonzero((points >= -0.5).all(axis=1) & (points[:, 0] <= width - 0.5)
+                            & (points[:, 1] <= height - 0.5))
+    responses = np.array([keypoints[i].response for i in inside])
+    keep = inside[np.argsort(-responses, kind="stable")[: config.max_features]]
+    return features_from_opencv(image, work, [keypoints[i] for i in keep], descriptors[keep], NAME,
+                                offsets=offsets[keep])
+
+
+def view_offsets(max_tilt: int) -> np.ndarray:
+    """``(V, 2)`` how far OpenCV's mapped-back position of a keypoint found in view ``v`` lies from the
+    pixel-centre position, in working-image pixels (view ``v`` is the keypoint's ``class_id``).
+
+    OpenCV rotates the image by ``phi`` (exactly), squeezes x by nearest-pixel sampling at ``1 / t``
+    and maps keypoints back with the inverse of ``diag(1 / t, 1) R(phi)``. In the view, SIFT's position
+    is a quarter pixel right of and below the pixel centre (see ``SIFT_CENTRE_OFFSET``); and view
+    column ``k`` holds rotated column ``floor(k t)``, not ``k t``, on average ``mean(frac(k t))`` short
+    (half a pixel for ``t = sqrt 2``, none for ``t = 2``). Both are taken back through ``R(phi)^T
+    diag(t, 1)``. Measured on a 180-degree rotation, this takes the views' disagreement from up to
+    1.2 px to under 0.05 px in every view (astronaut, coffee, chelsea).
+    """
+    tilts, rolls = opencv_views(max_tilt)
+    k = np.arange(1, 4097)
+    shortfall = np.array([np.mean(k * np.float32(t) - np.floor(k * np.float32(t))) if t != 1 else 0.0
+                          for t in tilts])
+    in_view = np.stack([SIFT_CENTRE_OFFSET * tilts + shortfall, np.full_like(tilts, SIFT_CENTRE_OFFSET)], axis=1)
+    c, s = np.cos(np.deg2rad(rolls)), np.sin(np.deg2rad(rolls))
+    return np.stack([c * in_view[:, 0] + s * in_view[:, 1], -s * in_view[:, 0] + c * in_view[:, 1]], axis=1)
+
+
+def opencv_views(max_tilt: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tilt and rotation (degrees) of each view, in ``cv2.AffineFeature``'s order (its constructor's loop,
+    in its float arithmetic; the Python binding does not return ``getViewParams``)."""
+    tilts, rolls, tilt = [1.0], [0.0], 1.0
+    for _ in range(max_tilt):
+        tilt *= float(np.float32(2 ** 0.5))
+        step = np.float32(np.float32(72) / tilt)
+        count = int(np.floor(np.float32(180) / step))
+        if np.float32(count * step) == np.float32(180):
+            count -= 1
+        tilts += [float(np.float32(tilt))] * (count + 1)
+        rolls += [float(np.float32(step * j)) for j in range(count + 1)]
+    return np.array(tilts), np.array(rolls)
+
+
+FEATURES.add(NAME, FeatureExtractor(NAME, AsiftConfig, extract_asift))
