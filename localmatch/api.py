@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from localmatch.config import Config, build_config
-from localmatch.features import extract
+from localmatch.features import FEATURES, extract
 from localmatch.geometry import Model, RansacConfig, estimate
 from localmatch.io import ImageSource, load_image
 from localmatch.matching import MATCHERS
@@ -29,6 +30,7 @@ def verify(
     feature_config: Config | dict | None = None,
     matcher_config: Config | dict | None = None,
     ransac: RansacConfig | dict | None = None,
+    fallback_features: str | None = None,
 ) -> Verification:
     """Do images A and B show the same thing, and how are they related?
 
@@ -43,27 +45,41 @@ def verify(
         min_inliers: inliers needed for ``is_match``.
         feature_config, matcher_config, ransac: options of each stage (config objects or dicts).
             ``ransac.threshold`` is in working-image pixels and is scaled to original pixels.
+        fallback_features: when A and B do not verify, extract these features (default options) from
+            both images, match them with ``nn`` and verify again; ``"asift"`` (SIFT on affine-simulated
+            views) recovers pairs with strong viewpoint change, at about 2 s per retried pair. Needs
+            images, not features. Pairs that verify at once cost nothing more.
 
     Returns:
-        :class:`~localmatch.types.Verification`, all points and the matrix in original pixels.
+        :class:`~localmatch.types.Verification`, all points and the matrix in original pixels: the
+        retry's when ``fallback_features`` was tried and verified, else the first one
+        (``Verification.features`` says which).
 
     Raises:
         ImageError: an image could not be decoded (the message names it and says why).
         UnknownNameError: a features, matcher, geometry or backend name is not registered.
     """
     m = MATCHERS.get(matcher)
+    given_features = isinstance(a, Features) or isinstance(b, Features)
+    if given_features and (m.dense or fallback_features is not None):
+        why = f"matcher {matcher!r} matches images" if m.dense else "fallback_features extracts from the images"
+        raise ValueError(f"{why}; give images, not features")
+    if fallback_features is not None:
+        FEATURES.get(fallback_features)  # an unknown name fails before any work
+    options = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac)
     if m.dense:
-        if isinstance(a, Features) or isinstance(b, Features):
-            raise ValueError(f"matcher {matcher!r} matches images; give images, not features")
         correspondences = m.run(load_image(a), load_image(b), m.make_config(matcher_config))
-        return verify_correspondences(correspondences, geometry=geometry, backend=backend,
-                                      min_inliers=min_inliers, ransac=ransac)
-    features_a = a if isinstance(a, Features) else extract(a, features, feature_config)
-    features_b = b if isinstance(b, Features) else extract(b, features, feature_config)
-    m.check(features_a, features_b)
-    matches = m.run(features_a, features_b, m.make_config(matcher_config))
-    return verify_matches(features_a, features_b, matches, geometry=geometry, backend=backend,
-                          min_inliers=min_inliers, ransac=ransac)
+        result = verify_correspondences(correspondences, **options)
+    else:
+        features_a = a if isinstance(a, Features) else extract(a, features, feature_config)
+        features_b = b if isinstance(b, Features) else extract(b, features, feature_config)
+        m.check(features_a, features_b)
+        result = verify_matches(features_a, features_b, m.run(features_a, features_b, m.make_config(matcher_config)),
+                                **options)
+    if result.is_match or fallback_features is None:
+        return result
+    retry = verify(a, b, features=fallback_features, matcher="nn", **options)
+    return retry if retry.is_match else result
 
 
 def correspondences_of(features_a: Features, features_b: Features, matches: Matches) -> Correspondences:
@@ -82,8 +98,9 @@ def matched_points(keypoints_a: np.ndarray, keypoints_b: np.ndarray, matches: Ma
 
 def verify_matches(features_a: Features, features_b: Features, matches: Matches, **options: Any) -> Verification:
     """Robustly fit a model to putative matches and summarise the result (options as
-    :func:`verify_correspondences`)."""
-    return verify_correspondences(correspondences_of(features_a, features_b, matches), **options)
+    :func:`verify_correspondences`); ``Verification.features`` names the features' extractor."""
+    result = verify_correspondences(correspondences_of(features_a, features_b, matches), **options)
+    return dataclasses.replace(result, features=features_a.extractor)
 
 
 def verify_correspondences(

@@ -31,7 +31,9 @@ def _verification_json(image_a: str, image_b: str, result: Verification) -> dict
 def _describe(result: Verification) -> str:
     verdict = "MATCH" if result.is_match else "no match"
     model = result.geometry or "no model"
-    return f"{verdict}: {result.num_inliers} inliers of {result.num_matches} matches, {model}, score {result.score:.3f}"
+    features = f" ({result.features} features)" if result.features else ""
+    return (f"{verdict}: {result.num_inliers} inliers of {result.num_matches} matches{features}, {model}, "
+            f"score {result.score:.3f}")
 
 
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
@@ -45,7 +47,7 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
 def cmd_verify(args: argparse.Namespace) -> int:
     image_a, image_b = load_image(args.image_a), load_image(args.image_b)
     result = verify(image_a, image_b, features=args.features, matcher=args.matcher, geometry=args.geometry,
-                    backend=args.backend, min_inliers=args.min_inliers)
+                    backend=args.backend, min_inliers=args.min_inliers, fallback_features=args.fallback_features)
     if args.draw:
         from localmatch.viz import save_picture, side_by_side
 
@@ -273,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image_a")
     p.add_argument("image_b")
     _add_pipeline_options(p)
+    p.add_argument("--fallback-features", metavar="NAME",
+                   help="when the pair does not verify, try again with these features and nn (asift: strong "
+                        "viewpoint change, about 2 s more per retried pair)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--draw", metavar="OUT.png", help="write a side-by-side picture of the inlier matches")
     p.set_defaults(run=cmd_verify)

@@ -111,6 +111,8 @@ class Verification:
             ``x_b^T F x_a = 0``; an affine map has last row ``0 0 1``), or None.
         is_match: ``num_inliers >= min_inliers`` of the verification config.
         score: inlier ratio ``num_inliers / num_matches`` in [0, 1] (0 when there is no model).
+        features: ``Features.extractor`` of the matched features (``"rootsift"``, ``"asift"``...), or None
+            for a dense matcher and for correspondences verified without features.
     """
 
     num_matches: int
@@ -121,6 +123,7 @@ class Verification:
     matrix: np.ndarray | None
     is_match: bool
     score: float
+    features: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no point arrays)."""
@@ -131,6 +134,7 @@ class Verification:
             "matrix": None if self.matrix is None else self.matrix.tolist(),
             "is_match": self.is_match,
             "score": self.score,
+            "features": self.features,
         }
 
 
