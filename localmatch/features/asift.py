@@ -14,6 +14,7 @@ fallback_features="asift")``), not for indexing a collection.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -64,7 +65,7 @@ def extract_asift(image: Image, config: AsiftConfig) -> Features:
     if not keypoints:
         return features_from_opencv(image, work, keypoints, descriptors, NAME)
     offsets = view_offsets(config.max_tilt)[[k.class_id for k in keypoints]]
-    points = np.array([k.pt for k in keypoints], np.float32) - offsets
+    points = (np.array([k.pt for k in keypoints]) - offsets).astype(np.float32)
     # Rotated views are padded by repeating the border, and OpenCV keeps what SIFT finds there.
     height, width = work.pixels.shape[:2]
     inside = np.flatnonzero((points >= -0.5).all(axis=1) & (points[:, 0] <= width - 0.5)
@@ -72,9 +73,10 @@ def extract_asift(image: Image, config: AsiftConfig) -> Features:
     responses = np.array([keypoints[i].response for i in inside])
     keep = inside[np.argsort(-responses, kind="stable")[: config.max_features]]
     return features_from_opencv(image, work, [keypoints[i] for i in keep], descriptors[keep], NAME,
-                                offsets=offsets[keep])
+                                points=points[keep])
 
 
+@functools.cache
 def view_offsets(max_tilt: int) -> np.ndarray:
     """``(V, 2)`` how far OpenCV's mapped-back position of a keypoint found in view ``v`` lies from the
     pixel-centre position, in working-image pixels (view ``v`` is the keypoint's ``class_id``).
@@ -93,7 +95,9 @@ def view_offsets(max_tilt: int) -> np.ndarray:
                           for t in tilts])
     in_view = np.stack([SIFT_CENTRE_OFFSET * tilts + shortfall, np.full_like(tilts, SIFT_CENTRE_OFFSET)], axis=1)
     c, s = np.cos(np.deg2rad(rolls)), np.sin(np.deg2rad(rolls))
-    return np.stack([c * in_view[:, 0] + s * in_view[:, 1], -s * in_view[:, 0] + c * in_view[:, 1]], axis=1)
+    offsets = np.stack([c * in_view[:, 0] + s * in_view[:, 1], -s * in_view[:, 0] + c * in_view[:, 1]], axis=1)
+    offsets.flags.writeable = False  # cached: one array per max_tilt for every call
+    return offsets
 
 
 def opencv_views(max_tilt: int) -> tuple[np.ndarray, np.ndarray]:

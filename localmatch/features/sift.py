@@ -51,12 +51,12 @@ def extract_sift(image: Image, config: SiftConfig) -> Features:
 
 
 def features_from_opencv(image: Image, work: Resized, keypoints, descriptors: np.ndarray | None,
-                         extractor: str, *, root: bool = True, offsets: np.ndarray | None = None) -> Features:
+                         extractor: str, *, root: bool = True, points: np.ndarray | None = None) -> Features:
     """Pack OpenCV SIFT keypoints found on the working image ``work`` into :class:`Features` in original
     pixels (``extractor`` names them), with RootSIFT descriptors when ``root``, else L2-normalised SIFT.
 
-    ``offsets``: ``(N, 2)`` working-pixel amounts to take off each OpenCV position to reach the
-    pixel-centre convention (default: SIFT's quarter pixel for all).
+    ``points``: ``(N, 2)`` the keypoints' positions on the working image in the pixel-centre convention,
+    when the caller has corrected OpenCV's itself (default: OpenCV's less SIFT's quarter pixel, below).
     """
     if not keypoints or descriptors is None:
         return _empty(image, extractor)
@@ -64,8 +64,8 @@ def features_from_opencv(image: Image, work: Resized, keypoints, descriptors: np
     # OpenCV reports positions on its first octave (the image doubled) halved, which puts them a quarter
     # pixel right of and below the pixel-centre convention used everywhere else (pixel (0, 0) is centred
     # on (0, 0)): a rotation by 180 degrees otherwise comes out as x' = W - 0.5 - x instead of W - 1 - x.
-    offsets = SIFT_CENTRE_OFFSET if offsets is None else np.asarray(offsets, np.float32)
-    points = np.array([k.pt for k in keypoints], dtype=np.float32) - offsets
+    if points is None:
+        points = np.array([k.pt for k in keypoints], dtype=np.float32) - SIFT_CENTRE_OFFSET
     mean_scale = 0.5 * (work.scale[0] + work.scale[1])
     return Features(
         keypoints=work.to_original(points),
