@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from localmatch.config import Config, build_config
-from localmatch.features import FEATURES, extract
+from localmatch.features import FEATURES, extract, load_for
 from localmatch.geometry import Model, RansacConfig, estimate
 from localmatch.io import ImageSource, load_image
 from localmatch.matching import MATCHERS
@@ -66,6 +66,9 @@ def verify(
         raise ValueError(f"{why}; give images, not features")
     if fallback_features is not None:
         FEATURES.get(fallback_features)  # an unknown name fails before any work
+        # decode once: the retry reads the same images
+        first_config = None if m.dense else FEATURES.get(features).make_config(feature_config)
+        a, b = load_for(a, first_config), load_for(b, first_config)
     options = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac)
     if m.dense:
         correspondences = m.run(load_image(a), load_image(b), m.make_config(matcher_config))

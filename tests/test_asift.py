@@ -107,6 +107,24 @@ def test_fallback_errors_come_before_any_work(astronaut):
         localmatch.verify(astronaut, astronaut, fallback_features="asfit")
 
 
+def test_fallback_decodes_each_file_once(astronaut, coffee, tmp_path, monkeypatch):
+    import PIL.Image
+
+    import localmatch.io
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    PIL.Image.fromarray(astronaut.pixels).save(a)
+    PIL.Image.fromarray(coffee.pixels).save(b)
+    decoded = []
+    decode = localmatch.io._decode
+    monkeypatch.setattr(localmatch.io, "_decode", lambda f, name, *args: decoded.append(name) or decode(f, name, *args))
+    result = localmatch.verify(str(a), str(b), fallback_features="asift")
+    assert not result.is_match  # so the retry ran, on the images decoded for the first attempt
+    assert sorted(decoded) == [str(a), str(b)]
+    with pytest.raises(localmatch.ImageError, match="over the limit"):  # the first extractor's pixel limit holds
+        localmatch.verify(str(a), str(b), fallback_features="asift", feature_config={"max_pixels": 1000})
+
+
 def test_cli_fallback_features(astronaut, slanted, tmp_path, capsys):
     import PIL.Image
 

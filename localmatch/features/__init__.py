@@ -46,9 +46,13 @@ def extract(
     """
     extractor = FEATURES.get(features)
     cfg = extractor.make_config(config, **overrides)
-    max_pixels = getattr(cfg, "max_pixels", None)
-    loaded = load_image(image) if max_pixels is None else load_image(image, max_pixels=max_pixels)
-    return extractor.run(loaded, cfg)
+    return extractor.run(load_for(image, cfg), cfg)
+
+
+def load_for(image: ImageSource, config: Config | None) -> Image:
+    """Decode ``image`` under the pixel limit of an extractor's config (``max_pixels``, where it has one)."""
+    max_pixels = getattr(config, "max_pixels", None)
+    return load_image(image) if max_pixels is None else load_image(image, max_pixels=max_pixels)
 
 
 from localmatch.features import aliked, asift, disk, keynet_affnet, sift, xfeat  # noqa: E402,F401  (registers them)
