@@ -1,7 +1,7 @@
 """ASMK benchmark: accuracy of global vs ASMK* vs R-ASMK*, bytes per image, query time at 10k/100k images.
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/aggregated.py
-     [--only accuracy|learned|bytes|latency]
+     [--only accuracy|learned|whitening|bytes|latency]
 
 1. accuracy: multiview_dev (every image queries the other 78) and ukbench_subset + imagededup base images
    as distractors; each representation in its own Database (RootSIFT, default settings: 1024 words trained
@@ -9,8 +9,10 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
    re-ranking; beside it the reference ``asmk`` package on the same stored descriptors and codebook.
 2. learned: ASMK* and R-ASMK* over ALIKED and DISK (2048 features, 1024 words) next to RootSIFT on
    multiview_dev, before re-ranking (the same core as the database, on features extracted once).
-3. bytes: ASMK* inverted file bytes per image with 1000 RootSIFT features per image (multiview_dev).
-4. latency: search time over 10k and 100k images with simulated aggregated descriptors (65536 words,
+3. whitening: the same ASMK* over local descriptors PCA-whitened on the database's own descriptors (as HOW
+   whitens its local features), over 6 codebook seeds, next to the descriptors as extracted.
+4. bytes: ASMK* inverted file bytes per image with 1000 RootSIFT features per image (multiview_dev).
+5. latency: search time over 10k and 100k images with simulated aggregated descriptors (65536 words,
    about 1000 words per image, 128-bit signatures; a query of 4000 words holding a noisy copy of one
    image), localmatch's inverted file (with numba's compiled loop, and without: its numpy path) beside the
    ``asmk`` package's IVF holding the same entries; then the query's word assignment on a 65536-word
@@ -20,6 +22,7 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -135,6 +138,42 @@ def learned() -> None:
     print("|---|" + "---|" * len(QUERY_ASSIGNMENTS))
     for label, values in assignment_sweeps.items():
         print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+
+
+WHITENING_POWERS = (0.0, 0.25, 0.5)
+
+
+def whitening() -> None:
+    print("\n## ASMK* over PCA-whitened local descriptors (multiview_dev, 2048 features, 1024 words, "
+          f"{len(CODEBOOK_SEEDS)} codebook seeds, before re-ranking)\n")
+    print("| features | as extracted | " + " | ".join(f"PCA, eigenvalues ** -{p:g}" for p in WHITENING_POWERS)
+          + " |\n|---|---|" + "---|" * len(WHITENING_POWERS))
+    paths = multiview_paths()
+    truth = ground_truth_from_folders(paths)
+    for name, label in (("sift", "RootSIFT"), ("aliked", "ALIKED"), ("disk", "DISK")):
+        extracted = [extract(load_image(p), name) for p in paths]
+        cells = []
+        for features in [extracted] + [pca_whitened(extracted, p) for p in WHITENING_POWERS]:
+            descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
+            maps = [asmk_map(features, paths, truth, train_codebook(descriptors, 1024, seed=seed), AsmkConfig(),
+                             False)[0] for seed in CODEBOOK_SEEDS]
+            cells.append(f"{np.mean(maps):.3f} ± {np.std(maps, ddof=1):.3f}")
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+
+
+def pca_whitened(features: list, power: float) -> list:
+    """The features with descriptors centred, rotated onto the principal axes of all of them, scaled by
+    ``eigenvalue ** -power`` (0: rotation only, 0.5: full whitening) and L2-normalised again."""
+    descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float64)
+    mean = descriptors.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(descriptors - mean, rowvar=False))
+    projection = eigenvectors / np.maximum(eigenvalues, 1e-12) ** power
+    out = []
+    for f in features:
+        x = (f.descriptors - mean) @ projection
+        x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
+        out.append(dataclasses.replace(f, descriptors=x.astype(np.float32)))
+    return out
 
 
 def asmk_map(features, paths: list[str], truth, codebook, config: AsmkConfig, regional: bool) -> tuple[float, float]:
@@ -340,13 +379,15 @@ def query_word_search(words: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("accuracy", "learned", "bytes", "latency"), help="run one part")
+    parser.add_argument("--only", choices=("accuracy", "learned", "whitening", "bytes", "latency"), help="run one part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "accuracy"):
             accuracy(Path(tmp))
         if args.only in (None, "learned"):
             learned()
+        if args.only in (None, "whitening"):
+            whitening()
         if args.only in (None, "bytes"):
             bytes_per_image(Path(tmp))
         if args.only in (None, "latency"):
