@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import statistics
 import tempfile
 import time
@@ -103,7 +104,7 @@ def learned() -> None:
     truth = ground_truth_from_folders(paths)
     sweeps, assignment_sweeps, seed_sweeps = {}, {}, {}
     for name in ("sift", "aliked", "disk"):
-        features = [extract(load_image(p), name) for p in paths]
+        features = multiview_features(name)
         descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
         label = {"sift": "RootSIFT", "aliked": "ALIKED", "disk": "DISK"}[name]
         seed_sweeps[label] = []
@@ -143,6 +144,12 @@ def learned() -> None:
 WHITENING_POWERS = (0.0, 0.25, 0.5)
 
 
+@functools.cache
+def multiview_features(name: str) -> list:
+    """The named features of every multiview_dev image (default options), extracted once per run."""
+    return [extract(load_image(p), name) for p in multiview_paths()]
+
+
 def whitening() -> None:
     print("\n## ASMK* over PCA-whitened local descriptors (multiview_dev, 2048 features, 1024 words, "
           f"{len(CODEBOOK_SEEDS)} codebook seeds, before re-ranking)\n")
@@ -151,7 +158,7 @@ def whitening() -> None:
     paths = multiview_paths()
     truth = ground_truth_from_folders(paths)
     for name, label in (("sift", "RootSIFT"), ("aliked", "ALIKED"), ("disk", "DISK")):
-        extracted = [extract(load_image(p), name) for p in paths]
+        extracted = multiview_features(name)
         cells = []
         for features in [extracted] + [pca_whitened(extracted, p) for p in WHITENING_POWERS]:
             descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
@@ -352,7 +359,7 @@ def query_word_search(words: int) -> dict[str, float]:
     codebook, queries = realistic_codebook(words)
     paths = multiview_paths()
     truth = ground_truth_from_folders(paths)
-    features = [extract(load_image(p)) for p in paths]
+    features = multiview_features("sift")
     print(f"\nQuery aggregation (1000 RootSIFT descriptors of each of {len(queries)} held-out ukbench_subset "
           f"images, 5 nearest of {codebook.size} words, residual sums, signs; codebook: two-level k-means "
           "over the other shared images' RootSIFT, multiview_dev included):\n")

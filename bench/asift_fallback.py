@@ -41,27 +41,30 @@ def main() -> None:
             cache[(path, name)] = localmatch.extract(str(path), name)
         return cache[(path, name)]
 
-    def verification(a, b, name, geometry):
-        fa, fb = features(a, name), features(b, name)
+    def first_attempt(a, b):
+        fa, fb = features(a, "sift"), features(b, "sift")
+        return localmatch.verify_matches(fa, fb, localmatch.match(fa, fb), geometry="auto").is_match
+
+    def retry(a, b, geometry):
+        """The ASIFT retry's verification, and the log10 NFA of the model it found."""
+        fa, fb = features(a, "asift"), features(b, "asift")
         matches = localmatch.match(fa, fb)
         result = localmatch.verify_matches(fa, fb, matches, geometry=geometry)
         return result, log10_nfa(result, correspondences_of(fa, fb, matches), fa.image_size, fb.image_size)
 
-    def verified(a, b, name, geometry):
-        return verification(a, b, name, geometry)[0].is_match
-
     print("| pairs | count | verified by RootSIFT (auto) | not verified, then by the ASIFT retry: "
           + " | ".join(GEOMETRIES) + " |")
     print("|---|---|---|" + "---|" * len(GEOMETRIES))
-    failed_pairs = []
+    failed_pairs, significance_rows = [], []
     for label, pairs in (("same scene", same), ("different scenes", different)):
-        first = [verified(a, b, "sift", "auto") for a, b in pairs]
+        first = [first_attempt(a, b) for a, b in pairs]
         failed = [pair for pair, ok in zip(pairs, first) if not ok]
         failed_pairs += failed
-        retried = [sum(verified(a, b, "asift", g) for a, b in failed) for g in GEOMETRIES]
+        retries = {g: [retry(a, b, g) for a, b in failed] for g in GEOMETRIES}
         print(f"| {label} | {len(pairs)} | {sum(first)} | {len(failed)}, then: "
-              + " | ".join(str(n) for n in retried) + " |")
-    significance(same, different, verification)
+              + " | ".join(str(sum(r.is_match for r, _ in retries[g])) for g in GEOMETRIES) + " |")
+        significance_rows += [(label, r.num_inliers, r.num_matches, nfa) for r, nfa in retries["auto"]]
+    significance(significance_rows)
     a, b = failed_pairs[0]
     seconds = [timed(localmatch.verify, str(a), str(b), fallback_features="asift")[1] for _ in range(3)]
     plain = [timed(localmatch.verify, str(a), str(b))[1] for _ in range(3)]
@@ -69,16 +72,10 @@ def main() -> None:
           f"{statistics.median(seconds):.2f} s with it, {statistics.median(plain):.2f} s without (median of 3).")
 
 
-def significance(same, different, verification) -> None:
+def significance(rows: list[tuple[str, int, int, float]]) -> None:
     """Would an a-contrario test (ORSA's number of false alarms) separate the retry's true and chance
-    matches better than the inlier count does? Printed for the pairs the retry verifies or comes closest on."""
-    rows = []
-    for label, pairs in (("same scene", same), ("different scenes", different)):
-        for a, b in pairs:
-            if verification(a, b, "sift", "auto")[0].is_match:
-                continue
-            result, nfa = verification(a, b, "asift", "auto")
-            rows.append((label, result.num_inliers, result.num_matches, nfa))
+    matches better than the inlier count does? ``rows``: (pairs, inliers, matches, log10 NFA) of each
+    retry under geometry auto; every same-scene one is printed, and the most significant of the others."""
     print("\nPairs retried with ASIFT (geometry auto): inliers, and log10 of ORSA's number of false alarms of the "
           "model found (lower is more significant); every same-scene pair and the 5 most significant of the others:\n")
     print("| pairs | inliers / matches | log10 NFA |\n|---|---|---|")
