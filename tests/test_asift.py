@@ -99,6 +99,37 @@ def test_fallback_retries_only_pairs_that_do_not_verify(astronaut, coffee, slant
     assert not other.is_match and other.features == "rootsift"
 
 
+def test_asift_stages_end_with_the_full_extraction(astronaut):
+    from localmatch.features.asift import AsiftConfig, asift_stages
+
+    full = localmatch.extract(astronaut, "asift")
+    stages = list(asift_stages(astronaut, AsiftConfig()))
+    assert len(stages) == 2  # views up to tilt sqrt 2, then the tilt-2 views added
+    assert len(stages[0]) < len(stages[1]) == len(full)
+    for got, want in ((stages[1].keypoints, full.keypoints), (stages[1].descriptors, full.descriptors),
+                      (stages[1].scales, full.scales), (stages[1].scores, full.scores)):
+        np.testing.assert_array_equal(got, want)
+    assert len(list(asift_stages(astronaut, AsiftConfig(max_tilt=1)))) == 1
+    single = list(asift_stages(astronaut, AsiftConfig(max_tilt=0, max_features=500)))
+    assert len(single) == 1 and len(single[0]) == 500
+
+
+def test_fallback_stops_at_the_first_stage_that_verifies(astronaut, coffee, slanted, monkeypatch):
+    from localmatch.features import asift
+
+    levels = []
+    detect = asift._detect
+    monkeypatch.setattr(asift, "_detect", lambda work, config, first, last: levels.append((first, last))
+                        or detect(work, config, first, last))
+    b, truth = slanted  # tilt 3: beyond plain SIFT, within the first stage's tilt sqrt 2 views of both images
+    retried = localmatch.verify(astronaut, b, geometry="homography", fallback_features="asift")
+    assert retried.is_match and corner_error(retried.matrix, truth, *astronaut.size) < 1.5
+    assert levels == [(0, 1), (0, 1)]
+    levels.clear()
+    assert not localmatch.verify(astronaut, coffee, fallback_features="asift").is_match
+    assert levels == [(0, 1), (0, 1), (2, 2), (2, 2)]  # both stages, and no view twice
+
+
 def test_fallback_errors_come_before_any_work(astronaut):
     features = localmatch.extract(astronaut)
     with pytest.raises(ValueError, match="give images, not features"):

@@ -80,3 +80,21 @@ def test_config_from_dict_and_replace():
     assert cfg.max_features == 10 and cfg.replace(upright=True).upright
     with pytest.raises(ValueError, match="valid options"):
         SiftConfig.from_dict({"bogus": 1})
+
+
+def test_extract_pair_side_by_side_equals_one_after_the_other(astronaut, coffee, tmp_path):
+    from localmatch.features import extract_pair
+
+    assert FEATURES.get("sift").side_by_side and not FEATURES.get("disk").side_by_side
+    a, b = extract_pair(astronaut, coffee, "sift", {"max_features": 1000})
+    for got, want in ((a, localmatch.extract(astronaut, max_features=1000)),
+                      (b, localmatch.extract(coffee, max_features=1000))):
+        np.testing.assert_array_equal(got.keypoints, want.keypoints)
+        np.testing.assert_array_equal(got.descriptors, want.descriptors)
+    given, extracted = extract_pair(a, coffee, "sift", {"max_features": 1000})
+    assert given is a and len(extracted) == len(b)
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(localmatch.ImageError, match="broken.jpg"):
+        extract_pair(astronaut, str(broken))

@@ -9,13 +9,15 @@ simulation; this module caps the result and packs it as RootSIFT :class:`Feature
 
 Cost: with ``max_tilt=2`` (tilts 1, sqrt 2 and 2: 10 views) extraction takes about 1 s per 1024 px image
 on 2 cores, some 7x SIFT, so it is meant for pairs that plain SIFT could not verify (``verify(...,
-fallback_features="asift")``), not for indexing a collection.
+fallback_features="asift")``, which runs it in two stages: :func:`asift_stages`), not for indexing a
+collection.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -23,7 +25,7 @@ import numpy as np
 from localmatch.config import Config
 from localmatch.features import FEATURES, FeatureExtractor
 from localmatch.features.sift import SIFT_CENTRE_OFFSET, features_from_opencv
-from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, resize_to_working
+from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, Resized, resize_to_working
 from localmatch.types import Features
 
 NAME = "asift"
@@ -60,18 +62,61 @@ def extract_asift(image: Image, config: AsiftConfig) -> Features:
     :func:`view_offsets`) so that they follow the pixel-centre convention like plain SIFT's.
     """
     work = resize_to_working(image.gray(), config.max_side)
-    sift = cv2.SIFT_create(contrastThreshold=config.contrast_threshold)
-    keypoints, descriptors = cv2.AffineFeature_create(sift, maxTilt=config.max_tilt).detectAndCompute(work.pixels, None)
+    return _strongest(image, work, [_detect(work, config, 0, config.max_tilt)], config.max_features)
+
+
+def asift_stages(image: Image, config: AsiftConfig) -> Iterator[Features]:
+    """ASIFT in stages, as MODS does (Mishkin, Matas & Perdoch, CVIU 2015): first the views up to tilt
+    sqrt 2, then each further tilt level added to them. Yields the features after each stage (capped at
+    ``max_features`` like :func:`extract_asift`); the last stage's equal :func:`extract_asift`'s exactly.
+
+    A caller that stops at the first stage that verifies skips the remaining views: the views up to tilt
+    sqrt 2 cost about half of all ten, and they verify three of the five pairs that the benchmarks'
+    retries recover (graf 1-5 and 1-6 among them; BENCHMARKS.md).
+    """
+    work = resize_to_working(image.gray(), config.max_side)
+    found = [_detect(work, config, 0, min(1, config.max_tilt))]
+    yield _strongest(image, work, found, config.max_features)
+    for level in range(2, config.max_tilt + 1):
+        found.append(_detect(work, config, level, level))
+        yield _strongest(image, work, found, config.max_features)
+
+
+@dataclass(frozen=True)
+class _Detections:
+    """What SIFT found on some of the views, before the cap: OpenCV keypoints, ``(N, 128)`` descriptors
+    and ``(N, 2)`` positions on the working image, corrected to the pixel-centre convention."""
+
+    keypoints: list
+    descriptors: np.ndarray
+    points: np.ndarray
+
+
+def _detect(work: Resized, config: AsiftConfig, first_level: int, last_level: int) -> _Detections:
+    """SIFT on the views of tilt levels ``first_level .. last_level`` (tilt ``sqrt(2) ** level``)."""
+    tilts, rolls = opencv_views(last_level)
+    start = len(opencv_views(first_level - 1)[0]) if first_level > 0 else 0
+    affine = cv2.AffineFeature_create(cv2.SIFT_create(contrastThreshold=config.contrast_threshold))
+    affine.setViewParams(tilts[start:].tolist(), rolls[start:].tolist())
+    keypoints, descriptors = affine.detectAndCompute(work.pixels, None)
     if not keypoints:
-        return features_from_opencv(image, work, keypoints, descriptors, NAME)
-    offsets = view_offsets(config.max_tilt)[[k.class_id for k in keypoints]]
-    points = (np.array([k.pt for k in keypoints]) - offsets).astype(np.float32)
+        return _Detections([], np.zeros((0, 128), np.float32), np.zeros((0, 2), np.float32))
+    views = start + np.array([k.class_id for k in keypoints])  # class_id counts the views given
+    points = (np.array([k.pt for k in keypoints]) - view_offsets(last_level)[views]).astype(np.float32)
     # Rotated views are padded by repeating the border, and OpenCV keeps what SIFT finds there.
     height, width = work.pixels.shape[:2]
     inside = np.flatnonzero((points >= -0.5).all(axis=1) & (points[:, 0] <= width - 0.5)
                             & (points[:, 1] <= height - 0.5))
-    responses = np.array([keypoints[i].response for i in inside])
-    keep = inside[np.argsort(-responses, kind="stable")[: config.max_features]]
+    return _Detections([keypoints[i] for i in inside], descriptors[inside], points[inside])
+
+
+def _strongest(image: Image, work: Resized, found: list[_Detections], max_features: int) -> Features:
+    """The ``max_features`` strongest detections of all ``found`` (by response, ties in view order)."""
+    keypoints = [k for d in found for k in d.keypoints]
+    responses = np.array([k.response for k in keypoints], np.float32)
+    keep = np.argsort(-responses, kind="stable")[:max_features]
+    descriptors = np.concatenate([d.descriptors for d in found])
+    points = np.concatenate([d.points for d in found])
     return features_from_opencv(image, work, [keypoints[i] for i in keep], descriptors[keep], NAME,
                                 points=points[keep])
 
@@ -115,4 +160,4 @@ def opencv_views(max_tilt: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(tilts), np.array(rolls)
 
 
-FEATURES.add(NAME, FeatureExtractor(NAME, AsiftConfig, extract_asift))
+FEATURES.add(NAME, FeatureExtractor(NAME, AsiftConfig, extract_asift, stages=asift_stages, side_by_side=True))

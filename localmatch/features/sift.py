@@ -104,4 +104,4 @@ def _empty(image: Image, name: str) -> Features:
     return Features(np.zeros((0, 2), np.float32), zeros, zeros, zeros, np.zeros((0, 128), np.float32), image.size, name)
 
 
-FEATURES.add("sift", FeatureExtractor("sift", SiftConfig, extract_sift))
+FEATURES.add("sift", FeatureExtractor("sift", SiftConfig, extract_sift, side_by_side=True))
