@@ -16,6 +16,7 @@ from localmatch.features import FEATURES, extract
 from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS, RansacConfig, estimate
 from localmatch.io import Image, load_image
 from localmatch.matching import MATCHERS, match, match_nn_batched
+from localmatch.pairs import verify_pairs
 from localmatch.types import Features, Matches, Verification
 
 __version__ = "0.1.0"
@@ -41,4 +42,5 @@ __all__ = [
     "match_nn_batched",
     "verify",
     "verify_matches",
+    "verify_pairs",
 ]

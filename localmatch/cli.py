@@ -45,6 +45,8 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.pairs:
+        return _verify_pairs_file(args)
     image_a, image_b = load_image(args.image_a), load_image(args.image_b)
     result = verify(image_a, image_b, features=args.features, matcher=args.matcher, geometry=args.geometry,
                     backend=args.backend, min_inliers=args.min_inliers, fallback_features=args.fallback_features)
@@ -64,6 +66,28 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.draw:
             print(f"picture: {args.draw}")
     return EXIT_OK
+
+
+def _verify_pairs_file(args: argparse.Namespace) -> int:
+    """``localmatch verify --pairs FILE``: one line (or JSON object) per pair, as each is verified. An
+    image that cannot be used is reported for its pairs, on stdout and stderr, and the run goes on; the
+    exit status is then 2 (bad input), as for a single pair."""
+    from localmatch.pairs import read_pairs, verify_pairs
+
+    pairs = read_pairs(args.pairs, args.images_root)
+    status = EXIT_OK
+    for outcome in verify_pairs(pairs, features=args.features, matcher=args.matcher, geometry=args.geometry,
+                                backend=args.backend, min_inliers=args.min_inliers,
+                                fallback_features=args.fallback_features):
+        if outcome.error:
+            print(f"localmatch: {outcome.image_a} <-> {outcome.image_b}: {outcome.error}", file=sys.stderr)
+            status = EXIT_BAD_INPUT
+        if args.json:
+            print(json.dumps(outcome.to_dict()), flush=True)
+        else:
+            verdict = _describe(outcome.verification) if outcome.verification else f"error: {outcome.error}"
+            print(f"{outcome.image_a} <-> {outcome.image_b}: {verdict}", flush=True)
+    return status
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -271,14 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("verify", help="match and geometrically verify two images")
-    p.add_argument("image_a")
-    p.add_argument("image_b")
+    p = sub.add_parser("verify", help="match and geometrically verify two images (or a list of pairs)")
+    p.add_argument("image_a", nargs="?")
+    p.add_argument("image_b", nargs="?")
+    p.add_argument("--pairs", metavar="PAIRS.txt",
+                   help="verify the pairs listed in this file instead (two image paths per line, tab- or "
+                        "space-separated, as hloc's pairs files), each image extracted once; one line per pair")
+    p.add_argument("--images-root", metavar="DIR", help="folder the pairs file's relative paths are under "
+                   "(default: the current folder)")
     _add_pipeline_options(p)
     p.add_argument("--fallback-features", metavar="NAME",
                    help="when the pair does not verify, try again with these features and nn (asift: strong "
-                        "viewpoint change, about 2 s more per retried pair)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+                        "viewpoint change, about 0.5-2.5 s more per retried pair)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (with --pairs: one per line)")
     p.add_argument("--draw", metavar="OUT.png", help="write a side-by-side picture of the inlier matches")
     p.set_defaults(run=cmd_verify)
 
@@ -359,7 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "verify":
+        if (args.pairs is None) != (args.image_a is not None and args.image_b is not None) or \
+                (args.pairs is not None and args.image_a is not None):
+            parser.error("verify takes two images, or --pairs FILE")
+        if args.pairs is not None and args.draw:
+            parser.error("--draw pictures one pair; it cannot be used with --pairs")
+        if args.images_root is not None and args.pairs is None:
+            parser.error("--images-root goes with --pairs")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.run(args)
