@@ -30,12 +30,19 @@ def timed(fn, *args, **kwargs):
 @contextlib.contextmanager
 def numba_loop(module, available: bool):
     """Within the block, ``module`` (one of localmatch's ``compiled`` modules) reports its numba loop as
-    ``available`` or not, so its caller takes the compiled path or the numpy one; restored afterwards."""
-    before, module.AVAILABLE = module.AVAILABLE, available
+    ``available`` or not, so its caller takes the compiled path or the numpy one, from the first call
+    (the matcher's would otherwise reduce its first entries with numpy: ``NUMPY_ENTRIES_FIRST``);
+    restored afterwards."""
+    before = module.AVAILABLE, getattr(module, "NUMPY_ENTRIES_FIRST", None)
+    module.AVAILABLE = available
+    if before[1] is not None:
+        module.NUMPY_ENTRIES_FIRST = 0
     try:
         yield
     finally:
-        module.AVAILABLE = before
+        module.AVAILABLE = before[0]
+        if before[1] is not None:
+            module.NUMPY_ENTRIES_FIRST = before[1]
 
 
 def tutorial_homography(path_a: str, path_b: str, ratio: float = 0.8, threshold: float = 3.0):

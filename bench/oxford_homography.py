@@ -18,9 +18,10 @@ import torch
 
 import localmatch
 from localmatch.io import load_image
+from localmatch.matching import compiled
 from localmatch.matching.nn import quantize
 
-from common import data_dir, mean_accuracy, timed, tutorial_homography
+from common import data_dir, mean_accuracy, numba_loop, timed, tutorial_homography
 
 THRESHOLDS = (1, 2, 3, 5, 7, 10)
 SEQUENCES = ("bikes", "boat", "graf", "leuven")
@@ -107,29 +108,31 @@ def main() -> None:
         print(f"| {label} | {mean_accuracy(errors[label], THRESHOLDS):.3f} | {t:.3f} | {t / tut_time:.2f}x "
               f"| {statistics.mean(seconds[label]):.3f} | {max(seconds[label]):.3f} |")
 
-    # Matching + verification alone from cached features, on one core.
+    # Matching + verification alone from cached features, on one core, with each similarity reduction.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    times = {"homography": [], "auto": []}
-    counts = []
-    for _, path_a, path_b, _ in pairs():
-        fa, fb = localmatch.extract(path_a), localmatch.extract(path_b)
-        counts.append((len(fa), len(fb)))
-        for geometry in times:
-            def run():
-                m = localmatch.match(fa, fb)
-                return localmatch.verify_matches(fa, fb, m, geometry=geometry, backend=args.backend)
-            run()
-            times[geometry].append(min(timed(run)[1] for _ in range(5)))
-    print(f"\nMatch + verify from cached features (default config, ~{np.mean(counts):.0f} RootSIFT per image), "
-          "1 thread, best of 5 per pair:\n")
-    print("| geometry | median ms | max ms |\n|---|---|---|")
-    for geometry, t in times.items():
-        print(f"| {geometry} | {1000 * statistics.median(t):.2f} | {1000 * max(t):.2f} |")
+    cached = [(localmatch.extract(path_a), localmatch.extract(path_b)) for _, path_a, path_b, _ in pairs()]
+    reductions = {"numba": compiled.AVAILABLE, "numpy": False}  # the numpy row twice without numba
+    print(f"\nMatch + verify from cached features (default config, ~{np.mean([len(f) for p in cached for f in p]):.0f} "
+          "RootSIFT per image), 1 thread, best of 5 per pair; the matcher's similarity reduction compiled by numba "
+          "(a process past its first ~2500 pairs) or numpy's (before them, or without numba):\n")
+    print("| reduction | geometry | median ms | max ms |\n|---|---|---|---|")
+    for reduction, available in reductions.items():
+        with numba_loop(compiled, available):
+            for geometry in ("homography", "auto"):
+                times = []
+                for fa, fb in cached:
+                    def run():
+                        m = localmatch.match(fa, fb)
+                        return localmatch.verify_matches(fa, fb, m, geometry=geometry, backend=args.backend)
+                    run()
+                    times.append(min(timed(run)[1] for _ in range(5)))
+                print(f"| {reduction} | {geometry} | {1000 * statistics.median(times):.2f} | {1000 * max(times):.2f} |")
     _, path_a, path_b, _ = next(iter(pairs()))
     q = [quantize(localmatch.extract(p).descriptors) for p in (path_a, path_b)]
-    t_match = min(timed(localmatch.matching.nn.match_nn, q[0], q[1])[1] for _ in range(10))
-    print(f"\nof which matching alone (int8 descriptors already quantised): {1000 * t_match:.2f} ms")
+    with numba_loop(compiled, compiled.AVAILABLE):
+        t_match = min(timed(localmatch.matching.nn.match_nn, q[0], q[1])[1] for _ in range(10))
+    print(f"\nof which matching alone (int8 descriptors already quantised, numba's reduction): {1000 * t_match:.2f} ms")
 
 
 if __name__ == "__main__":

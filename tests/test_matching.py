@@ -21,6 +21,7 @@ def reduction(request, monkeypatch):
     if request.param == "numba" and not compiled.AVAILABLE:
         pytest.skip("numba (the optional accelerator, a test dependency) is not installed")
     monkeypatch.setattr(compiled, "AVAILABLE", request.param == "numba")
+    monkeypatch.setattr(compiled, "NUMPY_ENTRIES_FIRST", 0)
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -116,6 +117,26 @@ def test_compiled_reduction_gives_numpys_integers(rows, columns):
         outputs.append(out)
     for got, want in zip(*outputs):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(not compiled.AVAILABLE, reason="numba (a test dependency) is not installed")
+def test_numpy_reduces_until_it_has_cost_what_loading_numba_costs(monkeypatch):
+    a, b, _ = planted(7)
+    pair = len(a) * len(b)
+    monkeypatch.setattr(compiled, "NUMPY_ENTRIES_FIRST", 3 * pair)
+    monkeypatch.setattr(compiled, "_numpy_entries", 0)
+    calls = []
+    monkeypatch.setattr(compiled, "reduce_block", lambda *args: calls.append(len(args[0])) or nn._reduce_block(*args))
+    want = match_nn(a, b)
+    for _ in range(2):  # numpy's, three pairs in all: the compiled loop is not called
+        np.testing.assert_array_equal(match_nn(a, b).indices, want.indices)
+    assert calls == [] and compiled._numpy_entries == 3 * pair
+    match_nn(a, b)
+    assert sum(calls) == len(a)  # every row of the fourth pair went to the compiled loop
+    monkeypatch.setattr(compiled, "AVAILABLE", False)
+    calls.clear()
+    match_nn(a, b)
+    assert calls == []
 
 
 def test_importing_localmatch_does_not_import_numba():

@@ -17,6 +17,28 @@ from localmatch import jit
 #: Whether the compiled reduction can run here (tests and benchmarks switch it off to compare).
 AVAILABLE = jit.AVAILABLE
 
+#: Similarity entries numpy reduces before the compiled loop is loaded. Loading it (numba's import, then
+#: the loop from numba's cache) takes about 0.7 s; it then saves about 0.04 ms per 256 x 2048 block
+#: (0.3 ms per 2048 x 2048 pair), about 7e-11 s per entry. Rent before buying: a process that matches few
+#: pairs (one ``localmatch verify``, a search) never pays for numba, and one that matches many loads it
+#: once numpy's extra time has reached the loading time (about 2500 pairs of 2048 features), which never
+#: costs more than twice the better choice made in hindsight. Tests and benchmarks set it to 0.
+NUMPY_ENTRIES_FIRST = 10_000_000_000
+
+_numpy_entries = 0
+
+
+def use_compiled(entries: int) -> bool:
+    """Whether to reduce the next block (``entries`` similarities) with the compiled loop; when not,
+    the block counts towards :data:`NUMPY_ENTRIES_FIRST`."""
+    global _numpy_entries
+    if not AVAILABLE:
+        return False
+    if _numpy_entries >= NUMPY_ENTRIES_FIRST:
+        return True
+    _numpy_entries += entries  # not locked: threads may lose a few counts, which only delays the switch
+    return False
+
 _LOWEST = np.int32(np.iinfo(np.int32).min)
 
 

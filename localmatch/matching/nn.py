@@ -132,7 +132,7 @@ def _match_pair(qa: QuantizedDescriptors, qb: QuantizedDescriptors, ratio: float
     best = np.empty(n, np.int32)
     second = np.full(n, _INT_MIN, np.int32)
     column_best = np.full(m, _INT_MIN, np.int32)
-    reduce_block = compiled.reduce_block if compiled.AVAILABLE else _reduce_block
+    reduce_block = compiled.reduce_block if compiled.use_compiled(n * m) else _reduce_block
     for start in range(0, n, _ROW_CHUNK):
         sim = _int_similarity(qa.values[start:start + _ROW_CHUNK], qb_t)
         reduce_block(sim, start, nearest, best, second, column_best)
