@@ -391,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "verify":
-        if (args.pairs is None) != (args.image_a is not None and args.image_b is not None) or \
-                (args.pairs is not None and args.image_a is not None):
+        two_images = args.image_a is not None and args.image_b is not None
+        if (args.pairs is None and not two_images) or (args.pairs is not None and args.image_a is not None):
             parser.error("verify takes two images, or --pairs FILE")
         if args.pairs is not None and args.draw:
             parser.error("--draw pictures one pair; it cannot be used with --pairs")

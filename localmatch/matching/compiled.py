@@ -39,6 +39,7 @@ def use_compiled(entries: int) -> bool:
     _numpy_entries += entries  # not locked: threads may lose a few counts, which only delays the switch
     return False
 
+
 _LOWEST = np.int32(np.iinfo(np.int32).min)
 
 
