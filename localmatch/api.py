@@ -47,7 +47,7 @@ def verify(
             ``ransac.threshold`` is in working-image pixels and is scaled to original pixels.
         fallback_features: when A and B do not verify, extract these features (default options) from
             both images, match them with ``nn`` and verify again; ``"asift"`` (SIFT on affine-simulated
-            views) recovers pairs with strong viewpoint change, at about 1-2 s per retried pair (in two
+            views) recovers pairs with strong viewpoint change, at about 0.5-2.5 s per retried pair (in two
             stages: the views up to tilt sqrt 2, then the tilt-2 ones only if those did not verify).
             Needs images, not features. Pairs that verify at once cost nothing more.
 
