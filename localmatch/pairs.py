@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 from localmatch.api import DEFAULT_MIN_INLIERS, retry_in_stages, verify
 from localmatch.config import Config
 from localmatch.errors import ImageError, LocalmatchError
-from localmatch.features import FEATURES, load_for
+from localmatch.features import FEATURES, extract, load_for
 from localmatch.geometry import RansacConfig
 from localmatch.matching import MATCHERS
 from localmatch.types import Features, Verification
@@ -122,15 +122,16 @@ def verify_pairs(
     options = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac)
     cache: OrderedDict[str, Features | ImageError] = OrderedDict()
 
-    def extract(path: str) -> Features | ImageError:
+    def extract_or_error(path: str) -> Features | ImageError:
         try:
-            return extractor.run(load_for(path, config), config)
+            return extract(path, features, config)
         except ImageError as e:
             return e
 
     def cached_features(a: str, b: str, pool: ThreadPoolExecutor) -> tuple[Features, Features]:
         missing = [p for p in dict.fromkeys((a, b)) if p not in cache]
-        cache.update(zip(missing, pool.map(extract, missing) if extractor.side_by_side else map(extract, missing)))
+        run = pool.map if extractor.side_by_side else map
+        cache.update(zip(missing, run(extract_or_error, missing)))
         found = cache[a], cache[b]
         for path in (a, b):
             cache.move_to_end(path)

@@ -73,7 +73,7 @@ def extract_pair(a: ImageSource | Features, b: ImageSource | Features, features:
     cfg = extractor.make_config(config)
 
     def features_of(image: ImageSource | Features) -> Features:
-        return image if isinstance(image, Features) else extractor.run(load_for(image, cfg), cfg)
+        return image if isinstance(image, Features) else extract(image, features, cfg)
 
     if not extractor.side_by_side or isinstance(a, Features) or isinstance(b, Features):
         return features_of(a), features_of(b)
