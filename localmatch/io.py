@@ -64,7 +64,8 @@ class Image:
         return cv2.cvtColor(self.pixels, cv2.COLOR_RGB2GRAY)
 
 
-#: Anything :func:`load_image` accepts. Arrays are RGB (or gray), ``uint8``, ``uint16`` or float in [0, 1].
+#: Anything :func:`load_image` accepts. Arrays are RGB (or gray), ``uint8``, ``uint16`` or float (in [0, 1],
+#: or stretched there from their own minimum and maximum).
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, Image]
 
 
@@ -159,13 +160,7 @@ def _pil_to_rgb8(img: PIL.Image.Image, source: str) -> np.ndarray:
         full = 65535.0 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
         return _array_to_rgb8((arr / full).astype(np.float32), source, None)
     if mode == "F":
-        # 32-bit float files (scientific TIFFs) have no fixed range: one outside [0, 1] is stretched from its
-        # own minimum and maximum, not clipped to a white or black image
-        arr = np.asarray(img, np.float32)
-        finite = arr[np.isfinite(arr)]
-        if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
-            arr = (arr - finite.min()) / max(float(finite.max() - finite.min()), 1e-12)
-        return _array_to_rgb8(arr, source, None)
+        return _array_to_rgb8(np.asarray(img, np.float32), source, None)  # 32-bit float (scientific TIFFs)
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or img.mode == "RGBA":
@@ -195,15 +190,25 @@ def _array_to_rgb8(arr: np.ndarray, source: str, max_pixels: int | None) -> np.n
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageError(source, "array holds NaN or infinite values")
-        out = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        out = (_unit_range(arr.astype(np.float32)) * 255.0 + 0.5).astype(np.uint8)
     else:
-        raise ImageError(source, f"unsupported array dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
+        raise ImageError(source, f"unsupported array dtype {arr.dtype}; use uint8, uint16 or float")
     if out.ndim == 2:
         out = np.repeat(out[:, :, None], 3, axis=2)
     elif out.shape[2] == 4:
         alpha = out[:, :, 3:4].astype(np.float32) / 255.0
         out = (out[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
     return np.ascontiguousarray(out)
+
+
+def _unit_range(arr: np.ndarray) -> np.ndarray:
+    """Float pixels in [0, 1]: as they are when they lie there, else stretched from their own minimum and
+    maximum. Float data has no fixed range (0-255 from ``astype(np.float32)``, scientific TIFFs), and
+    clipping it would give a white or black image."""
+    low, high = float(arr.min()), float(arr.max())
+    if low >= 0.0 and high <= 1.0:
+        return arr
+    return (arr - low) / max(high - low, 1e-12)
 
 
 @dataclass(frozen=True, eq=False)

@@ -98,6 +98,14 @@ def test_uint16_and_float_arrays():
     np.testing.assert_array_equal(load_image(np.full((3, 4, 3), 0.5, np.float32)).pixels, 128)
 
 
+def test_float_array_outside_unit_range_is_stretched_not_clipped_white():
+    # photo.astype(np.float32) keeps 0-255 values; clipping to [0, 1] would give a white image
+    photo = np.zeros((6, 5, 3), np.uint8)
+    photo[1:4, 2:] = (255, 128, 0)
+    np.testing.assert_array_equal(load_image(photo.astype(np.float32)).pixels, photo)
+    np.testing.assert_array_equal(load_image(photo.astype(np.float64) / 255.0).pixels, photo)
+
+
 def test_alpha_is_composited_over_white(tmp_path):
     rgba = np.zeros((4, 6, 4), np.uint8)
     rgba[..., 0] = 200
