@@ -113,7 +113,7 @@ def throughput(folder: Path, queries: int = 5) -> None:
             for name in (list(variants) if n % 2 == 0 else list(variants)[::-1]):  # alternate who goes first
                 with numba_loop(compiled, variants[name]):
                     ours[name].append(timed(verify_candidates, query, candidates)[1])
-            floats = [(c.keypoints, c.descriptors.values.numpy().astype(np.float32) / c.descriptors.scale) for c in candidates]
+            floats = [(c.keypoints, c.descriptors.values.astype(np.float32) / c.descriptors.scale) for c in candidates]
             start = time.perf_counter()
             for kp, des in floats:
                 tutorial_pair(query.keypoints, query.descriptors, kp, des, matcher)

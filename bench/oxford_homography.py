@@ -2,6 +2,10 @@
 
 Run: LOCALMATCH_DATA=../shared/data python bench/oxford_homography.py
 
+The match + verify table alone, with the float product a process uses before it has imported torch,
+numpy's BLAS on one thread:
+OPENBLAS_NUM_THREADS=1 LOCALMATCH_DATA=../shared/data python bench/oxford_homography.py --cached-only --product float
+
 mAA: for each pair, the mean distance between image 1's corners mapped by the estimated and by the
 true homography (inf when no homography is found); mAA is the mean over thresholds 1, 2, 3, 5, 7 and
 10 px of the share of pairs under the threshold.
@@ -75,19 +79,31 @@ def one_after_the_other(path_a: str, path_b: str, retry: str | None, **options) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="opencv", help="geometry backend of localmatch")
+    parser.add_argument("--cached-only", action="store_true", help="only the match + verify table")
+    parser.add_argument("--product", choices=("int8", "float"), default="int8",
+                        help="the matcher's similarity product in that table: torch's int8 kernel (a process that "
+                             "has imported torch) or numpy's float32 one (before it has: nn.FLOAT_ENTRIES_FIRST)")
     args = parser.parse_args()
+    if not args.cached_only:
+        accuracy_and_time(args.backend)
+    if args.product == "float":
+        localmatch.matching.nn._torch_is_worth_it = lambda entries: False
+    match_and_verify(args.backend, args.product)
 
+
+def accuracy_and_time(backend: str) -> None:
+    """The mAA and time per pair of each variant beside the tutorial's."""
     names = [name for name, *_ in pairs()]
     errors = {label: [] for label, _ in VARIANTS + SESSION_12 + [("OpenCV tutorial", None)]}
     seconds = {label: [] for label in errors}
     for _, path_a, path_b, H_true in pairs():
         h, w = cv2.imread(path_a, cv2.IMREAD_GRAYSCALE).shape
         for label, options in VARIANTS:
-            res, t = timed(localmatch.verify, path_a, path_b, geometry="homography", backend=args.backend, **options)
+            res, t = timed(localmatch.verify, path_a, path_b, geometry="homography", backend=backend, **options)
             errors[label].append(corner_error(res.matrix, H_true, w, h))
             seconds[label].append(t)
         for label, retry in SESSION_12:
-            res, t = timed(one_after_the_other, path_a, path_b, retry, geometry="homography", backend=args.backend)
+            res, t = timed(one_after_the_other, path_a, path_b, retry, geometry="homography", backend=backend)
             errors[label].append(corner_error(res.matrix, H_true, w, h))
             seconds[label].append(t)
         (H_tut, _), t = timed(tutorial_homography, path_a, path_b)
@@ -108,14 +124,18 @@ def main() -> None:
         print(f"| {label} | {mean_accuracy(errors[label], THRESHOLDS):.3f} | {t:.3f} | {t / tut_time:.2f}x "
               f"| {statistics.mean(seconds[label]):.3f} | {max(seconds[label]):.3f} |")
 
-    # Matching + verification alone from cached features, on one core, with each similarity reduction.
+
+
+def match_and_verify(backend: str, product: str) -> None:
+    """Matching + verification alone from cached features, on one core, with each similarity reduction."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     cached = [(localmatch.extract(path_a), localmatch.extract(path_b)) for _, path_a, path_b, _ in pairs()]
     reductions = {"numba": compiled.AVAILABLE, "numpy": False}  # the numpy row twice without numba
     print(f"\nMatch + verify from cached features (default config, ~{np.mean([len(f) for p in cached for f in p]):.0f} "
-          "RootSIFT per image), 1 thread, best of 5 per pair; the matcher's similarity reduction compiled by numba "
-          "(a process past its first ~2500 pairs) or numpy's (before them, or without numba):\n")
+          f"RootSIFT per image), {product} similarity product, 1 thread, best of 5 per pair; the matcher's similarity "
+          "reduction compiled by numba (a process past its first ~2500 pairs) or numpy's (before them, or without "
+          "numba):\n")
     print("| reduction | geometry | median ms | max ms |\n|---|---|---|---|")
     for reduction, available in reductions.items():
         with numba_loop(compiled, available):
@@ -124,7 +144,7 @@ def main() -> None:
                 for fa, fb in cached:
                     def run():
                         m = localmatch.match(fa, fb)
-                        return localmatch.verify_matches(fa, fb, m, geometry=geometry, backend=args.backend)
+                        return localmatch.verify_matches(fa, fb, m, geometry=geometry, backend=backend)
                     run()
                     times.append(min(timed(run)[1] for _ in range(5)))
                 print(f"| {reduction} | {geometry} | {1000 * statistics.median(times):.2f} | {1000 * max(times):.2f} |")
@@ -132,7 +152,8 @@ def main() -> None:
     q = [quantize(localmatch.extract(p).descriptors) for p in (path_a, path_b)]
     with numba_loop(compiled, compiled.AVAILABLE):
         t_match = min(timed(localmatch.matching.nn.match_nn, q[0], q[1])[1] for _ in range(10))
-    print(f"\nof which matching alone (int8 descriptors already quantised, numba's reduction): {1000 * t_match:.2f} ms")
+    print(f"\nof which matching alone (int8 descriptors already quantised, {product} product, numba's reduction): "
+          f"{1000 * t_match:.2f} ms")
 
 
 if __name__ == "__main__":

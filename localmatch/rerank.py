@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from localmatch.api import correspondences_of, matched_points, verify_correspondences
 from localmatch.config import Config
@@ -57,7 +56,7 @@ class Candidate:
         """The stored features as :class:`Features` (descriptors dequantised; no scales or orientations)."""
         n = len(self.keypoints)
         zeros = np.zeros(n, np.float32)
-        descriptors = self.descriptors.values.numpy().astype(np.float32) / self.descriptors.scale
+        descriptors = self.descriptors.values.astype(np.float32) / self.descriptors.scale
         return Features(np.array(self.keypoints, np.float32), zeros, zeros, zeros, descriptors,
                         self.image_size, extractor, self.working_scale)
 
@@ -75,6 +74,9 @@ def verify_candidates(query: Features, candidates: Sequence[Candidate], *, match
     """
     if not candidates:
         return []
+    # Many pairs: worth torch's import time for its int8 product at once (see nn.FLOAT_ENTRIES_FIRST).
+    import torch
+
     m = MATCHERS.get(matcher)
     cfg = m.make_config(matcher_config)
     options = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac, only_matches=True)

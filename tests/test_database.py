@@ -140,7 +140,7 @@ def test_reranking_matches_the_pair_api(small_db, ukbench_paths):
         for cand, result in zip(candidates, batched):
             stored = localmatch.Features(cand.keypoints, np.zeros(len(cand.keypoints), np.float32),
                                          np.zeros(len(cand.keypoints), np.float32), np.zeros(len(cand.keypoints), np.float32),
-                                         cand.descriptors.values.numpy().astype(np.float32) / cand.descriptors.scale,
+                                         cand.descriptors.values.astype(np.float32) / cand.descriptors.scale,
                                          cand.image_size, query.extractor, cand.working_scale)
             pair = localmatch.verify(query, stored, geometry="homography")
             assert abs(pair.num_inliers - result.num_inliers) <= max(3, 0.02 * pair.num_inliers)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -73,6 +76,26 @@ def test_unknown_names_and_options_list_the_valid_ones(astronaut):
     with pytest.raises(ValueError, match="max_features"):
         localmatch.extract(astronaut, max_featurez=10)
     assert "sift" in FEATURES.names()
+
+
+def test_learned_extractors_and_matchers_load_their_modules_on_first_use():
+    """Their modules import torch (about 1 s); until asked for, they are names in the registries."""
+    code = """if True:
+        import sys
+        import localmatch
+        from localmatch.errors import UnknownNameError
+        assert {"aliked", "disk", "keynet-affnet", "sift", "xfeat"} <= set(localmatch.FEATURES.names())
+        assert {"lightglue", "lighterglue", "loftr", "nn"} <= set(localmatch.MATCHERS.names())
+        assert "torch" not in sys.modules and "xfeat" in localmatch.FEATURES
+        try:
+            localmatch.FEATURES.get("bogus")
+        except UnknownNameError as e:
+            assert "aliked" in str(e) and "torch" not in sys.modules, e
+        assert localmatch.FEATURES.get("xfeat").name == "xfeat" and "torch" in sys.modules
+        assert localmatch.MATCHERS.get("lighterglue").accepts == ("xfeat",)
+        assert "localmatch.matching.loftr" not in sys.modules
+    """
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_config_from_dict_and_replace():

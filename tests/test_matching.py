@@ -145,6 +145,43 @@ def test_importing_localmatch_does_not_import_numba():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.parametrize("dim", [128, 2048])
+def test_float_product_gives_the_int8_kernels_integers(dim):
+    # the extremes: every product 127 * 127 (or -127 * 127), summed in whatever order BLAS takes
+    rng = np.random.default_rng(dim)
+    a = (rng.choice([-127, 127], size=(300, dim)) * (rng.random((300, dim)) < 0.9)).astype(np.int8)
+    b = rng.choice([-127, 127], size=(200, dim)).astype(np.int8)
+    b[0] = a[0]  # a similarity of dim * 127**2: over 2**24 at dim 2048
+    want = torch._int_mm(torch.from_numpy(a), torch.from_numpy(b).T).numpy()
+    got = nn._float_product(b)(a)
+    assert got.dtype == np.int32 and got.flags.writeable
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_matches_do_not_depend_on_which_product_ran(seed, monkeypatch):
+    a, b, _ = planted(seed)
+    int8 = match_nn(a, b)
+    monkeypatch.setattr(nn, "_torch_is_worth_it", lambda entries: False)
+    floats = match_nn(a, b)
+    np.testing.assert_array_equal(floats.indices, int8.indices)
+    np.testing.assert_array_equal(floats.scores, int8.scores)
+
+
+def test_sift_pairs_do_not_import_torch_until_it_is_worth_its_import_time():
+    """Importing torch takes about 1 s: one SIFT pair (``localmatch verify``) runs without it, and the
+    matcher imports it once numpy's float product has run ``FLOAT_ENTRIES_FIRST`` entries."""
+    code = """if True:
+        import sys
+        from localmatch.cli import main
+        from localmatch.matching import nn
+        assert main(["demo"]) == 0 and "torch" not in sys.modules, "a SIFT pair imported torch"
+        nn.FLOAT_ENTRIES_FIRST = nn._float_entries + 1
+        assert main(["demo"]) == 0 and "torch" in sys.modules, "torch was never imported"
+    """
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
 def test_batched_equals_pairwise():
     a, b, _ = planted(6)
     candidates = [b, b[::2], b[:0], b[100:130]]
@@ -173,5 +210,5 @@ def test_int8_descriptors_are_made_once_per_features_object(astronaut):
     features = localmatch.extract(astronaut, max_features=300)
     first = quantized(features)
     assert quantized(features) is first
-    assert torch.equal(first.values, quantize(features.descriptors).values)
+    np.testing.assert_array_equal(first.values, quantize(features.descriptors).values)
     assert quantized(localmatch.extract(astronaut, max_features=300)) is not first

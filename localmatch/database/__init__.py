@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from localmatch.api import DEFAULT_MIN_INLIERS
@@ -399,7 +398,7 @@ class Database:
         q = quantize(features.descriptors)
         feature_row, global_rows = self._meta_int("feature_rows"), self._meta_int("global_rows")
         self._arrays["keypoints"].append(feature_row, features.keypoints)
-        self._arrays["descriptors"].append(feature_row, q.values.numpy())
+        self._arrays["descriptors"].append(feature_row, q.values)
         global_row = -1  # ASMK databases shortlist with the local features alone
         if self.representation == "global":
             global_row, global_rows = global_rows, global_rows + 1
@@ -653,7 +652,7 @@ class Database:
         return Candidate(
             image_id=image_id, path=path,
             keypoints=self._arrays["keypoints"].read(feature_row, n),
-            descriptors=QuantizedDescriptors(torch.from_numpy(np.array(self._arrays["descriptors"].read(feature_row, n))), scale),
+            descriptors=QuantizedDescriptors(np.array(self._arrays["descriptors"].read(feature_row, n)), scale),
             working_scale=working_scale, image_size=(width, height))
 
     def images(self) -> list[tuple[int, str]]:

@@ -105,4 +105,10 @@ def load_for(image: ImageSource, config: Config | None) -> Image:
     return load_image(image) if max_pixels is None else load_image(image, max_pixels=max_pixels)
 
 
-from localmatch.features import aliked, asift, disk, keynet_affnet, sift, xfeat  # noqa: E402,F401  (registers them)
+from localmatch.features import asift, sift  # noqa: E402,F401  (registers them)
+
+# The learned extractors' modules import torch, so they register themselves when first asked for.
+FEATURES.add_lazy("aliked", "localmatch.features.aliked")
+FEATURES.add_lazy("disk", "localmatch.features.disk")
+FEATURES.add_lazy("keynet-affnet", "localmatch.features.keynet_affnet")
+FEATURES.add_lazy("xfeat", "localmatch.features.xfeat")

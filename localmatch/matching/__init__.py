@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from localmatch.config import Config, build_config
-from localmatch.matching.lightglue import LightGlueConfig, match_lightglue
-from localmatch.matching.loftr import LoFTRConfig, match_loftr
 from localmatch.matching.nn import NNConfig, match_nn, match_nn_batched, quantize, quantized
 from localmatch.registry import Registry
 from localmatch.types import Features, Matches
@@ -55,9 +53,10 @@ def _nn(features_a: Features, features_b: Features, config: NNConfig) -> Matches
 
 
 MATCHERS.add("nn", Matcher("nn", NNConfig, _nn))
-MATCHERS.add("lightglue", Matcher("lightglue", LightGlueConfig, match_lightglue, accepts=("disk", "aliked")))
-MATCHERS.add("lighterglue", Matcher("lighterglue", LightGlueConfig, match_lightglue, accepts=("xfeat",)))
-MATCHERS.add("loftr", Matcher("loftr", LoFTRConfig, match_loftr, dense=True))
+# The networks' modules import torch, so they register their matchers when first asked for.
+MATCHERS.add_lazy("lightglue", "localmatch.matching.lightglue")
+MATCHERS.add_lazy("lighterglue", "localmatch.matching.lightglue")
+MATCHERS.add_lazy("loftr", "localmatch.matching.loftr")
 
 
 def match(features_a: Features, features_b: Features, matcher: str = "nn",
@@ -70,5 +69,5 @@ def match(features_a: Features, features_b: Features, matcher: str = "nn",
     return m.run(features_a, features_b, m.make_config(config, **overrides))
 
 
-__all__ = ["MATCHERS", "Matcher", "NNConfig", "LightGlueConfig", "LoFTRConfig", "match", "match_nn",
+__all__ = ["MATCHERS", "Matcher", "NNConfig", "match", "match_nn",
            "match_nn_batched", "quantize", "quantized"]

@@ -11,6 +11,7 @@ import torch
 
 from localmatch.config import Config
 from localmatch.features._torch import load_checked, select_device
+from localmatch.matching import MATCHERS, Matcher
 from localmatch.types import Features, Matches
 from localmatch.weights import load_state_dict
 
@@ -79,3 +80,7 @@ def match_lightglue(features_a: Features, features_b: Features, config: LightGlu
     scores0 = out["matching_scores0"][0].float().cpu().numpy()
     idx_a = np.flatnonzero(matches0 > -1)
     return Matches(np.stack([idx_a, matches0[idx_a]], axis=1).astype(np.int64), scores0[idx_a].astype(np.float32))
+
+
+MATCHERS.add("lightglue", Matcher("lightglue", LightGlueConfig, match_lightglue, accepts=("disk", "aliked")))
+MATCHERS.add("lighterglue", Matcher("lighterglue", LightGlueConfig, match_lightglue, accepts=("xfeat",)))

@@ -18,6 +18,7 @@ import torch
 from localmatch.config import Config
 from localmatch.features._torch import select_device
 from localmatch.io import Image, resize_to_working
+from localmatch.matching import MATCHERS, Matcher
 from localmatch.types import Correspondences
 from localmatch.weights import load_state_dict
 
@@ -92,3 +93,6 @@ def match_loftr(image_a: Image, image_b: Image, config: LoFTRConfig) -> Correspo
     scale = min(sum(work_a.scale) / 2, sum(work_b.scale) / 2)
     return Correspondences(work_a.to_original(kp_a[order]), work_b.to_original(kp_b[order]),
                            confidence[keep][order].astype(np.float32), scale)
+
+
+MATCHERS.add("loftr", Matcher("loftr", LoFTRConfig, match_loftr, dense=True))

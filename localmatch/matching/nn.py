@@ -1,19 +1,20 @@
 """Mutual nearest neighbour matching with Lowe's ratio test, by matrix products.
 
 Descriptors are unit vectors, so squared distance is ``2 - 2 a.b``; all similarities of a pair come
-from one matrix product. The product runs on int8-quantised descriptors (``torch._int_mm``, about 5x
+from one matrix product. The product runs on int8-quantised descriptors (``torch._int_mm``, about 4x
 faster than a float32 GEMM on a CPU core); the quantisation error of a similarity is about 1e-3,
-far below the margins the ratio test works with. Without int8 support it falls back to float32.
+far below the margins the ratio test works with. Before torch is loaded, or without int8 support, the
+same integers come from a float32 product (see :data:`FLOAT_ENTRIES_FIRST`).
 """
 
 from __future__ import annotations
 
+import sys
 import weakref
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from localmatch.config import Config
 from localmatch.matching import compiled
@@ -28,6 +29,17 @@ DEFAULT_RATIO = {"rootsift": 0.8, "sift": 0.8, "asift": 0.8}
 LEARNED_RATIO = 0.9
 _INT_MIN = np.iinfo(np.int32).min
 _ROW_CHUNK = 256  # rows of the similarity matrix computed at once (keeps a chunk in cache)
+
+#: Similarity entries computed by numpy's float32 product before the matcher imports torch for its int8
+#: one. Importing torch takes about 1 s; its int8 product then saves about 2.5e-9 s per entry on one core
+#: (match + verify of two images' ~1850 RootSIFT: 2.5 against 11 ms). Rent before buying: a process that
+#: matches few pairs and needs torch for nothing else (``localmatch verify`` with SIFT) never imports it,
+#: and one that matches many imports it after about 120 such pairs, when numpy's extra time has reached
+#: the import's. A process that has imported torch already (learned features, the database's CNN, the
+#: re-ranker) uses it at once. Both products give the same integers, so matches never depend on which ran.
+FLOAT_ENTRIES_FIRST = 400_000_000
+
+_float_entries = 0
 
 
 @dataclass(frozen=True)
@@ -52,11 +64,11 @@ class QuantizedDescriptors:
     """Descriptors as int8, ready for the matcher; ``values ~= descriptors * scale``.
 
     Attributes:
-        values: ``(N, D) int8`` (a torch tensor, so the product needs no copy).
+        values: ``(N, D) int8``.
         scale: the factor that was applied before rounding.
     """
 
-    values: torch.Tensor
+    values: np.ndarray
     scale: float
 
     def __len__(self) -> int:
@@ -69,7 +81,7 @@ def quantize(descriptors: np.ndarray) -> QuantizedDescriptors:
     peak = float(np.abs(descriptors).max(initial=0.0))
     scale = 127.0 / peak if peak > 0 else 1.0
     values = np.clip(np.rint(descriptors * scale), -127, 127).astype(np.int8)
-    return QuantizedDescriptors(torch.from_numpy(values), scale)
+    return QuantizedDescriptors(values, scale)
 
 
 _QUANTIZED: "weakref.WeakKeyDictionary[Features, QuantizedDescriptors]" = weakref.WeakKeyDictionary()
@@ -127,15 +139,14 @@ def match_nn_batched(desc_a: np.ndarray | QuantizedDescriptors,
 
 def _match_pair(qa: QuantizedDescriptors, qb: QuantizedDescriptors, ratio: float, mutual: bool) -> Matches:
     n, m = len(qa), len(qb)
-    qb_t = qb.values.T  # a transposed view: the int8 kernel reads it as fast as a contiguous copy
     nearest = np.empty(n, np.int64)
     best = np.empty(n, np.int32)
     second = np.full(n, _INT_MIN, np.int32)
     column_best = np.full(m, _INT_MIN, np.int32)
+    similarity = _similarity_product(qb.values, n * m)
     reduce_block = compiled.reduce_block if compiled.use_compiled(n * m) else _reduce_block
     for start in range(0, n, _ROW_CHUNK):
-        sim = _int_similarity(qa.values[start:start + _ROW_CHUNK], qb_t)
-        reduce_block(sim, start, nearest, best, second, column_best)
+        reduce_block(similarity(qa.values[start:start + _ROW_CHUNK]), start, nearest, best, second, column_best)
     inv = 1.0 / (qa.scale * qb.scale)
     d1_sq = np.maximum(2.0 - 2.0 * best * inv, 0.0)
     d2_sq = np.where(second == _INT_MIN, 4.0, np.maximum(2.0 - 2.0 * second * inv, 0.0))
@@ -168,9 +179,41 @@ def _reduce_block(sim: np.ndarray, start: int, nearest: np.ndarray, best: np.nda
     best[start:start + len(sim)] = b
 
 
-def _int_similarity(a: torch.Tensor, b_t: torch.Tensor) -> np.ndarray:
-    """``(n, D) int8 @ (D, m) int8 -> (n, m) int32`` as a writable numpy array."""
-    try:
-        return torch._int_mm(a, b_t).numpy()
-    except (RuntimeError, AttributeError):  # old torch, or a shape the int8 kernel refuses
-        return (a.numpy().astype(np.float32) @ b_t.numpy().astype(np.float32)).astype(np.int32)
+def _similarity_product(b: np.ndarray, entries: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``a -> a @ b.T``: ``(r, D) int8`` rows of A against ``b``, ``(m, D) int8``, as a writable
+    ``(r, m) int32`` array, for a pair of ``entries`` similarities: torch's int8 kernel, or numpy's float
+    product until torch is worth importing (:data:`FLOAT_ENTRIES_FIRST`) or where the kernel refuses."""
+    if not _torch_is_worth_it(entries):
+        return _float_product(b)
+    import torch
+
+    if not hasattr(torch, "_int_mm"):  # an old torch
+        return _float_product(b)
+    b_t = torch.from_numpy(b).T  # a transposed view: the int8 kernel reads it as fast as a contiguous copy
+
+    def int8_product(a: np.ndarray) -> np.ndarray:
+        try:
+            return torch._int_mm(torch.from_numpy(a), b_t).numpy()
+        except RuntimeError:  # a shape the int8 kernel refuses
+            return _float_product(b)(a)
+
+    return int8_product
+
+
+def _torch_is_worth_it(entries: int) -> bool:
+    """Whether torch is loaded, or numpy has computed :data:`FLOAT_ENTRIES_FIRST` entries; when not, the
+    pair's ``entries`` count towards them."""
+    global _float_entries
+    if "torch" in sys.modules or _float_entries >= FLOAT_ENTRIES_FIRST:
+        return True
+    _float_entries += entries  # not locked: threads may lose a few counts, which only delays the switch
+    return False
+
+
+def _float_product(b: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``a -> a @ b.T`` in floating point, exactly torch's int8 integers: each sum of ``D`` products of
+    int8 values is an integer of at most ``D * 127**2``, which float32 holds exactly up to ``D = 1040``
+    in any order of addition (float64 beyond)."""
+    dtype = np.float32 if b.shape[1] * 127 ** 2 < 2 ** 24 else np.float64
+    b_t = b.astype(dtype).T
+    return lambda a: (a.astype(dtype) @ b_t).astype(np.int32)

@@ -40,6 +40,8 @@ def get_global_descriptor(name: str) -> GlobalDescriptor:
     return GLOBAL_DESCRIPTORS.get(name)()
 
 
-from localmatch.shortlist import gem as _gem  # noqa: E402,F401  (registers "gem")
 from localmatch.shortlist import vlad as _vlad  # noqa: E402,F401  (registers "vlad")
-from localmatch.shortlist import fusion as _fusion  # noqa: E402,F401  (registers "gem+vlad")
+
+# GeM's module imports torch, so the descriptors with a CNN register themselves when first asked for.
+GLOBAL_DESCRIPTORS.add_lazy("gem", "localmatch.shortlist.gem")
+GLOBAL_DESCRIPTORS.add_lazy("gem+vlad", "localmatch.shortlist.fusion")
