@@ -29,19 +29,23 @@ def main(argv: list[str]) -> int:
             folder = str(Path(tmp) / "photos")
             query = write_demo_collection(folder)[7]  # motorcycle_left.jpg
         out = argv[2] if len(argv) == 3 else "ranking.png"
+        query_image = localmatch.load_image(query)  # a query that cannot be used fails before the indexing
         with Database(Path(tmp) / "db") as db:
             report = db.add([folder])
             print(f"indexed {len(report.added)} images ({len(report.failed)} could not be read)")
-            hits = db.search(query, k=5)
+            hits = db.search(query_image, k=5)
         for h in hits:
             state = f"{h.num_inliers} inliers ({h.geometry})" if h.verified else "not verified"
             print(f"#{h.rank} {h.path}  global {h.global_score:.3f}  {state}")
         results = [(localmatch.load_image(h.path), f"#{h.rank} {h.num_inliers} inl" if h.verified else f"#{h.rank}",
                     h.verified) for h in hits]
-        save_picture(ranking_strip(localmatch.load_image(query), results), out)
+        save_picture(ranking_strip(query_image, results), out)
     print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except localmatch.ImageError as e:  # a query or pair image that cannot be used: the reason, not a traceback
+        sys.exit(f"error: {e}")

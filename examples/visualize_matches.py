@@ -33,4 +33,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except localmatch.ImageError as e:  # a query or pair image that cannot be used: the reason, not a traceback
+        sys.exit(f"error: {e}")

@@ -124,6 +124,15 @@ def test_examples_run_on_the_built_in_demo(tmp_path, script, words):
     assert words in done.stdout
 
 
+@pytest.mark.parametrize("script,argv", [("visualize_matches.py", ["missing_a.jpg", "missing_b.jpg", "out.png"]),
+                                         ("landmark_search.py", [".", "missing_a.jpg"])])
+def test_examples_name_an_unusable_image_instead_of_a_traceback(tmp_path, script, argv):
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), *argv], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.strip() == "error: missing_a.jpg: no such file", done.stderr
+    assert "indexed" not in done.stdout  # the query is checked before the folder is indexed
+
+
 def test_average_linkage_keeps_families_apart_despite_a_few_wrong_links():
     from localmatch.dedup import average_linkage_groups
 
