@@ -6,8 +6,9 @@ the CENTRE of the top-left pixel (OpenCV's convention): the pixel in row ``i``, 
 centre at ``(j, i)``.
 
 Decoding goes through Pillow, which reads the header (and so the pixel count) before it decodes,
-applies EXIF orientation, and knows 16-bit, palette, alpha and CMYK images. Every failure a file can
-cause is turned into one :class:`~localmatch.errors.ImageError` that names the file and the reason.
+applies EXIF orientation, and knows 16-bit, palette, alpha and CMYK images (16-bit colour, which it
+reads at 8 bits, is decoded again by OpenCV). Every failure a file can cause is turned into one
+:class:`~localmatch.errors.ImageError` that names the file and the reason.
 """
 
 from __future__ import annotations
@@ -141,10 +142,15 @@ def _decode(fileobj, source: str, max_pixels: int) -> np.ndarray:
             raise ImageError(
                 source, f"{width}x{height} = {width * height} pixels is over the limit of {max_pixels} (max_pixels)"
             )
+        colour_16_bit = _is_16_bit_colour(img)
         try:
             img.load()
         except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, EOFError... on bad data
             raise ImageError(source, f"corrupt or truncated image data: {e}") from None
+        if colour_16_bit:
+            pixels = _decode_16_bit_colour(fileobj, img, source)
+            if pixels is not None:
+                return _array_to_rgb8(pixels, source, None)
         try:
             img = PIL.ImageOps.exif_transpose(img)
         except Exception as e:  # a broken EXIF block must not cost the pixels
@@ -152,13 +158,53 @@ def _decode(fileobj, source: str, max_pixels: int) -> np.ndarray:
         return _pil_to_rgb8(img, source)
 
 
+def _is_16_bit_colour(img: PIL.Image.Image) -> bool:
+    """Whether ``img`` (opened, not loaded) is a 16-bit RGB(A) file, which Pillow decodes to 8 bits per
+    channel by keeping the high byte: 10- or 12-bit data stored in 16 bits would come out nearly black."""
+    if img.mode not in ("RGB", "RGBA") or not img.tile:
+        return False
+    rawmode = img.tile[0][3]  # PNG: the raw mode; TIFF: a tuple that starts with it
+    rawmode = rawmode[0] if isinstance(rawmode, tuple) and rawmode else rawmode
+    return isinstance(rawmode, str) and ";16" in rawmode
+
+
+#: EXIF orientation -> the transposition that undoes it (``PIL.ImageOps.exif_transpose``'s table).
+_EXIF_TRANSPOSE = {2: PIL.Image.Transpose.FLIP_LEFT_RIGHT, 3: PIL.Image.Transpose.ROTATE_180,
+                   4: PIL.Image.Transpose.FLIP_TOP_BOTTOM, 5: PIL.Image.Transpose.TRANSPOSE,
+                   6: PIL.Image.Transpose.ROTATE_270, 7: PIL.Image.Transpose.TRANSVERSE,
+                   8: PIL.Image.Transpose.ROTATE_90}
+
+
+def _decode_16_bit_colour(fileobj, img: PIL.Image.Image, source: str) -> np.ndarray | None:
+    """``(H, W, 3 or 4) uint16`` RGB(A) of a 16-bit file that Pillow has decoded (so the data is sound),
+    decoded again by OpenCV at full depth, EXIF orientation applied; None where OpenCV cannot."""
+    fileobj.seek(0)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(fileobj.read(), np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        pixels = None
+    if pixels is None or pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[:2] != (img.height, img.width):
+        log.warning("%s: 16-bit colour read at 8 bits (OpenCV could not decode it)", source)
+        return None
+    pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    try:
+        transpose = _EXIF_TRANSPOSE.get(img.getexif().get(0x0112, 1))
+    except Exception as e:  # a broken EXIF block must not cost the pixels
+        log.warning("%s: EXIF orientation ignored (%s)", source, e)
+        transpose = None
+    if transpose is not None:  # channel by channel: Pillow transposes 16-bit single-channel images
+        pixels = np.stack([np.asarray(PIL.Image.fromarray(np.ascontiguousarray(pixels[..., c])).transpose(transpose))
+                           for c in range(pixels.shape[2])], axis=2)
+    return pixels
+
+
 def _pil_to_rgb8(img: PIL.Image.Image, source: str) -> np.ndarray:
     mode = img.mode
     if mode.startswith("I;16") or mode == "I":
-        # 16-bit (or 32-bit integer) grayscale: scale the full range down to 8 bits.
-        arr = np.asarray(img).astype(np.float64)
-        full = 65535.0 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
-        return _array_to_rgb8((arr / full).astype(np.float32), source, None)
+        # 16-bit (or 32-bit integer) grayscale; integers beyond 16 bits are stretched like float data
+        arr = np.asarray(img)
+        inside = arr.size == 0 or (arr.min() >= 0 and arr.max() <= 65535)
+        return _array_to_rgb8(arr.astype(np.uint16) if inside else arr.astype(np.float32), source, None)
     if mode == "F":
         return _array_to_rgb8(np.asarray(img, np.float32), source, None)  # 32-bit float (scientific TIFFs)
     if mode == "P" and "transparency" in img.info:
@@ -184,7 +230,7 @@ def _array_to_rgb8(arr: np.ndarray, source: str, max_pixels: int | None) -> np.n
     if arr.dtype == np.uint8:
         out = arr
     elif arr.dtype == np.uint16:
-        out = (arr.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+        out = _16_to_8_bits(arr)
     elif arr.dtype == np.bool_:
         out = arr.astype(np.uint8) * 255
     elif np.issubdtype(arr.dtype, np.floating):
@@ -199,6 +245,21 @@ def _array_to_rgb8(arr: np.ndarray, source: str, max_pixels: int | None) -> np.n
         alpha = out[:, :, 3:4].astype(np.float32) / 255.0
         out = (out[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
     return np.ascontiguousarray(out)
+
+
+def _16_to_8_bits(arr: np.ndarray) -> np.ndarray:
+    """16-bit pixels as 8-bit ones. Cameras store 10, 12 or 14 bits in 16-bit files, and scaled from 16
+    bits such data is nearly black (12 bits: 0-16 of 255, where SIFT finds no feature at all), so the
+    colour channels are scaled from the smallest full range of 8, 10, 12, 14 or 16 bits that holds their
+    maximum (an alpha channel from its own)."""
+    out = np.empty(arr.shape, np.uint8)
+    channels = [(slice(None), slice(None))] if arr.ndim == 2 else [(Ellipsis, slice(0, 3)), (Ellipsis, slice(3, 4))]
+    for part in channels:
+        values = arr[part]
+        if values.size:
+            bits = next(b for b in (8, 10, 12, 14, 16) if int(values.max()) < 2 ** b)
+            out[part] = (values.astype(np.float32) * (255.0 / (2 ** bits - 1)) + 0.5).astype(np.uint8)
+    return out
 
 
 def _unit_range(arr: np.ndarray) -> np.ndarray:

@@ -83,6 +83,52 @@ def test_16_bit_rgb_png_and_tiff(tmp_path):
         np.testing.assert_allclose(img.pixels[0, 0], [255, 128, 0], atol=1)
 
 
+def _png_with_exif_orientation(png: bytes, orientation: int) -> bytes:
+    """``png`` with an eXIf chunk holding ``orientation`` inserted after its header chunk."""
+    exif = PIL.Image.Exif()
+    exif[0x0112] = orientation
+    body = exif.tobytes()
+    body = body[6:] if body.startswith(b"Exif\x00\x00") else body
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    end_of_header = 8 + 8 + 13 + 4  # signature, IHDR length + type, IHDR data, CRC
+    return png[:end_of_header] + chunk + png[end_of_header:]
+
+
+def test_10_and_12_bit_data_in_16_bit_files_is_not_nearly_black(tmp_path, photo):
+    """Scaled from 16 bits, 12-bit camera data would be 0-16 of 255, where SIFT finds nothing."""
+    import localmatch
+
+    for bits in (10, 12):
+        stored = (photo.astype(np.int64) * (2 ** bits - 1) // 255).astype(np.uint16)
+        gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+        gray_stored = (gray.astype(np.int64) * (2 ** bits - 1) // 255).astype(np.uint16)
+        assert cv2.imwrite(str(tmp_path / "g.png"), gray_stored)
+        assert np.abs(load_image(tmp_path / "g.png").gray().astype(int) - gray).max() <= 1
+        for name in ("c.png", "c.tif"):  # Pillow reads 16-bit colour at 8 bits: these go through OpenCV
+            assert cv2.imwrite(str(tmp_path / name), stored[..., ::-1])
+            assert np.abs(load_image(tmp_path / name).pixels.astype(int) - photo).max() <= 1, name
+        assert np.abs(load_image(stored).pixels.astype(int) - photo).max() <= 1
+        assert len(localmatch.extract(tmp_path / "c.png")) > 200
+
+
+def test_16_bit_colour_keeps_exif_orientation_and_alpha(tmp_path, photo):
+    stored = (photo.astype(np.int64) * 4095 // 255).astype(np.uint16)
+    ok, png = cv2.imencode(".png", stored[..., ::-1])
+    path = tmp_path / "rotated.png"
+    path.write_bytes(_png_with_exif_orientation(png.tobytes(), 6))  # 6: shown turned 90 degrees clockwise
+    loaded = load_image(path)
+    assert loaded.size == (photo.shape[0], photo.shape[1])
+    assert np.abs(loaded.pixels.astype(int) - np.rot90(photo, k=-1)).max() <= 1
+    rgba = np.concatenate([stored[..., ::-1], np.full(stored.shape[:2] + (1,), 65535, np.uint16)], axis=2)
+    rgba[:10, :, 3] = 0  # a transparent band, composited over white
+    assert cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    pixels = load_image(tmp_path / "a.png").pixels
+    assert (pixels[:10] == 255).all() and np.abs(pixels[10:].astype(int) - photo[10:]).max() <= 1
+    with pytest.raises(ImageError, match="cut.png.*corrupt or truncated"):
+        (tmp_path / "cut.png").write_bytes(png.tobytes()[: len(png) // 2])
+        load_image(tmp_path / "cut.png")
+
+
 def test_float_tiff_is_stretched_from_its_own_range(tmp_path):
     values = np.array([[0.0, 0.5, 1.0, 0.25]], np.float32).repeat(2, axis=0)
     for name, stored in (("unit.tif", values), ("wide.tif", values * 4000.0 - 1000.0)):
