@@ -203,7 +203,7 @@ def _pil_to_rgb8(img: PIL.Image.Image, source: str) -> np.ndarray:
     if mode.startswith("I;16") or mode == "I":
         # 16-bit (or 32-bit integer) grayscale; integers beyond 16 bits are stretched like float data
         arr = np.asarray(img)
-        inside = arr.size == 0 or (arr.min() >= 0 and arr.max() <= 65535)
+        inside = arr.min() >= 0 and arr.max() <= 65535  # the image has pixels: checked before decoding
         return _array_to_rgb8(arr.astype(np.uint16) if inside else arr.astype(np.float32), source, None)
     if mode == "F":
         return _array_to_rgb8(np.asarray(img, np.float32), source, None)  # 32-bit float (scientific TIFFs)
@@ -252,14 +252,10 @@ def _16_to_8_bits(arr: np.ndarray) -> np.ndarray:
     bits such data is nearly black (12 bits: 0-16 of 255, where SIFT finds no feature at all), so the
     colour channels are scaled from the smallest full range of 8, 10, 12, 14 or 16 bits that holds their
     maximum (an alpha channel from its own)."""
-    out = np.empty(arr.shape, np.uint8)
-    channels = [(slice(None), slice(None))] if arr.ndim == 2 else [(Ellipsis, slice(0, 3)), (Ellipsis, slice(3, 4))]
-    for part in channels:
-        values = arr[part]
-        if values.size:
-            bits = next(b for b in (8, 10, 12, 14, 16) if int(values.max()) < 2 ** b)
-            out[part] = (values.astype(np.float32) * (255.0 / (2 ** bits - 1)) + 0.5).astype(np.uint8)
-    return out
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return np.concatenate([_16_to_8_bits(arr[..., :3]), _16_to_8_bits(arr[..., 3:])], axis=2)
+    bits = next(b for b in (8, 10, 12, 14, 16) if int(arr.max()) < 2 ** b)
+    return (arr.astype(np.float32) * (255.0 / (2 ** bits - 1)) + 0.5).astype(np.uint8)
 
 
 def _unit_range(arr: np.ndarray) -> np.ndarray:
