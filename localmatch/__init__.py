@@ -11,7 +11,7 @@ map A to B.
 """
 
 from localmatch.api import DEFAULT_MIN_INLIERS, verify, verify_matches
-from localmatch.errors import ImageError, LocalmatchError, UnknownNameError
+from localmatch.errors import GroundTruthError, ImageError, LocalmatchError, UnknownNameError
 from localmatch.features import FEATURES, extract
 from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS, RansacConfig, estimate
 from localmatch.io import Image, load_image
@@ -27,6 +27,7 @@ __all__ = [
     "Features",
     "GEOMETRIES",
     "GEOMETRY_BACKENDS",
+    "GroundTruthError",
     "Image",
     "ImageError",
     "LocalmatchError",

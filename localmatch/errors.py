@@ -33,3 +33,7 @@ class UnknownNameError(LocalmatchError, ValueError):
         self.name = name
         self.valid = valid
         super().__init__(f"unknown {kind} {name!r}; valid names: {', '.join(valid)}")
+
+
+class GroundTruthError(LocalmatchError, ValueError):
+    """A ground-truth file that cannot be read: missing, not JSON or ``.mat``, or not in the documented layout."""

@@ -26,6 +26,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from localmatch.errors import GroundTruthError
+from localmatch.matfile import read_revisited_mat
+
 PROTOCOLS = ("easy", "medium", "hard")
 
 
@@ -86,37 +89,70 @@ def load_ground_truth(path: str | os.PathLike, *, protocol: str = "medium", imag
                       suffix: str = ".jpg") -> list[QueryTruth]:
     """Read the JSON layout above, or a Revisited Oxford/Paris ``gnd_*.mat`` for one protocol.
 
-    For ``.mat`` files, image names are turned into paths as ``images_root/name + suffix``.
+    For ``.mat`` files, image names are turned into paths as ``images_root/name + suffix``. A file that
+    cannot be read or is not in the layout raises ``GroundTruthError`` naming the file and the reason.
     """
     path = Path(path)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    if path.suffix == ".pkl":
+        raise GroundTruthError(f"{path}: pickle files are not read; use the .mat ground truth or the JSON layout")
     if path.suffix == ".mat":
         return _load_revisited(path, protocol, images_root or "", suffix)
-    if path.suffix == ".pkl":
-        raise ValueError(f"{path}: pickle files are not read; use the .mat ground truth or the JSON layout")
-    data = json.loads(path.read_text())
-    return [QueryTruth(q["query"], frozenset(q["positives"]), frozenset(q.get("junk", ())),
-                       tuple(q["bbox"]) if q.get("bbox") else None) for q in data["queries"]]
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as e:
+        raise GroundTruthError(f"{path}: cannot read ({e.strerror or e})") from None
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise GroundTruthError(f"{path}: not JSON ({e})") from None
+    queries = data.get("queries") if isinstance(data, dict) else None
+    if not isinstance(queries, list):
+        raise GroundTruthError(f'{path}: expected an object {{"queries": [...]}} (layout in localmatch.evaluate)')
+    return [_json_query(path, i, q) for i, q in enumerate(queries)]
+
+
+def _json_query(path: Path, index: int, entry: object) -> QueryTruth:
+    """One entry of the JSON layout, checked field by field."""
+    def fail(reason: str) -> GroundTruthError:
+        return GroundTruthError(f"{path}: queries[{index}]: {reason}")
+
+    if not isinstance(entry, dict):
+        raise fail("expected an object with \"query\" and \"positives\"")
+    if not isinstance(entry.get("query"), str):
+        raise fail('"query" must be a path (a string)')
+    paths = {}
+    for key in ("positives", "junk"):
+        value = entry.get(key, [] if key == "junk" else None)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise fail(f'"{key}" must be a list of paths (strings)')
+        paths[key] = frozenset(value)
+    bbox = entry.get("bbox") or None  # absent, null or []: the whole query image
+    if bbox is not None:
+        if (not isinstance(bbox, list) or len(bbox) != 4 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in bbox)):
+            raise fail('"bbox" must be [x0, y0, x1, y1], four finite numbers')
+        bbox = tuple(bbox)
+    return QueryTruth(entry["query"], paths["positives"], paths["junk"], bbox)
 
 
 def _load_revisited(path: Path, protocol: str, images_root: str, suffix: str) -> list[QueryTruth]:
-    from scipy.io import loadmat
+    mat = read_revisited_mat(path)  # in a child process: scipy's reader can crash on a corrupt file
+    imlist = mat["imlist"]
 
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
-    mat = loadmat(str(path), squeeze_me=True, struct_as_record=False)
-    imlist = [str(x) for x in np.atleast_1d(mat["imlist"])]
-    qimlist = [str(x) for x in np.atleast_1d(mat["qimlist"])]
-    name = lambda i: os.path.join(images_root, imlist[int(i)] + suffix)  # noqa: E731  (0-based indices)
+    def names(indices: list[float], field_name: str) -> set[str]:  # 0-based indices into imlist
+        if not all(float(i).is_integer() and 0 <= i < len(imlist) for i in indices):
+            raise GroundTruthError(f"{path}: gnd.{field_name} holds indices that are not in imlist (0-{len(imlist) - 1})")
+        return {os.path.join(images_root, imlist[int(i)] + suffix) for i in indices}
+
     out = []
-    for q, g in zip(qimlist, np.atleast_1d(mat["gnd"])):
-        easy = {name(i) for i in np.atleast_1d(getattr(g, "easy", []))}
-        hard = {name(i) for i in np.atleast_1d(getattr(g, "hard", []))}
-        junk = {name(i) for i in np.atleast_1d(getattr(g, "junk", []))}
+    for q, g in zip(mat["qimlist"], mat["gnd"]):
+        easy, hard, junk = names(g["easy"], "easy"), names(g["hard"], "hard"), names(g["junk"], "junk")
         positives, ignore = {"easy": (easy, junk | hard), "medium": (easy | hard, junk),
                              "hard": (hard, junk | easy)}[protocol]
-        bbx = getattr(g, "bbx", None)
-        out.append(QueryTruth(os.path.join(images_root, q + suffix), frozenset(positives), frozenset(ignore),
-                              tuple(float(v) for v in np.atleast_1d(bbx)) if bbx is not None else None))
+        bbx = tuple(g["bbx"]) if g["bbx"] is not None else None
+        if bbx is not None and (len(bbx) != 4 or not np.all(np.isfinite(bbx))):
+            raise GroundTruthError(f"{path}: gnd.bbx of query {q} is not four finite numbers")
+        out.append(QueryTruth(os.path.join(images_root, q + suffix), frozenset(positives), frozenset(ignore), bbx))
     return out
 
 
