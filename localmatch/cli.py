@@ -22,6 +22,7 @@ from localmatch.shortlist.index import INDEX_KINDS
 from localmatch.types import Verification
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program killed by SIGPIPE
 
 
 def _verification_json(image_a: str, image_b: str, result: Verification) -> dict:
@@ -168,10 +169,28 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 
 def cmd_index_remove(args: argparse.Namespace) -> int:
-    items = [int(x) if x.isdigit() else x for x in args.items]
+    """Remove by path (as added) or id; items that name no image are listed on stderr (exit status 2)."""
     with _open_database(args.db, readonly=False) as db:
+        images = db.images()
+        ids, paths = {image_id for image_id, _ in images}, {path for _, path in images}
+        items = [int(x) if x.isdigit() and x not in paths else x for x in args.items]
+        missing = [x for x, item in zip(args.items, items) if item not in ids and item not in paths]
         removed = db.remove(items)
     print(f"removed {removed}")
+    for item in missing:
+        print(f"localmatch: {args.db}: no image with path or id {item!r} (paths are matched as they were added; "
+              "`localmatch index list` shows them)", file=sys.stderr)
+    return EXIT_BAD_INPUT if missing else EXIT_OK
+
+
+def cmd_index_list(args: argparse.Namespace) -> int:
+    with _open_database(args.db, readonly=True) as db:
+        images = db.images()
+    if args.json:
+        print(json.dumps([{"id": image_id, "path": path} for image_id, path in images]))
+    else:
+        for image_id, path in images:
+            print(f"{image_id}\t{path}")
     return EXIT_OK
 
 
@@ -337,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("db")
     p.add_argument("items", nargs="+")
     p.set_defaults(run=cmd_index_remove)
+    p = index.add_parser("list", help="id and path (as added) of every image, in the order they were added")
+    p.add_argument("db")
+    p.add_argument("--json", action="store_true", help='print [{"id", "path"}, ...]')
+    p.set_defaults(run=cmd_index_list)
     p = index.add_parser("info", help="images, features and bytes per image")
     p.add_argument("db")
     p.add_argument("--json", action="store_true")
@@ -401,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.run(args)
+    except BrokenPipeError:  # `localmatch ... | head`: the reader has gone; stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return EXIT_BROKEN_PIPE
     except LocalmatchError as e:
         print(f"localmatch: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,16 @@ def test_console_script_is_installed(pair):
     assert bad.returncode == 2 and "no such file" in bad.stderr
 
 
+def test_a_closed_output_pipe_ends_quietly():
+    """`localmatch ... | head` must not end in a traceback or an error message once head has gone."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    done = subprocess.run([sys.executable, "-m", "localmatch.cli", "demo"], stdout=write_end,
+                          stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    assert done.returncode == 141 and done.stderr == ""
+
+
 def test_index_search_and_eval_commands(tmp_path, capsys):
     from conftest import shared_data
 
@@ -100,8 +111,17 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     assert {"rank", "path", "score", "global_score", "num_inliers"} <= set(first[0])
     assert {r["path"] for r in first} <= set(paths[:4])
 
+    assert main(["index", "list", db, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [image["path"] for image in listed] == paths and len({image["id"] for image in listed}) == 8
     assert main(["index", "remove", db, paths[0]]) == 0
     assert "removed 1" in capsys.readouterr().out
+    # what names no image is reported, and the rest is still removed
+    assert main(["index", "remove", db, "not/added.jpg", paths[0], str(listed[2]["id"])]) == 2
+    out, err = capsys.readouterr()
+    assert "removed 1" in out and "'not/added.jpg'" in err and repr(paths[0]) in err and "index list" in err
+    assert main(["index", "list", db]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{image['id']}\t{image['path']}" for image in listed[1:2] + listed[3:]]
     assert main(["search", db, paths[1], "--no-rerank", "--json"]) == 0
     assert paths[0] not in [r["path"] for r in json.loads(capsys.readouterr().out)[0]["results"]]
 
@@ -111,6 +131,9 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     assert main(["eval", db, str(gt), "--json", "--ukbench"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mAP"] > 0.9 and report["queries"] == 4 and report["N-S"] > 3 and report["latency_ms"] > 0
+    gt.write_text(json.dumps({"queries": [{"query": paths[4], "positives": paths[5]}]}))
+    assert main(["eval", db, str(gt)]) == 2
+    assert f"{gt}: queries[0]: \"positives\" must be a list" in capsys.readouterr().err
 
     assert main(["search", str(tmp_path / "none"), paths[0]]) == 2
     assert "no localmatch database" in capsys.readouterr().err
