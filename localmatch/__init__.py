@@ -11,7 +11,7 @@ map A to B.
 """
 
 from localmatch.api import DEFAULT_MIN_INLIERS, verify, verify_matches
-from localmatch.errors import GroundTruthError, ImageError, LocalmatchError, UnknownNameError
+from localmatch.errors import DatabaseError, GroundTruthError, ImageError, LocalmatchError, UnknownNameError
 from localmatch.features import FEATURES, extract
 from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS, RansacConfig, estimate
 from localmatch.io import Image, load_image
@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MIN_INLIERS",
+    "DatabaseError",
     "FEATURES",
     "Features",
     "GEOMETRIES",

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 
 import numpy as np
@@ -429,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except LocalmatchError as e:
         print(f"localmatch: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except sqlite3.DatabaseError as e:  # damage that opening the database could not see
+        print(f"localmatch: error: {getattr(args, 'db', '')}: the database file is damaged ({e})", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:  # e.g. the --draw picture could not be written
         print(f"localmatch: error: {e}", file=sys.stderr)

@@ -35,5 +35,9 @@ class UnknownNameError(LocalmatchError, ValueError):
         super().__init__(f"unknown {kind} {name!r}; valid names: {', '.join(valid)}")
 
 
+class DatabaseError(LocalmatchError):
+    """A database folder that cannot be used as asked (missing, wrong version, locked, damaged...)."""
+
+
 class GroundTruthError(LocalmatchError, ValueError):
     """A ground-truth file that cannot be read: missing, not JSON or ``.mat``, or not in the documented layout."""

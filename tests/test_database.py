@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +126,29 @@ def test_settings_and_folders_are_checked(tmp_path, small_db):
     assert list((tmp_path / "empty").iterdir()) == []
     with Database(tmp_path / "empty", feature_config=SMALL) as db:  # and the folder can be used at once
         assert len(db) == 0
+
+
+def test_damaged_files_raise_database_errors_and_change_nothing(tmp_path, small_db, ukbench_paths):
+    damaged = tmp_path / "sqlite"
+    shutil.copytree(small_db, damaged)
+    data = bytearray((damaged / "localmatch.sqlite").read_bytes())
+    data[100:4096] = np.random.default_rng(0).integers(0, 256, 3996, np.uint8).tobytes()
+    (damaged / "localmatch.sqlite").write_bytes(bytes(data))
+    for readonly in (True, False, False):  # twice as the writer: the first attempt released the lock
+        with pytest.raises(DatabaseError, match="localmatch.sqlite: not a readable SQLite database"):
+            Database(damaged, readonly=readonly)
+
+    cut = tmp_path / "cut"
+    shutil.copytree(small_db, cut)
+    size = (cut / "descriptors.i8").stat().st_size
+    os.truncate(cut / "descriptors.i8", size // 2)
+    with Database(cut, readonly=True) as reader:  # the shortlist needs no local features; re-ranking does
+        assert reader.search(ukbench_paths[0], k=1, rerank=False)[0].path == ukbench_paths[0]
+        with pytest.raises(DatabaseError, match="descriptors.i8: holds .* rows where the database committed"):
+            reader.search(ukbench_paths[0], k=1)
+    with pytest.raises(DatabaseError, match="cut short"):  # a writer would have padded the file with zeros
+        Database(cut)
+    assert (cut / "descriptors.i8").stat().st_size == size // 2
 
 
 def test_bad_query_raises_image_error(small_db, tmp_path):

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from localmatch.api import DEFAULT_MIN_INLIERS
 from localmatch.config import build_config
 from localmatch.database.store import AppendOnlyArray, ArraySpec
-from localmatch.errors import ImageError, LocalmatchError, UnknownNameError
+from localmatch.errors import DatabaseError, ImageError, UnknownNameError
 from localmatch.features import FEATURES
 from localmatch.geometry import RansacConfig
 from localmatch.io import ImageSource, decode_bytes, load_image
@@ -69,10 +69,6 @@ LOCK_FILE = "write.lock"
 #: that share of ``global.f16``, never results.
 SAVED_INDEX_MAX_LAG = 0.125
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".bmp")
-
-
-class DatabaseError(LocalmatchError):
-    """A database folder that cannot be used as asked (missing, wrong version, locked...)."""
 
 
 @dataclass
@@ -145,16 +141,38 @@ class Database:
         self.path.mkdir(parents=True, exist_ok=True)
         if not readonly:
             self._take_write_lock()
-        self._db = sqlite3.connect(self.path / DB_FILE, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        if not exists:
-            try:
-                self._create(features or "sift", feature_config or {}, global_descriptor, index or "flat",
-                             representation or "global", asmk_config or {}, codebook, whitening or 0)
-            except BaseException:  # a bad setting must not leave a half-made database behind
+        self._db: sqlite3.Connection | None = None
+        self._index: ShortlistIndex | None = None
+        self._asmk: InvertedFile | None = None
+        try:
+            self._open(exists, features, feature_config, global_descriptor, index, representation, asmk_config,
+                       codebook, whitening)
+        except BaseException:
+            if exists:
+                self.close()  # release the lock; nothing was changed
+            else:  # a bad setting must not leave a half-made database behind
                 self._discard_unfinished(made_folder)
-                raise
+            raise
+        self._index_generation = -1
+        self._asmk_generation = -1
+        self._codebook: Codebook | None = None
+        self._codebook_loaded = ""
+
+    # ---- opening, settings, locking ----
+
+    def _open(self, exists: bool, features, feature_config, global_descriptor, index, representation, asmk_config,
+              codebook, whitening) -> None:
+        """Connect to SQLite, create the tables and settings of a new database, read the settings, and (for a
+        writer) cut off what a killed writer appended to the arrays but never committed."""
+        try:
+            self._db = sqlite3.connect(self.path / DB_FILE, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as e:  # not SQLite, or a damaged file
+            raise DatabaseError(f"{self.path / DB_FILE}: not a readable SQLite database ({e})") from None
+        if not exists:
+            self._create(features or "sift", feature_config or {}, global_descriptor, index or "flat",
+                         representation or "global", asmk_config or {}, codebook, whitening or 0)
         self._load_settings(features, feature_config, global_descriptor, index, representation, asmk_config,
                             whitening)
         self._arrays = {
@@ -162,20 +180,12 @@ class Database:
             "descriptors": AppendOnlyArray(self.path, ArraySpec("descriptors.i8", np.int8, self.descriptor_dim)),
             "global": AppendOnlyArray(self.path, ArraySpec("global.f16", np.float16, self.global_dim)),
         }
-        if not readonly:  # cut off whatever a killed writer appended but never committed
+        if not self.readonly:
             self._arrays["keypoints"].truncate(self._meta_int("feature_rows"))
             self._arrays["descriptors"].truncate(self._meta_int("feature_rows"))
             self._arrays["global"].truncate(self._meta_int("global_rows"))
             if self.representation != "global":  # made before session 9, which kept a global index unused
                 (self.path / INDEX_FILE).unlink(missing_ok=True)
-        self._index: ShortlistIndex | None = None
-        self._index_generation = -1
-        self._asmk: InvertedFile | None = None
-        self._asmk_generation = -1
-        self._codebook: Codebook | None = None
-        self._codebook_loaded = ""
-
-    # ---- opening, settings, locking ----
 
     def _take_write_lock(self) -> None:
         self._lock_file = open(self.path / LOCK_FILE, "a+")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from localmatch.errors import DatabaseError
+
 
 @dataclass(frozen=True)
 class ArraySpec:
@@ -37,8 +39,15 @@ class AppendOnlyArray:
         self.path.touch(exist_ok=True)
 
     def truncate(self, rows: int) -> None:
-        """Drop everything past ``rows`` (uncommitted bytes of a killed writer)."""
+        """Drop everything past ``rows`` (uncommitted bytes of a killed writer).
+
+        A file holding fewer than ``rows`` rows lost committed data (cut short by a copy or a full disk):
+        that raises ``DatabaseError`` and changes nothing, where growing the file would hand out zeros.
+        """
         with open(self.path, "r+b") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < rows * self.spec.row_bytes:
+                raise self._short(size, rows)
             f.truncate(rows * self.spec.row_bytes)
 
     def append(self, start_row: int, values: np.ndarray) -> None:
@@ -56,12 +65,17 @@ class AppendOnlyArray:
         if end > self._mapped_rows:
             size = self.path.stat().st_size // self.spec.row_bytes
             if end > size:
-                raise ValueError(f"{self.path}: rows {start_row}..{end} are past the end ({size} rows)")
+                raise self._short(size * self.spec.row_bytes, end)
             self._map = np.memmap(self.path, dtype=self.spec.dtype, mode="r", shape=(size, self.spec.row)) if size else None
             self._mapped_rows = size
         if count == 0:
             return np.zeros((0, self.spec.row), self.spec.dtype)
         return self._map[start_row:end]
+
+    def _short(self, size_bytes: int, rows: int) -> DatabaseError:
+        return DatabaseError(f"{self.path}: holds {size_bytes // self.spec.row_bytes} rows where the database "
+                             f"committed at least {rows}: the file was cut short (an incomplete copy or restore?), "
+                             "so data stored in it is lost; restore the folder from a whole copy")
 
     def nbytes(self) -> int:
         return self.path.stat().st_size
