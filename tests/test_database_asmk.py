@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -124,9 +125,21 @@ def test_a_stale_or_corrupt_inverted_file_is_brought_up_to_date(tmp_path, ukbenc
         hits = [h.path for h in db.search(ukbench_paths[5], k=9, rerank=False)]
     assert ukbench_paths[0] not in hits and set(expected[:3]) - {ukbench_paths[0]} <= set(hits)
     assert len(hits) == 9
-    (tmp_path / "db" / ASMK_FILE).write_bytes(b"garbage")
-    with Database(tmp_path / "db", readonly=True) as db:
-        assert [h.path for h in db.search(ukbench_paths[5], k=9, rerank=False)] == hits
+    good = (tmp_path / "db" / ASMK_FILE).read_bytes()
+    with zipfile.ZipFile(tmp_path / "db" / ASMK_FILE) as archive:  # where the deflated vectors begin
+        member = archive.getinfo("vectors.npy")
+        start = member.header_offset + 30 + len(member.filename) + len(member.extra)
+    damaged = bytearray(good)
+    damaged[start:start + 64] = bytes(range(64))  # no longer a deflate stream: zlib.error
+    with np.load(tmp_path / "db" / ASMK_FILE) as data:
+        arrays = dict(data)
+    arrays["entry_image"][-1] = len(arrays["image_ids"]) + 5  # decodes, but points past the images
+    out_of_range = tmp_path / "bad.npz"
+    np.savez_compressed(out_of_range, **arrays)
+    for content in (b"garbage", bytes(damaged), out_of_range.read_bytes()):
+        (tmp_path / "db" / ASMK_FILE).write_bytes(content)
+        with Database(tmp_path / "db", readonly=True) as db:
+            assert [h.path for h in db.search(ukbench_paths[5], k=9, rerank=False)] == hits
 
 
 def test_user_boxes_settings_and_errors(tmp_path, ukbench_paths):
@@ -151,6 +164,12 @@ def test_user_boxes_settings_and_errors(tmp_path, ukbench_paths):
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     with pytest.raises(DatabaseError, match="bad.npy"):
         Database(tmp_path / "y", representation="asmk", codebook=tmp_path / "bad.npy")
+    words = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32)
+    words[3, 7] = np.nan
+    np.save(tmp_path / "nan.npy", words)
+    with pytest.raises(DatabaseError, match="nan.npy: the codebook holds values that are not finite"):
+        Database(tmp_path / "z", representation="asmk", codebook=tmp_path / "nan.npy")
+    assert not (tmp_path / "z").exists()
 
 
 def localmatch_unknown():

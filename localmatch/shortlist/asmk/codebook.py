@@ -112,6 +112,8 @@ class Codebook:
             raise ValueError(f"{path}: not a readable codebook ({e})") from None
         if centroids.dtype != np.float32 or centroids.ndim != 2:
             raise ValueError(f"{path}: a codebook is a (K, D) float32 array, found {centroids.dtype} {centroids.shape}")
+        if not np.isfinite(centroids).all():
+            raise ValueError(f"{path}: the codebook holds values that are not finite numbers (a damaged file?)")
         codebook, graph_file = cls(centroids), graph_path(path)
         if graph_file.exists():
             codebook._graph = _read_graph(graph_file, codebook.centroids)

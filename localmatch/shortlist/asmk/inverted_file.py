@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -59,6 +60,21 @@ def _summed_in_threads(score, parts: list) -> np.ndarray:
         return score(parts[0])
     with ThreadPoolExecutor(SEARCH_THREADS) as pool:
         return sum(pool.map(score, parts))
+
+
+def _inconsistency(arrays: dict[str, np.ndarray], dim: int, binary: bool) -> str:
+    """Why loaded inverted-file arrays cannot be one segment (types, lengths, index ranges), or ''."""
+    offsets, entry_image, vectors = arrays["offsets"], arrays["entry_image"], arrays["vectors"]
+    width, dtype = ((dim + 7) // 8, np.uint8) if binary else (dim, np.float32)
+    if offsets.dtype != np.int64 or entry_image.dtype != np.int32 or arrays["image_ids"].dtype != np.int64:
+        return "index arrays of the wrong types"
+    if vectors.dtype != dtype or vectors.ndim != 2 or vectors.shape[1] != width:
+        return f"vectors are {vectors.dtype} {vectors.shape}, expected {np.dtype(dtype)} (E, {width})"
+    if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(entry_image) or len(vectors) != len(entry_image):
+        return "word offsets do not delimit the entries"
+    if len(entry_image) and (entry_image.min() < 0 or entry_image.max() >= len(arrays["image_ids"])):
+        return "entries point at images it does not hold"
+    return ""
 
 
 @dataclass
@@ -355,11 +371,14 @@ class InvertedFile:
             with np.load(path, allow_pickle=False) as data:
                 version, num_words, dim, binary = data["header"].tolist()
                 arrays = {key: data[key] for key in ("image_ids", "offsets", "entry_image", "vectors")}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise ValueError(f"{path}: not a readable inverted file ({e})") from None
         if version != FILE_FORMAT or len(arrays["offsets"]) != num_words + 1:
             raise ValueError(f"{path}: inverted file format {version} with {len(arrays['offsets'])} offsets "
                              f"(expected format {FILE_FORMAT}, {num_words + 1})")
+        problem = _inconsistency(arrays, dim, bool(binary))
+        if problem:  # the compiled scoring loop does not check bounds: refuse what would send it astray
+            raise ValueError(f"{path}: inconsistent inverted file ({problem})")
         ivf = cls(num_words, dim, bool(binary))
         seg = _Segment(arrays["image_ids"], arrays["offsets"], arrays["entry_image"], arrays["vectors"])
         if len(seg.image_ids):
