@@ -223,7 +223,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 print(query)
                 for h in hits:
                     mark = f"{h.num_inliers} inliers" if h.verified else "not verified"
-                    print(f"  {h.rank:3d}  {h.path}  global {h.global_score:.3f}  {mark}")
+                    print(f"  {h.rank:3d}  {h.path}  {db.representation} {h.global_score:.3f}  {mark}")
     if args.report:
         from localmatch.viz import html_page
 

@@ -149,7 +149,8 @@ class Hit:
         score: what the list is sorted by: for verified hits ``num_inliers + (global_score + 1) / 4``
             (at least ``min_inliers``); for the others ``(global_score + 1) / 4`` (below 1); without
             re-ranking, ``global_score``.
-        global_score: inner product of the global descriptors (cosine similarity).
+        global_score: the shortlist's similarity: inner product of the global descriptors (cosine), or in
+            an ``asmk``/``rasmk`` database the normalised ASMK kernel score.
         num_inliers: inliers of the geometric verification (0 when not verified).
         geometry: the verified model's name, or None.
         matrix: ``(3, 3)`` from the query to this image in original pixels, or None.

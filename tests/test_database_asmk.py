@@ -190,6 +190,8 @@ def test_cli_builds_and_searches_an_asmk_index(tmp_path, ukbench_paths, capsys):
     assert main(["search", db, ukbench_paths[6], "-k", "4", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)[0]["results"]
     assert {r["path"] for r in results} == set(ukbench_paths[4:8])
+    assert main(["search", db, ukbench_paths[6], "-k", "1", "--no-rerank"]) == 0
+    assert f"{ukbench_paths[6]}  rasmk {results[0]['global_score']:.3f}  not verified" in capsys.readouterr().out
     (tmp_path / "bad.json").write_text("[1, 2]")
     assert main(["index", "add", db, ukbench_paths[9], "--boxes", str(tmp_path / "bad.json")]) == 2
     assert "bad.json" in capsys.readouterr().err
