@@ -11,7 +11,8 @@ map A to B.
 """
 
 from localmatch.api import DEFAULT_MIN_INLIERS, verify, verify_matches
-from localmatch.errors import DatabaseError, GroundTruthError, ImageError, LocalmatchError, UnknownNameError
+from localmatch.errors import (ConfigError, DatabaseError, GroundTruthError, ImageError, LocalmatchError,
+                               UnknownNameError)
 from localmatch.features import FEATURES, extract
 from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS, RansacConfig, estimate
 from localmatch.io import Image, load_image
@@ -22,6 +23,7 @@ from localmatch.types import Features, Matches, Verification
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConfigError",
     "DEFAULT_MIN_INLIERS",
     "DatabaseError",
     "FEATURES",

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from localmatch.config import Config, build_config
+from localmatch.errors import ConfigError
 from localmatch.features import FEATURES, extract_pair, load_for, stages_of_pair
 from localmatch.geometry import Model, RansacConfig, estimate
 from localmatch.io import ImageSource, load_image
@@ -60,6 +61,7 @@ def verify(
         ImageError: an image could not be decoded (the message names it and says why).
         UnknownNameError: a features, matcher, geometry or backend name is not registered.
     """
+    check_min_inliers(min_inliers)  # before any extraction
     m = MATCHERS.get(matcher)
     given_features = isinstance(a, Features) or isinstance(b, Features)
     if given_features and (m.dense or fallback_features is not None):
@@ -135,6 +137,7 @@ def verify_correspondences(
     inliers would have been found (see :func:`localmatch.geometry.estimate`): quicker on pairs that do
     not match, but their best-effort model, which ``is_match`` rejects anyway, is then a rougher one.
     """
+    check_min_inliers(min_inliers)
     config = build_config(RansacConfig, ransac, {}, "ransac")
     # The threshold is meant at working resolution; points are in original pixels.
     scale = correspondences.working_scale
@@ -145,6 +148,12 @@ def verify_correspondences(
         model = estimate(correspondences.points_a, correspondences.points_b, geometry, backend=backend, config=config,
                          min_inliers=min_inliers if only_matches else 0)
     return verification_from_model(correspondences, model, min_inliers)
+
+
+def check_min_inliers(min_inliers: int) -> None:
+    """``min_inliers`` must be a whole number >= 1: with 0, a pair with no inliers at all would be a match."""
+    if isinstance(min_inliers, bool) or not isinstance(min_inliers, (int, np.integer)) or min_inliers < 1:
+        raise ConfigError(f"min_inliers must be a whole number of at least 1, not {min_inliers!r}")
 
 
 def verification_from_model(correspondences: Correspondences, model: Model | None, min_inliers: int) -> Verification:

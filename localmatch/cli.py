@@ -137,7 +137,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
     if os.path.exists(os.path.join(args.db, DB_FILE)):
         raise DatabaseError(f"{args.db}: a database already exists here (use `localmatch index add`)")
-    asmk = {"codebook_size": args.codebook_size} if args.codebook_size else None
+    asmk = {"codebook_size": args.codebook_size} if args.codebook_size is not None else None
     boxes = _read_boxes(args.boxes)
     with _open_database(args.db, readonly=False, must_exist=False, features=args.features, index=args.index,
                         whitening=args.whiten, representation=args.representation, asmk_config=asmk,

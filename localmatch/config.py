@@ -1,12 +1,20 @@
-"""Frozen dataclass configs with strict ``from_dict`` and ``replace``.
+"""Frozen dataclass configs with strict ``from_dict`` and ``replace``, and checks of their values.
 
-Every tunable of localmatch lives in one of these; no module keeps a mutable default.
+Every tunable of localmatch lives in one of these; no module keeps a mutable default. A config checks
+its values when it is made (``__post_init__`` with the helpers below), so a bad option fails at once
+with ``ConfigError`` naming it, instead of deep inside OpenCV or, worse, being quietly taken for another
+setting (a negative ratio that turned the ratio test off, a negative RANSAC threshold that OpenCV used).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, TypeVar
+
+import numpy as np
+
+from localmatch.errors import ConfigError
 
 C = TypeVar("C", bound="Config")
 
@@ -17,13 +25,13 @@ class Config:
 
     @classmethod
     def from_dict(cls: type[C], values: dict[str, Any] | None = None) -> C:
-        """Build from a dict; an unknown key raises ``ValueError`` listing the valid keys."""
+        """Build from a dict; an unknown key raises ``ConfigError`` (a ``ValueError``) listing the valid keys."""
         values = dict(values or {})
         _check_keys(cls, values)
         return cls(**values)
 
     def replace(self: C, **changes: Any) -> C:
-        """A copy with some fields changed; an unknown field raises ``ValueError``."""
+        """A copy with some fields changed; an unknown field raises ``ConfigError``."""
         _check_keys(type(self), changes)
         return dataclasses.replace(self, **changes)
 
@@ -35,7 +43,7 @@ def _check_keys(cls: type, values: dict[str, Any]) -> None:
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
+        raise ConfigError(f"unknown {cls.__name__} option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
 
 
 def build_config(config_type: type[C], config: Config | dict | None, overrides: dict[str, Any], owner: str) -> C:
@@ -48,3 +56,46 @@ def build_config(config_type: type[C], config: Config | dict | None, overrides: 
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"{owner} takes a {config_type.__name__} or a dict, not {type(config).__name__}")
     return config_type.from_dict({**(config or {}), **overrides})
+
+
+def _bad(config: Config, name: str, rule: str) -> ConfigError:
+    return ConfigError(f"{type(config).__name__}.{name} must be {rule}, not {getattr(config, name)!r}")
+
+
+def check_whole(config: Config, name: str, at_least: int, *, optional: bool = False) -> None:
+    """``config.name`` is an integer (not a bool) >= ``at_least``, or None when ``optional``."""
+    value = getattr(config, name)
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < at_least:
+        raise _bad(config, name, f"a whole number >= {at_least}" + (" or None" if optional else ""))
+
+
+def check_number(config: Config, name: str, low: float, high: float = math.inf, *, low_open: bool = False,
+                 high_open: bool = False, optional: bool = False) -> None:
+    """``config.name`` is a finite real number in the interval from ``low`` to ``high`` (ends included unless
+    ``*_open``), or None when ``optional``."""
+    value = getattr(config, name)
+    if optional and value is None:
+        return
+    inside = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+              and math.isfinite(value) and (value > low if low_open else value >= low)
+              and (value < high if high_open else value <= high))
+    if not inside:
+        if math.isinf(high):
+            rule = f"a number {'>' if low_open else '>='} {low:g}"
+        else:
+            rule = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise _bad(config, name, rule + (" or None" if optional else ""))
+
+
+def check_flag(config: Config, *names: str) -> None:
+    """Each ``config.name`` is True or False."""
+    for name in names:
+        if not isinstance(getattr(config, name), (bool, np.bool_)):
+            raise _bad(config, name, "True or False")
+
+
+def check_choice(config: Config, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(config, name) not in choices:
+        raise _bad(config, name, f"one of {', '.join(choices)}")

@@ -56,7 +56,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from localmatch.api import DEFAULT_MIN_INLIERS
+from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.database import Database, expand_image_paths
 from localmatch.errors import ImageError
 from localmatch.io import Image, load_image
@@ -134,6 +134,7 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
         test: the thresholds that tell a duplicate from another photo (:class:`DuplicateTest`).
         progress: show progress bars (default: when stderr is a terminal).
     """
+    check_min_inliers(min_inliers)  # before the images are indexed
     paths = expand_image_paths(images)
     show = sys.stderr.isatty() if progress is None else progress
     with tempfile.TemporaryDirectory(prefix="localmatch-dedup-") as tmp:

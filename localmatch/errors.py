@@ -35,6 +35,10 @@ class UnknownNameError(LocalmatchError, ValueError):
         super().__init__(f"unknown {kind} {name!r}; valid names: {', '.join(valid)}")
 
 
+class ConfigError(LocalmatchError, ValueError):
+    """Options that do not fit: an unknown option, or features that the chosen matcher cannot take."""
+
+
 class DatabaseError(LocalmatchError):
     """A database folder that cannot be used as asked (missing, wrong version, locked, damaged...)."""
 

@@ -141,7 +141,8 @@ def _load_revisited(path: Path, protocol: str, images_root: str, suffix: str) ->
 
     def names(indices: list[float], field_name: str) -> set[str]:  # 0-based indices into imlist
         if not all(float(i).is_integer() and 0 <= i < len(imlist) for i in indices):
-            raise GroundTruthError(f"{path}: gnd.{field_name} holds indices that are not in imlist (0-{len(imlist) - 1})")
+            raise GroundTruthError(f"{path}: gnd.{field_name} holds indices that are not in imlist "
+                                   f"(0-{len(imlist) - 1})")
         return {os.path.join(images_root, imlist[int(i)] + suffix) for i in indices}
 
     out = []

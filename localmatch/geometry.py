@@ -17,7 +17,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from localmatch.config import Config
+from localmatch.config import Config, check_number, check_whole
 from localmatch.errors import UnknownNameError
 from localmatch.registry import Registry
 
@@ -50,6 +50,13 @@ class RansacConfig(Config):
     max_iterations: int = 10000
     seed: int = 0
     max_h_inlier_ratio: float = 0.8
+
+    def __post_init__(self) -> None:
+        check_number(self, "threshold", 0, low_open=True)
+        check_number(self, "confidence", 0, 1, low_open=True, high_open=True)
+        check_whole(self, "max_iterations", 1)
+        check_whole(self, "seed", 0)
+        check_number(self, "max_h_inlier_ratio", 0, low_open=True)
 
 
 @dataclass(frozen=True, eq=False)

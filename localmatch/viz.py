@@ -52,7 +52,11 @@ def side_by_side(image_a: Image, image_b: Image, points_a: np.ndarray, points_b:
 
 def save_picture(picture: np.ndarray, path: str | os.PathLike) -> None:
     """Write an RGB picture; the format follows the file extension (.png, .jpg...)."""
-    if not cv2.imwrite(os.fspath(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+    try:
+        written = cv2.imwrite(os.fspath(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    except cv2.error:  # OpenCV raises for an extension it has no writer for, returns False for a bad folder
+        written = False
+    if not written:
         raise OSError(f"{os.fspath(path)}: could not write the picture (unknown extension or unwritable folder?)")
 
 

@@ -121,7 +121,8 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "removed 1" in out and "'not/added.jpg'" in err and repr(paths[0]) in err and "index list" in err
     assert main(["index", "list", db]) == 0
-    assert capsys.readouterr().out.splitlines() == [f"{image['id']}\t{image['path']}" for image in listed[1:2] + listed[3:]]
+    kept = listed[1:2] + listed[3:]
+    assert capsys.readouterr().out.splitlines() == [f"{image['id']}\t{image['path']}" for image in kept]
     assert main(["search", db, paths[1], "--no-rerank", "--json"]) == 0
     assert paths[0] not in [r["path"] for r in json.loads(capsys.readouterr().out)[0]["results"]]
 
@@ -138,3 +139,13 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     assert main(["search", str(tmp_path / "none"), paths[0]]) == 2
     assert "no localmatch database" in capsys.readouterr().err
     assert main(["search", db, str(tmp_path / "missing.jpg")]) == 2
+    capsys.readouterr()
+    # bad option values end with the reason (exit 2), not a traceback, nor quietly as another setting
+    assert main(["search", db, paths[1], "-k", "0"]) == 2
+    assert "k (results per query) must be a whole number of at least 1, not 0" in capsys.readouterr().err
+    assert main(["search", db, paths[1], "--min-inliers", "0"]) == 2
+    assert "min_inliers must be a whole number of at least 1" in capsys.readouterr().err
+    assert main(["index", "build", str(tmp_path / "asmk"), paths[0], "--representation", "asmk",
+                 "--codebook-size", "0"]) == 2  # 0 was taken for "not given": 1024 words
+    assert "AsmkConfig.codebook_size must be a whole number >= 1, not 0" in capsys.readouterr().err
+    assert not (tmp_path / "asmk").exists()

@@ -36,10 +36,10 @@ from typing import Iterable
 import numpy as np
 from tqdm import tqdm
 
-from localmatch.api import DEFAULT_MIN_INLIERS
+from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.config import build_config
 from localmatch.database.store import AppendOnlyArray, ArraySpec
-from localmatch.errors import DatabaseError, ImageError, UnknownNameError
+from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.features import FEATURES
 from localmatch.geometry import RansacConfig
 from localmatch.io import ImageSource, decode_bytes, load_image
@@ -712,6 +712,10 @@ class Database:
         ``"loftr"`` (dense; re-reads each candidate's image, so every pair costs a network pass); by default
         ``"nn"`` for SIFT and the LightGlue trained for the database's learned features.
         """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"k (results per query) must be a whole number of at least 1, not {k!r}")
+        if rerank:
+            check_min_inliers(min_inliers)
         matcher = matcher or DEFAULT_RERANK_MATCHER.get(self.features, "nn")
         image = None if isinstance(query, Features) else load_image(query, max_pixels=self.feature_config.max_pixels)
         # ASMK databases shortlist with the local features alone: no global descriptor on their query path

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from localmatch.config import Config
+from localmatch.config import Config, check_choice, check_flag, check_number, check_whole
+from localmatch.errors import ConfigError
 from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, Resized, resize_to_working
 from localmatch.types import Features
+
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,20 @@ class LearnedConfig(Config):
     half: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
 
+    def __post_init__(self) -> None:
+        check_whole(self, "max_features", 1)
+        check_whole(self, "max_side", 1, optional=True)
+        check_number(self, "detection_threshold", 0, optional=True)
+        check_choice(self, "device", DEVICES)
+        check_flag(self, "half")
+        check_whole(self, "max_pixels", 1)
+
 
 def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda")
+    if name not in DEVICES:
+        raise ConfigError(f"unknown device {name!r}; valid: {', '.join(DEVICES)}")
     return torch.device(name)
 
 

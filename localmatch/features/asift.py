@@ -22,7 +22,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from localmatch.config import Config
+from localmatch.config import Config, check_number, check_whole
 from localmatch.features import FEATURES, FeatureExtractor
 from localmatch.features.sift import SIFT_CENTRE_OFFSET, features_from_opencv
 from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, Resized, resize_to_working
@@ -51,8 +51,11 @@ class AsiftConfig(Config):
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
-        if self.max_tilt < 0:
-            raise ValueError(f"max_tilt must be >= 0, got {self.max_tilt}")
+        check_whole(self, "max_features", 1)
+        check_whole(self, "max_side", 1, optional=True)
+        check_whole(self, "max_tilt", 0)
+        check_number(self, "contrast_threshold", 0)
+        check_whole(self, "max_pixels", 1)
 
 
 def extract_asift(image: Image, config: AsiftConfig) -> Features:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from localmatch.config import Config
+from localmatch.config import Config, check_flag, check_number, check_whole
 from localmatch.features import FEATURES, FeatureExtractor
 from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, Resized, resize_to_working
 from localmatch.types import Features
@@ -35,6 +35,13 @@ class SiftConfig(Config):
     upright: bool = False
     contrast_threshold: float = 0.04
     max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        check_whole(self, "max_features", 1)
+        check_whole(self, "max_side", 1, optional=True)
+        check_flag(self, "root", "upright")
+        check_number(self, "contrast_threshold", 0)
+        check_whole(self, "max_pixels", 1)
 
 
 def extract_sift(image: Image, config: SiftConfig) -> Features:

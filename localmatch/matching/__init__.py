@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from localmatch.config import Config, build_config
+from localmatch.errors import ConfigError
 from localmatch.matching.nn import NNConfig, match_nn, match_nn_batched, quantize, quantized
 from localmatch.registry import Registry
 from localmatch.types import Features, Matches
@@ -39,9 +40,9 @@ class Matcher:
 
     def check(self, features_a: Features, features_b: Features) -> None:
         if features_a.extractor != features_b.extractor:
-            raise ValueError(f"cannot match {features_a.extractor} features with {features_b.extractor} features")
+            raise ConfigError(f"cannot match {features_a.extractor} features with {features_b.extractor} features")
         if self.accepts and features_a.extractor not in self.accepts:
-            raise ValueError(f"matcher {self.name!r} works with {', '.join(self.accepts)} features, "
+            raise ConfigError(f"matcher {self.name!r} works with {', '.join(self.accepts)} features, "
                              f"not {features_a.extractor}")
 
 

@@ -9,8 +9,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from localmatch.config import Config
-from localmatch.features._torch import load_checked, select_device
+from localmatch.config import Config, check_choice, check_flag, check_number
+from localmatch.features._torch import DEVICES, load_checked, select_device
 from localmatch.matching import MATCHERS, Matcher
 from localmatch.types import Features, Matches
 from localmatch.weights import load_state_dict
@@ -37,6 +37,14 @@ class LightGlueConfig(Config):
     width_confidence: float | None = None
     device: str = "auto"
     half: bool = True
+
+    def __post_init__(self) -> None:
+        check_number(self, "filter_threshold", 0, 1)
+        for name in ("depth_confidence", "width_confidence"):
+            if getattr(self, name) != -1:
+                check_number(self, name, 0, 1, optional=True)
+        check_choice(self, "device", DEVICES)
+        check_flag(self, "half")
 
 
 @lru_cache(maxsize=8)

@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from localmatch.config import Config
-from localmatch.features._torch import select_device
+from localmatch.config import Config, check_choice, check_flag, check_number, check_whole
+from localmatch.features._torch import DEVICES, select_device
 from localmatch.io import Image, resize_to_working
 from localmatch.matching import MATCHERS, Matcher
 from localmatch.types import Correspondences
@@ -43,13 +43,18 @@ class LoFTRConfig(Config):
     device: str = "auto"
     half: bool = True
 
+    def __post_init__(self) -> None:
+        check_choice(self, "pretrained", tuple(PRETRAINED))
+        check_whole(self, "max_side", 8)
+        check_number(self, "confidence", 0, 1)
+        check_choice(self, "device", DEVICES)
+        check_flag(self, "half")
+
 
 @lru_cache(maxsize=4)
 def _model(pretrained: str, device: str, half: bool, confidence: float):
     from kornia.feature import LoFTR
 
-    if pretrained not in PRETRAINED:
-        raise ValueError(f"unknown LoFTR weights {pretrained!r}; valid: {', '.join(PRETRAINED)}")
     config = _config_for(pretrained, confidence)
     if pretrained == "none":
         with torch.random.fork_rng():

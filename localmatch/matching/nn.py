@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from localmatch.config import Config
+from localmatch.config import Config, check_flag, check_number
 from localmatch.matching import compiled
 from localmatch.types import Features, Matches
 
@@ -54,6 +54,10 @@ class NNConfig(Config):
 
     ratio: float | None = None
     mutual: bool = True
+
+    def __post_init__(self) -> None:
+        check_number(self, "ratio", 0, 1, low_open=True, optional=True)
+        check_flag(self, "mutual")
 
     def ratio_for(self, extractor: str | None) -> float:
         return self.ratio if self.ratio is not None else DEFAULT_RATIO.get(extractor, LEARNED_RATIO)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from localmatch.config import Config
+from localmatch.config import Config, check_flag, check_number, check_whole
 from localmatch.shortlist.asmk.aggregate import Aggregated, aggregate, aggregate_regions
 from localmatch.shortlist.asmk.codebook import WORD_SEARCHES, Codebook, check_word_search, train_codebook
 from localmatch.shortlist.asmk.inverted_file import InvertedFile
@@ -61,8 +61,12 @@ class AsmkConfig(Config):
     codebook_sample: int = 500_000
 
     def __post_init__(self) -> None:
-        if self.codebook_size < 1 or self.query_assignments < 1 or self.database_assignments < 1:
-            raise ValueError("codebook_size and the assignment counts must be at least 1")
+        for name in ("codebook_size", "query_assignments", "database_assignments", "codebook_sample"):
+            check_whole(self, name, 1)
+        check_flag(self, "binary", "idf")
+        check_number(self, "alpha", 0)
+        check_number(self, "threshold", -1, 1)
+        check_whole(self, "seed", 0)
         check_word_search(self.query_word_search)
         if self.regions not in REGION_PROPOSERS:
             REGION_PROPOSERS.get(self.regions)  # raises, listing the valid names

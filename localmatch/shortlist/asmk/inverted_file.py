@@ -70,7 +70,8 @@ def _inconsistency(arrays: dict[str, np.ndarray], dim: int, binary: bool) -> str
         return "index arrays of the wrong types"
     if vectors.dtype != dtype or vectors.ndim != 2 or vectors.shape[1] != width:
         return f"vectors are {vectors.dtype} {vectors.shape}, expected {np.dtype(dtype)} (E, {width})"
-    if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(entry_image) or len(vectors) != len(entry_image):
+    if (offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(entry_image)
+            or len(vectors) != len(entry_image)):
         return "word offsets do not delimit the entries"
     if len(entry_image) and (entry_image.min() < 0 or entry_image.max() >= len(arrays["image_ids"])):
         return "entries point at images it does not hold"
