@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from localmatch.config import Config, build_config
-from localmatch.errors import ConfigError
+from localmatch.config import Config, build_config, require_whole
 from localmatch.features import FEATURES, extract_pair, load_for, stages_of_pair
 from localmatch.geometry import Model, RansacConfig, estimate
 from localmatch.io import ImageSource, load_image
@@ -152,8 +151,7 @@ def verify_correspondences(
 
 def check_min_inliers(min_inliers: int) -> None:
     """``min_inliers`` must be a whole number >= 1: with 0, a pair with no inliers at all would be a match."""
-    if isinstance(min_inliers, bool) or not isinstance(min_inliers, (int, np.integer)) or min_inliers < 1:
-        raise ConfigError(f"min_inliers must be a whole number of at least 1, not {min_inliers!r}")
+    require_whole(min_inliers, "min_inliers", 1)
 
 
 def verification_from_model(correspondences: Correspondences, model: Model | None, min_inliers: int) -> Verification:

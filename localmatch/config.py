@@ -62,13 +62,19 @@ def _bad(config: Config, name: str, rule: str) -> ConfigError:
     return ConfigError(f"{type(config).__name__}.{name} must be {rule}, not {getattr(config, name)!r}")
 
 
-def check_whole(config: Config, name: str, at_least: int, *, optional: bool = False) -> None:
-    """``config.name`` is an integer (not a bool) >= ``at_least``, or None when ``optional``."""
-    value = getattr(config, name)
+def require_whole(value: Any, label: str, at_least: int, *, optional: bool = False) -> None:
+    """``value`` is an integer (not a bool) >= ``at_least``, or None when ``optional``; ``label`` names it in
+    the ``ConfigError``. For arguments that are not config fields (``min_inliers``, ``k``)."""
     if optional and value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < at_least:
-        raise _bad(config, name, f"a whole number >= {at_least}" + (" or None" if optional else ""))
+        raise ConfigError(f"{label} must be a whole number >= {at_least}" + (" or None" if optional else "")
+                          + f", not {value!r}")
+
+
+def check_whole(config: Config, name: str, at_least: int, *, optional: bool = False) -> None:
+    """``config.name`` is an integer (not a bool) >= ``at_least``, or None when ``optional``."""
+    require_whole(getattr(config, name), f"{type(config).__name__}.{name}", at_least, optional=optional)
 
 
 def check_number(config: Config, name: str, low: float, high: float = math.inf, *, low_open: bool = False,

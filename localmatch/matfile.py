@@ -2,8 +2,9 @@
 
 scipy's MATLAB reader is compiled code that can crash the process on a corrupt file (scipy 1.17: one
 changed byte in a small struct array gives a segmentation fault), so the file is read by a child Python
-(``python -m localmatch.matfile PATH``) that prints the fields as JSON; a crash there becomes a
-``GroundTruthError`` here. The child costs about 0.5 s, once per evaluation.
+that imports this very module (not whatever ``localmatch`` its working folder holds) and prints the
+fields as JSON; a crash there becomes a ``GroundTruthError`` here. The child costs about 0.5 s, once per
+evaluation.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from localmatch.errors import GroundTruthError
 
 _CHILD_FAILED = 3  # exit status of a child that could not read the file (its reason is on stderr)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # the folder holding this localmatch package
+_CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from localmatch.matfile import child_main; child_main(sys.argv[2])"
 
 
 def read_revisited_mat(path: str | os.PathLike) -> dict:
@@ -26,7 +30,7 @@ def read_revisited_mat(path: str | os.PathLike) -> dict:
     Raises ``GroundTruthError`` naming the file and the reason when it cannot be read.
     """
     path = os.fspath(path)
-    child = subprocess.run([sys.executable, "-m", "localmatch.matfile", path], capture_output=True, text=True)
+    child = subprocess.run([sys.executable, "-c", _CHILD, _PACKAGE_ROOT, path], capture_output=True, text=True)
     if child.returncode == 0:
         return json.loads(child.stdout)
     if child.returncode == _CHILD_FAILED:
@@ -70,9 +74,10 @@ def _fields(path: str) -> dict:
             "qimlist": [str(x) for x in np.atleast_1d(mat["qimlist"])], "gnd": gnd}
 
 
-if __name__ == "__main__":
+def child_main(path: str) -> None:
+    """Run in the child: print the fields as JSON, or the reason on stderr and exit with ``_CHILD_FAILED``."""
     try:
-        fields = _fields(sys.argv[1])
+        fields = _fields(path)
     except GroundTruthError as e:
         print(e, file=sys.stderr)
         sys.exit(_CHILD_FAILED)

@@ -142,9 +142,9 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     capsys.readouterr()
     # bad option values end with the reason (exit 2), not a traceback, nor quietly as another setting
     assert main(["search", db, paths[1], "-k", "0"]) == 2
-    assert "k (results per query) must be a whole number of at least 1, not 0" in capsys.readouterr().err
+    assert "k (results per query) must be a whole number >= 1, not 0" in capsys.readouterr().err
     assert main(["search", db, paths[1], "--min-inliers", "0"]) == 2
-    assert "min_inliers must be a whole number of at least 1" in capsys.readouterr().err
+    assert "min_inliers must be a whole number >= 1, not 0" in capsys.readouterr().err
     assert main(["index", "build", str(tmp_path / "asmk"), paths[0], "--representation", "asmk",
                  "--codebook-size", "0"]) == 2  # 0 was taken for "not given": 1024 words
     assert "AsmkConfig.codebook_size must be a whole number >= 1, not 0" in capsys.readouterr().err

@@ -66,5 +66,5 @@ def test_learned_and_dense_matcher_options_are_checked():
 def test_the_public_calls_check_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="max_features"):
         localmatch.extract(tmp_path / "never-read.jpg", max_features=-1)
-    with pytest.raises(ConfigError, match="min_inliers must be a whole number of at least 1, not 0"):
+    with pytest.raises(ConfigError, match="min_inliers must be a whole number >= 1, not 0"):
         localmatch.verify(tmp_path / "never-read.jpg", tmp_path / "never-read.jpg", min_inliers=0)

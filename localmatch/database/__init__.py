@@ -37,9 +37,9 @@ import numpy as np
 from tqdm import tqdm
 
 from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
-from localmatch.config import build_config
+from localmatch.config import build_config, require_whole
 from localmatch.database.store import AppendOnlyArray, ArraySpec
-from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
+from localmatch.errors import DatabaseError, ImageError, UnknownNameError
 from localmatch.features import FEATURES
 from localmatch.geometry import RansacConfig
 from localmatch.io import ImageSource, decode_bytes, load_image
@@ -712,8 +712,7 @@ class Database:
         ``"loftr"`` (dense; re-reads each candidate's image, so every pair costs a network pass); by default
         ``"nn"`` for SIFT and the LightGlue trained for the database's learned features.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"k (results per query) must be a whole number of at least 1, not {k!r}")
+        require_whole(k, "k (results per query)", 1)
         if rerank:
             check_min_inliers(min_inliers)
         matcher = matcher or DEFAULT_RERANK_MATCHER.get(self.features, "nn")
