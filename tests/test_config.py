@@ -18,7 +18,7 @@ from localmatch.shortlist.asmk import AsmkConfig
 @pytest.mark.parametrize("config_type, options, message", [
     (SiftConfig, {"max_features": 0}, "SiftConfig.max_features must be a whole number >= 1, not 0"),
     (SiftConfig, {"max_features": 1.5}, "max_features must be a whole number"),
-    (SiftConfig, {"max_side": -5}, "SiftConfig.max_side must be a whole number >= 1 or None, not -5"),
+    (SiftConfig, {"max_side": -5}, "SiftConfig.max_side must be a whole number >= 0 or None, not -5"),
     (SiftConfig, {"upright": "yes"}, "SiftConfig.upright must be True or False"),
     (SiftConfig, {"contrast_threshold": -0.1}, "contrast_threshold must be a number >= 0"),
     (SiftConfig, {"max_pixels": True}, "max_pixels must be a whole number"),
@@ -41,6 +41,7 @@ def test_bad_values_raise_config_errors_naming_the_option(config_type, options, 
 
 def test_good_values_of_every_kind_are_accepted():
     assert SiftConfig(max_features=np.int64(10), max_side=None, contrast_threshold=0).max_features == 10
+    assert SiftConfig(max_side=0).max_side == 0  # 0, like None, keeps the original size
     assert NNConfig(ratio=1.0).ratio == 1.0 and NNConfig(ratio=np.float32(0.5)).ratio == 0.5
     assert RansacConfig(threshold=0.5, confidence=0.99, seed=3).seed == 3
     assert AsmkConfig(codebook_size=64, threshold=-0.5).codebook_size == 64

@@ -21,7 +21,7 @@ class LearnedConfig(Config):
 
     Attributes:
         max_features: keep at most this many keypoints, the highest scoring.
-        max_side: long side of the working image (None: original size); sides are rounded to the
+        max_side: long side of the working image (None or 0: original size); sides are rounded to the
             network's stride. Bounds memory and time.
         detection_threshold: keypoint score a detection must exceed; None takes the model's own default,
             0 keeps the ``max_features`` strongest maxima whatever their score.
@@ -39,7 +39,7 @@ class LearnedConfig(Config):
 
     def __post_init__(self) -> None:
         check_whole(self, "max_features", 1)
-        check_whole(self, "max_side", 1, optional=True)
+        check_whole(self, "max_side", 0, optional=True)  # None or 0: original size
         check_number(self, "detection_threshold", 0, optional=True)
         check_choice(self, "device", DEVICES)
         check_flag(self, "half")

@@ -37,7 +37,7 @@ class AsiftConfig(Config):
 
     Attributes:
         max_features: keep at most this many keypoints over all views, the strongest by response.
-        max_side: long side of the working image in pixels (None: original size; never enlarged).
+        max_side: long side of the working image in pixels (None or 0: original size; never enlarged).
         max_tilt: simulate tilts ``sqrt(2) ** k`` for ``k = 0 .. max_tilt`` (OpenCV's ``maxTilt``): 2 reaches
             tilt 2, about 60 degrees of viewpoint change; each level adds views and time.
         contrast_threshold: OpenCV's DoG contrast threshold in every view.
@@ -52,7 +52,7 @@ class AsiftConfig(Config):
 
     def __post_init__(self) -> None:
         check_whole(self, "max_features", 1)
-        check_whole(self, "max_side", 1, optional=True)
+        check_whole(self, "max_side", 0, optional=True)  # None or 0: original size
         check_whole(self, "max_tilt", 0)
         check_number(self, "contrast_threshold", 0)
         check_whole(self, "max_pixels", 1)

@@ -22,7 +22,7 @@ class SiftConfig(Config):
 
     Attributes:
         max_features: keep at most this many keypoints, the strongest by response.
-        max_side: long side of the working image in pixels (None: original size; never enlarged).
+        max_side: long side of the working image in pixels (None or 0: original size; never enlarged).
         root: RootSIFT descriptors (L1-normalise, square root) instead of L2-normalised SIFT.
         upright: all orientations 0 (no rotation invariance; one descriptor per location).
         contrast_threshold: OpenCV's DoG contrast threshold (lower finds more in flat images).
@@ -38,7 +38,7 @@ class SiftConfig(Config):
 
     def __post_init__(self) -> None:
         check_whole(self, "max_features", 1)
-        check_whole(self, "max_side", 1, optional=True)
+        check_whole(self, "max_side", 0, optional=True)  # None or 0: original size
         check_flag(self, "root", "upright")
         check_number(self, "contrast_threshold", 0)
         check_whole(self, "max_pixels", 1)
