@@ -142,7 +142,10 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
             added = db.add(paths, progress=show)
             report = DedupReport(failed=list(added.failed))
             ids = {p: i for i, p in db.images()}
+            # byte-identical files are indexed once: each copy takes the verified pairs of the one stored
+            copies = {path: stored for path, stored in added.same_as.items() if path != stored}
             wanted = [p for p in paths if p in ids]
+            wanted += sorted(set(copies.values()) - set(wanted))  # stored by an earlier call under another path
             found: dict[tuple[str, str], DuplicatePair] = {}
             tested: set[tuple[str, str]] = set()
             test = test or DuplicateTest()
@@ -153,9 +156,27 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
                     key = (min(pair.a, pair.b), max(pair.a, pair.b))
                     if key not in found or _better(pair, found[key]):
                         found[key] = pair
+            for copy, stored in copies.items():
+                _add_identical_copy(copy, stored, len(db.features_of(ids[stored]).keypoints), found, tested)
     report.groups = average_linkage_groups([k for k, p in found.items() if p.relation == "duplicate"], tested)
     report.pairs = agree_with_groups(sorted(found.values(), key=lambda p: (p.a, p.b)), report.groups)
     return report
+
+
+def _add_identical_copy(copy: str, stored: str, num_features: int, found: dict[tuple[str, str], DuplicatePair],
+                        tested: set[tuple[str, str]]) -> None:
+    """Record ``copy``, a file with the same bytes as ``stored``: the two as a duplicate pair (identity
+    homography, every feature an inlier), and every pair and test of ``stored`` again with ``copy``."""
+    def key(a: str, b: str) -> tuple[str, str]:
+        return min(a, b), max(a, b)
+
+    for pair in [p for p in found.values() if stored in (p.a, p.b)]:
+        moved = dataclasses.replace(pair, a=copy) if pair.a == stored else dataclasses.replace(pair, b=copy)
+        found[key(moved.a, moved.b)] = moved
+    tested.update([key(copy, b if a == stored else a) for a, b in tested if stored in (a, b)])
+    found[key(stored, copy)] = DuplicatePair(stored, copy, "duplicate", num_features, "homography",
+                                             matrix=np.eye(3), coverage=1.0, similarity=1.0, spread=1.0)
+    tested.add(key(stored, copy))
 
 
 def agree_with_groups(pairs: list[DuplicatePair], groups: list[list[str]]) -> list[DuplicatePair]:

@@ -73,6 +73,9 @@ def test_add_is_incremental_resumable_and_reports_bad_files(tmp_path, ukbench_pa
         second = db.add([*ukbench_paths[:5], str(bad)])
         assert first.added == ukbench_paths[:3]
         assert second.skipped == ukbench_paths[:3] and second.added == ukbench_paths[3:5]
+        assert second.same_as == {p: p for p in ukbench_paths[:3]}
+        (tmp_path / "copy.jpg").write_bytes(Path(ukbench_paths[1]).read_bytes())
+        assert db.add([tmp_path / "copy.jpg"]).same_as == {str(tmp_path / "copy.jpg"): ukbench_paths[1]}
         assert {Path(p).name for p, _ in second.failed} == {"empty.jpg", "text.png", "trunc.jpg"}
         assert all(reason for _, reason in second.failed)
         assert len(db) == 5

@@ -60,6 +60,30 @@ def test_a_database_that_shortlists_with_asmk_finds_the_same_groups(collection, 
     assert [names(g) for g in asmk.groups] == [names(g) for g in report.groups]
 
 
+def test_byte_identical_copies_are_duplicates_with_their_original_s_relations(collection, report, tmp_path):
+    """A database indexes one file per content; before, the other copies vanished from the report."""
+    import shutil
+
+    folder, by_name = collection
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    shutil.copy(by_name["coffee.jpg"], copies / "coffee_copy.jpg")
+    shutil.copy(by_name["coffee.jpg"], copies / "coffee_copy2.jpg")
+    shutil.copy(by_name["motorcycle_left.jpg"], copies / "left_copy.jpg")
+    result = find_duplicates([folder, copies], progress=False)
+    groups = [names(g) for g in result.groups]
+    assert ["coffee.jpg", "coffee_copy.jpg", "coffee_copy2.jpg", "coffee_q15.jpg"] in groups
+    assert ["left_copy.jpg", "motorcycle_left.jpg"] in groups
+    pairs = {frozenset((Path(p.a).name, Path(p.b).name)): p for p in result.pairs}
+    identical = pairs[frozenset(("coffee_copy.jpg", "coffee_copy2.jpg"))]
+    assert identical.relation == "duplicate" and np.array_equal(identical.matrix, np.eye(3))
+    assert identical.coverage == identical.similarity == identical.spread == 1.0 and identical.residual == 0.0
+    # the copy stands in the original's relations: the other stereo view is the same scene for both
+    assert pairs[frozenset(("left_copy.jpg", "motorcycle_right.jpg"))].relation == "same-scene"
+    before = {frozenset((Path(p.a).name, Path(p.b).name)): p.relation for p in report.pairs}
+    assert all(pairs[k].relation == relation for k, relation in before.items())
+
+
 def test_photometric_agreement_of_a_copy_and_of_another_photo(collection):
     _, files = collection
     a = load_image(files["astronaut.jpg"])

@@ -73,11 +73,17 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tif
 
 @dataclass
 class AddReport:
-    """What :meth:`Database.add` did: paths added, skipped as already indexed, and failures."""
+    """What :meth:`Database.add` did: paths added, skipped as already indexed, and failures.
+
+    Attributes:
+        same_as: for each skipped path, the stored path of the image with the same bytes (the path itself
+            when it was added before under that name; another one for a byte-identical copy).
+    """
 
     added: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    same_as: dict[str, str] = field(default_factory=dict)
 
 
 def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -368,8 +374,10 @@ class Database:
                 log.info("%s: cannot read (%s)", path, e)
                 continue
             digest = hashlib.sha256(data).hexdigest()
-            if self._db.execute("SELECT 1 FROM images WHERE content_hash = ?", (digest,)).fetchone():
+            stored = self._db.execute("SELECT path FROM images WHERE content_hash = ?", (digest,)).fetchone()
+            if stored:
                 report.skipped.append(path)
+                report.same_as[path] = stored[0]
                 continue
             try:
                 image = decode_bytes(data, path, max_pixels=self.feature_config.max_pixels)
