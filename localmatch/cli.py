@@ -129,7 +129,8 @@ def _print_add_report(report, quiet: bool) -> None:
     for path, reason in report.failed:
         print(f"localmatch: skipped {path}: {reason}", file=sys.stderr)
     if not quiet:
-        print(f"added {len(report.added)}, already indexed {len(report.skipped)}, failed {len(report.failed)}")
+        changed = f"; {len(report.replaced)} had changed since added: old entries replaced" if report.replaced else ""
+        print(f"added {len(report.added)}, already indexed {len(report.skipped)}, failed {len(report.failed)}{changed}")
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:

@@ -83,6 +83,30 @@ def test_add_is_incremental_resumable_and_reports_bad_files(tmp_path, ukbench_pa
     assert info["images"] == 5 and info["features"] > 0 and 0 < info["bytes_per_image"] < 200_000
 
 
+@pytest.mark.parametrize("representation", ["global", "asmk"])
+def test_a_file_changed_since_it_was_added_replaces_its_old_entry(tmp_path, ukbench_paths, representation):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, source in (("x.jpg", 0), ("y.jpg", 8), ("z.jpg", 12)):
+        (folder / name).write_bytes(Path(ukbench_paths[source]).read_bytes())
+    x = str(folder / "x.jpg")
+    with Database(tmp_path / "db", feature_config=SMALL, representation=representation,
+                  asmk_config={"codebook_size": 64} if representation == "asmk" else None) as db:
+        db.add([folder])
+        (folder / "x.jpg").write_bytes(Path(ukbench_paths[4]).read_bytes())  # edited: another photo
+        report = db.add([folder])
+        assert report.added == [x] and report.replaced == [x] and len(report.skipped) == 2
+        assert [path for _, path in db.images()].count(x) == 1 and len(db) == 3
+        hits = db.search(ukbench_paths[4], k=3)
+        assert hits[0].path == x and hits[0].verified  # the new content, not the old one
+        assert all(not h.verified for h in db.search(ukbench_paths[0], k=3))  # the old content is gone
+        (folder / "x.jpg").write_bytes((folder / "y.jpg").read_bytes())  # now a copy of y
+        report = db.add([x])
+        assert report.replaced == [x] and report.same_as == {x: str(folder / "y.jpg")} and len(db) == 2
+    with Database(tmp_path / "db", readonly=True) as db:  # and so it was saved
+        assert sorted(path for _, path in db.images()) == [str(folder / "y.jpg"), str(folder / "z.jpg")]
+
+
 @pytest.mark.parametrize("index", ["flat", "lsh"])
 def test_remove_then_search(tmp_path, ukbench_paths, index):
     with Database(tmp_path / "db", feature_config=SMALL, index=index) as db:

@@ -78,12 +78,15 @@ class AddReport:
     Attributes:
         same_as: for each skipped path, the stored path of the image with the same bytes (the path itself
             when it was added before under that name; another one for a byte-identical copy).
+        replaced: paths whose file had changed since it was added: the entry of its old content was
+            removed (and the new content added, or found already stored under another path).
     """
 
     added: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     same_as: dict[str, str] = field(default_factory=dict)
+    replaced: list[str] = field(default_factory=list)
 
 
 def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[str]:
@@ -378,6 +381,9 @@ class Database:
             if stored:
                 report.skipped.append(path)
                 report.same_as[path] = stored[0]
+                with self._transaction():  # the file now holds what another path holds
+                    if self._delete_stale(path, digest):
+                        report.replaced.append(path)
                 continue
             try:
                 image = decode_bytes(data, path, max_pixels=self.feature_config.max_pixels)
@@ -385,9 +391,10 @@ class Database:
                 report.failed.append((path, e.reason))
                 log.info("skipped %s", e)
                 continue
-            self._commit_image(path, digest, image, boxes.get(path))
+            if self._commit_image(path, digest, image, boxes.get(path)):
+                report.replaced.append(path)
             report.added.append(path)
-        if report.added:
+        if report.added or report.replaced:
             self._save_index()
         log.info("added %d, skipped %d, failed %d", len(report.added), len(report.skipped), len(report.failed))
         return report
@@ -411,7 +418,9 @@ class Database:
             checked[os.fspath(path)] = array
         return checked
 
-    def _commit_image(self, path: str, digest: str, image, boxes: np.ndarray | None = None) -> None:
+    def _commit_image(self, path: str, digest: str, image, boxes: np.ndarray | None = None) -> int:
+        """Store one image; in the same transaction, remove the entries of what ``path`` held before (a file
+        changed since it was added). Returns how many such entries were removed."""
         features = FEATURES.get(self.features).run(image, self.feature_config)
         q = quantize(features.descriptors)
         feature_row, global_rows = self._meta_int("feature_rows"), self._meta_int("global_rows")
@@ -422,6 +431,7 @@ class Database:
             global_row, global_rows = global_rows, global_rows + 1
             self._arrays["global"].append(global_row, self._descriptor.describe(image, features).astype(np.float16))
         with self._transaction():
+            stale = self._delete_stale(path, digest)
             self._db.execute(
                 "INSERT INTO images (path, content_hash, width, height, num_features, feature_row, descriptor_scale,"
                 " working_scale, global_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -433,6 +443,22 @@ class Database:
                                      [(image_id, *map(float, box)) for box in boxes])
             self._set_meta(feature_rows=feature_row + len(features), global_rows=global_rows,
                            generation=self._meta_int("generation") + 1)
+        return stale
+
+    def _delete_stale(self, path: str, digest: str) -> int:
+        """Inside a transaction: delete the images stored under ``path`` with other content than ``digest``."""
+        stale = [i for (i,) in self._db.execute("SELECT id FROM images WHERE path = ? AND content_hash != ?",
+                                                 (path, digest)).fetchall()]
+        for image_id in stale:
+            self._delete_image(image_id)
+        if stale:
+            self._set_meta(generation=self._meta_int("generation") + 1)
+        return len(stale)
+
+    def _delete_image(self, image_id: int) -> int:
+        """Inside a transaction: delete one image's rows (its arrays' rows stay, unreferenced)."""
+        self._db.execute("DELETE FROM regions WHERE image_id = ?", (image_id,))
+        return self._db.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount
 
     def _set_meta(self, **values) -> None:
         self._db.executemany("UPDATE meta SET value = ? WHERE key = ?", [(str(v), k) for k, v in values.items()])
@@ -445,8 +471,7 @@ class Database:
             for item in items:
                 column = "id" if isinstance(item, (int, np.integer)) else "path"
                 for (image_id,) in self._db.execute(f"SELECT id FROM images WHERE {column} = ?", (item,)).fetchall():
-                    self._db.execute("DELETE FROM regions WHERE image_id = ?", (image_id,))
-                    removed += self._db.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount
+                    removed += self._delete_image(image_id)
             if removed:
                 self._set_meta(generation=self._meta_int("generation") + 1)
         if removed:
