@@ -18,6 +18,7 @@ protocol: Easy (positives easy; junk junk+hard), Medium (positives easy+hard; ju
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ import numpy as np
 
 from localmatch.errors import GroundTruthError
 from localmatch.matfile import read_revisited_mat
+
+log = logging.getLogger(__name__)
 
 PROTOCOLS = ("easy", "medium", "hard")
 
@@ -177,6 +180,8 @@ class EvaluationReport:
     ukbench_ns: float | None = None
     latency_ms: float = 0.0
     bytes_per_image: float = 0.0
+    #: positives of the ground truth that no database image has as its path: they can only count as misses
+    missing_positives: int = 0
 
     def to_dict(self) -> dict:
         return {"queries": self.queries, "mAP": self.mean_ap,
@@ -184,7 +189,8 @@ class EvaluationReport:
                 **{f"recall@{k}": v for k, v in self.recall_at.items()},
                 **{f"NDCG@{k}": v for k, v in self.ndcg_at.items()},
                 **({"N-S": self.ukbench_ns} if self.ukbench_ns is not None else {}),
-                "latency_ms": self.latency_ms, "bytes_per_image": self.bytes_per_image}
+                "latency_ms": self.latency_ms, "bytes_per_image": self.bytes_per_image,
+                "missing_positives": self.missing_positives}
 
 
 def evaluate(database, truth: Sequence[QueryTruth], *, ks: Sequence[int] = (1, 5, 10), rerank: bool = True,
@@ -199,6 +205,11 @@ def evaluate(database, truth: Sequence[QueryTruth], *, ks: Sequence[int] = (1, 5
     from localmatch.io import load_image
 
     depth = len(database)
+    stored = {path for _, path in database.images()}
+    missing = sorted({p for q in truth for p in q.positives} - stored)
+    if missing:  # a path spelt otherwise than when it was added would quietly score as a miss
+        log.warning("%d positives of the ground truth are not database paths (as added), for example %r; "
+                    "they count as misses", len(missing), missing[0])
     aps, prec, rec, ndcg, ns, seconds = [], {k: [] for k in ks}, {k: [] for k in ks}, {k: [] for k in ks}, [], []
     for q in truth:
         query = q.query
@@ -224,4 +235,4 @@ def evaluate(database, truth: Sequence[QueryTruth], *, ks: Sequence[int] = (1, 5
         queries=len(truth), mean_ap=mean(aps), precision_at={k: mean(v) for k, v in prec.items()},
         recall_at={k: mean(v) for k, v in rec.items()}, ndcg_at={k: mean(v) for k, v in ndcg.items()},
         ukbench_ns=mean(ns) if ukbench else None, latency_ms=1000 * float(np.median(seconds)) if seconds else 0.0,
-        bytes_per_image=database.info()["bytes_per_image"])
+        bytes_per_image=database.info()["bytes_per_image"], missing_positives=len(missing))

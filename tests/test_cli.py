@@ -132,6 +132,10 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     assert main(["eval", db, str(gt), "--json", "--ukbench"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mAP"] > 0.9 and report["queries"] == 4 and report["N-S"] > 3 and report["latency_ms"] > 0
+    assert report["missing_positives"] == 0
+    gt.write_text(json.dumps({"queries": [{"query": paths[4], "positives": [paths[5], "./" + paths[6]]}]}))
+    assert main(["eval", db, str(gt), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["missing_positives"] == 1  # and a warning says which
     gt.write_text(json.dumps({"queries": [{"query": paths[4], "positives": paths[5]}]}))
     assert main(["eval", db, str(gt)]) == 2
     assert f"{gt}: queries[0]: \"positives\" must be a list" in capsys.readouterr().err
