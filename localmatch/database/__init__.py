@@ -178,7 +178,7 @@ class Database:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as e:  # not SQLite, or a damaged file
-            raise DatabaseError(f"{self.path / DB_FILE}: not a readable SQLite database ({e})") from None
+            raise DatabaseError(f"{self.path / DB_FILE}: cannot open the SQLite database ({e})") from None
         if not exists:
             self._create(features or "sift", feature_config or {}, global_descriptor, index or "flat",
                          representation or "global", asmk_config or {}, codebook, whitening or 0)
