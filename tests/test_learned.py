@@ -48,6 +48,18 @@ def test_learned_features_have_the_features_layout(name, warped):
     assert list(f.scores) == sorted(f.scores, reverse=True)
 
 
+@pytest.mark.parametrize("name", ["xfeat", "aliked", "disk", "keynet-affnet"])
+def test_tiny_images_give_valid_empty_features_and_a_database_can_be_made(name, tmp_path):
+    """DISK's network failed on a 16 x 16 working image, and so did creating any DISK database (its descriptor
+    size is probed on a 16 x 16 image)."""
+    needs_weights(*WEIGHTS_OF.get(name, ())[:1])
+    for size in ((1, 1), (3, 5), (16, 16)):
+        f = localmatch.extract(np.full((*size, 3), 90, np.uint8), name)
+        assert f.image_size == size[::-1] and f.descriptors.shape[0] == len(f.keypoints) == len(f.scores)
+    with Database(tmp_path / "db", features=name) as db:
+        assert db.descriptor_dim == DIMS.get(name, 128) and len(db) == 0
+
+
 @pytest.mark.parametrize("name", ["xfeat", "aliked", "disk"])
 def test_learned_pipeline_recovers_a_homography_in_original_pixels(name, astronaut, warped):
     needs_weights(*WEIGHTS_OF[name])

@@ -12,6 +12,10 @@ from localmatch.io import Image
 from localmatch.types import Features
 from localmatch.weights import load_state_dict
 
+#: DISK's U-Net halves the working image four times; its instance norm needs 2 or more cells at the bottom
+STRIDE = 16
+DESCRIPTOR_DIM = 128
+
 
 @lru_cache(maxsize=4)
 def _model(device: str):
@@ -25,7 +29,10 @@ def _model(device: str):
 def extract_disk(image: Image, config: LearnedConfig) -> Features:
     """DISK keypoints (integer pixels of the working image, 128-d descriptors), in original pixels."""
     device = select_device(config.device)
-    tensor, work = working_tensor(image, config, 16, device)
+    tensor, work = working_tensor(image, config, STRIDE, device)
+    if tensor.shape[-2] * tensor.shape[-1] < 2 * STRIDE ** 2:  # a 16 x 16 working image: too small to describe
+        return to_features(image, work, torch.zeros((0, 2)), torch.zeros(0), torch.zeros((0, DESCRIPTOR_DIM)), "disk",
+                           config.max_features)
     with torch.inference_mode():
         out = _model(str(device))(tensor, n=config.max_features, window_size=5, pad_if_not_divisible=True,
                                   score_threshold=config.detection_threshold or 0.0)[0]
