@@ -178,6 +178,20 @@ def test_damaged_files_raise_database_errors_and_change_nothing(tmp_path, small_
     assert (cut / "descriptors.i8").stat().st_size == size // 2
 
 
+def test_a_features_query_must_fit_the_database(small_db, ukbench_paths, tmp_path):
+    query = localmatch.extract(ukbench_paths[5], **SMALL)
+    with Database(small_db, readonly=True) as db:  # gem+vlad: the CNN half needs the pixels
+        with pytest.raises(localmatch.ConfigError, match="'gem\\+vlad' shortlist describes the image's pixels"):
+            db.search(query)
+        with pytest.raises(localmatch.ConfigError, match="the query's sift features cannot be searched among "
+                                                         "this database's rootsift features"):
+            db.search(localmatch.extract(ukbench_paths[5], root=False, **SMALL), rerank=False)
+    with Database(tmp_path / "vlad", feature_config=SMALL, global_descriptor="vlad") as db:
+        db.add(ukbench_paths[:8])
+        hits = db.search(query, k=4)  # VLAD aggregates the features alone
+        assert hits[0].path == ukbench_paths[5] and {h.path for h in hits} == set(ukbench_paths[4:8])
+
+
 def test_bad_query_raises_image_error(small_db, tmp_path):
     with Database(small_db, readonly=True) as db:
         with pytest.raises(localmatch.ImageError, match="missing.jpg"):

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.config import build_config, require_whole
 from localmatch.database.store import AppendOnlyArray, ArraySpec
-from localmatch.errors import DatabaseError, ImageError, UnknownNameError
+from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.features import FEATURES
 from localmatch.geometry import RansacConfig
 from localmatch.io import ImageSource, decode_bytes, load_image
@@ -726,6 +726,12 @@ class Database:
         """The query's local features and global descriptor (None when not ``with_global``), made the way
         the database's were."""
         if isinstance(query, Features):
+            if query.extractor != self.extractor:
+                raise ConfigError(f"{self.path}: the query's {query.extractor} features cannot be searched among this "
+                                  f"database's {self.extractor} features")
+            if with_global and self._descriptor.needs_pixels:
+                raise ConfigError(f"{self.path}: its {self.global_descriptor_name!r} shortlist describes the image's "
+                                  "pixels: search with the image, not its features")
             return query, self._descriptor.describe(None, query) if with_global else None
         image = load_image(query, max_pixels=self.feature_config.max_pixels)
         features = FEATURES.get(self.features).run(image, self.feature_config)

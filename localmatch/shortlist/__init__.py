@@ -20,6 +20,8 @@ class GlobalDescriptor(Protocol):
     dim: int
     #: extractor names (``Features.extractor``) whose features it aggregates; empty = needs none
     accepts: tuple[str, ...]
+    #: describes the image's pixels (a CNN), so ``describe`` needs the image, not only its features
+    needs_pixels: bool
 
     def describe(self, image: Image | None, features: Features) -> np.ndarray:
         """``(D,) float32`` unit vector for one image."""

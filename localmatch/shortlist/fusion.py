@@ -33,6 +33,10 @@ class Fusion:
         needs = [set(p.accepts) for p in self.parts if p.accepts]
         return tuple(sorted(set.intersection(*needs))) if needs else ()
 
+    @property
+    def needs_pixels(self) -> bool:
+        return any(p.needs_pixels for p in self.parts)
+
     def describe(self, image: Image | None, features: Features) -> np.ndarray:
         """``(dim,) float32`` unit vector: the parts, each scaled by ``1/sqrt(n)``."""
         v = np.concatenate([p.describe(image, features) for p in self.parts]) / np.sqrt(len(self.parts))

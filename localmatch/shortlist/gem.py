@@ -50,6 +50,7 @@ class GeM:
     p: float = 3.0
     name: str = "gem"
     accepts: tuple[str, ...] = ()
+    needs_pixels: bool = True
     dim: int = FEATURE_DIM
 
     def describe(self, image: Image | None, features: Features) -> np.ndarray:

@@ -46,6 +46,7 @@ class Vlad:
     model: VladModel = field(default_factory=VladModel.load_shipped)
     name: str = "vlad"
     accepts: tuple[str, ...] = ("rootsift",)
+    needs_pixels: bool = False
 
     def __post_init__(self) -> None:
         self._words = faiss.IndexFlatL2(self.model.centroids.shape[1])
