@@ -142,7 +142,7 @@ def test_a_stale_or_corrupt_inverted_file_is_brought_up_to_date(tmp_path, ukbenc
             assert [h.path for h in db.search(ukbench_paths[5], k=9, rerank=False)] == hits
 
 
-def test_user_boxes_settings_and_errors(tmp_path, ukbench_paths):
+def test_user_boxes_settings_and_errors(tmp_path, ukbench_paths, caplog):
     with pytest.raises(DatabaseError, match="rasmk"):
         with Database(tmp_path / "g", feature_config=SMALL) as db:
             db.add(ukbench_paths[:1], boxes={ukbench_paths[0]: [[0, 0, 10, 10]]})
@@ -153,8 +153,17 @@ def test_user_boxes_settings_and_errors(tmp_path, ukbench_paths):
         db.add(ukbench_paths[:8], boxes={ukbench_paths[4]: [[0, 0, 319, 479]]})
         assert db._boxes_of(5).tolist() == [[0, 0, 319, 479]]
         assert db.search(ukbench_paths[4], k=1, rerank=False)[0].path == ukbench_paths[4]
+        # other boxes for an indexed image replace its regions; the same boxes again change nothing
+        report = db.add([ukbench_paths[4]], boxes={ukbench_paths[4]: [[0, 0, 639, 479], [0, 0, 200, 200]]})
+        assert report.replaced == [ukbench_paths[4]] and len(db) == 8
+        new_id = db.images()[-1][0]
+        assert db.images()[-1][1] == ukbench_paths[4] and db._boxes_of(new_id).tolist()[1] == [0, 0, 200, 200]
+        assert db.add([ukbench_paths[4]], boxes={ukbench_paths[4]: [[0, 0, 639, 479], [0, 0, 200, 200]]}).skipped
+        db.add([ukbench_paths[4]], boxes={"./" + ukbench_paths[4]: [[0, 0, 10, 10]]})  # not a path being added
+        assert "boxes given for 1 paths that are not being added" in caplog.text
+        assert db.search(ukbench_paths[4], k=1, rerank=False)[0].path == ukbench_paths[4]
         db.remove([ukbench_paths[4]])
-        assert db._boxes_of(5) is None
+        assert db._boxes_of(5) is None and db._boxes_of(new_id) is None
     with pytest.raises(DatabaseError, match="uses representation='rasmk', not 'asmk'"):
         Database(tmp_path / "r", representation="asmk")
     with pytest.raises(DatabaseError, match="ASMK options"):

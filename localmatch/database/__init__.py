@@ -78,8 +78,8 @@ class AddReport:
     Attributes:
         same_as: for each skipped path, the stored path of the image with the same bytes (the path itself
             when it was added before under that name; another one for a byte-identical copy).
-        replaced: paths whose file had changed since it was added: the entry of its old content was
-            removed (and the new content added, or found already stored under another path).
+        replaced: paths whose old entry was removed: the file had changed since it was added (its new content
+            is added, or was found stored under another path), or other boxes were given for it.
     """
 
     added: list[str] = field(default_factory=list)
@@ -361,12 +361,18 @@ class Database:
             progress: show a progress bar (default: when stderr is a terminal).
             boxes: for ``representation="rasmk"``: regions ``(R, 4)`` ``(x0, y0, x1, y1)`` in original
                 pixels per path (as given), for example from an object detector, used instead of the
-                region proposer for those images (include the whole image as a box to keep it).
+                region proposer for those images (include the whole image as a box to keep it). Other
+                boxes for an image already indexed under that path replace its regions (the image is
+                indexed again); boxes for paths not being added are reported in a warning.
         """
         self._require_writable()
         boxes = self._check_boxes(boxes)
         report = AddReport()
         files = expand_image_paths(paths)
+        unused = sorted(set(boxes) - set(files))
+        if unused:  # most likely spelt otherwise than the paths given
+            log.warning("boxes given for %d paths that are not being added, for example %r; they are not used",
+                        len(unused), unused[0])
         show = sys.stderr.isatty() if progress is None else progress
         for path in tqdm(files, desc="indexing", unit="img", disable=not show):
             try:
@@ -377,10 +383,10 @@ class Database:
                 log.info("%s: cannot read (%s)", path, e)
                 continue
             digest = hashlib.sha256(data).hexdigest()
-            stored = self._db.execute("SELECT path FROM images WHERE content_hash = ?", (digest,)).fetchone()
-            if stored:
+            stored = self._db.execute("SELECT id, path FROM images WHERE content_hash = ?", (digest,)).fetchone()
+            if stored and not (stored[1] == path and self._other_boxes(stored[0], boxes.get(path))):
                 report.skipped.append(path)
-                report.same_as[path] = stored[0]
+                report.same_as[path] = stored[1]
                 with self._transaction():  # the file now holds what another path holds
                     if self._delete_stale(path, digest):
                         report.replaced.append(path)
@@ -419,8 +425,8 @@ class Database:
         return checked
 
     def _commit_image(self, path: str, digest: str, image, boxes: np.ndarray | None = None) -> int:
-        """Store one image; in the same transaction, remove the entries of what ``path`` held before (a file
-        changed since it was added). Returns how many such entries were removed."""
+        """Store one image; in the same transaction, remove what was stored under ``path`` before (a file
+        changed since it was added, or given other boxes). Returns how many such entries were removed."""
         features = FEATURES.get(self.features).run(image, self.feature_config)
         q = quantize(features.descriptors)
         feature_row, global_rows = self._meta_int("feature_rows"), self._meta_int("global_rows")
@@ -431,7 +437,7 @@ class Database:
             global_row, global_rows = global_rows, global_rows + 1
             self._arrays["global"].append(global_row, self._descriptor.describe(image, features).astype(np.float16))
         with self._transaction():
-            stale = self._delete_stale(path, digest)
+            stale = self._delete_stale(path, None)  # a changed file, or the same with other boxes
             self._db.execute(
                 "INSERT INTO images (path, content_hash, width, height, num_features, feature_row, descriptor_scale,"
                 " working_scale, global_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -445,9 +451,15 @@ class Database:
                            generation=self._meta_int("generation") + 1)
         return stale
 
-    def _delete_stale(self, path: str, digest: str) -> int:
-        """Inside a transaction: delete the images stored under ``path`` with other content than ``digest``."""
-        stale = [i for (i,) in self._db.execute("SELECT id FROM images WHERE path = ? AND content_hash != ?",
+    def _other_boxes(self, image_id: int, boxes: np.ndarray | None) -> bool:
+        """``boxes`` were given and differ from the regions stored for the image."""
+        stored = self._boxes_of(image_id)
+        return boxes is not None and (stored is None or not np.array_equal(stored, boxes.astype(np.float32)))
+
+    def _delete_stale(self, path: str, digest: str | None) -> int:
+        """Inside a transaction: delete the images stored under ``path`` with other content than ``digest``
+        (None: whatever their content)."""
+        stale = [i for (i,) in self._db.execute("SELECT id FROM images WHERE path = ? AND content_hash IS NOT ?",
                                                  (path, digest)).fetchall()]
         for image_id in stale:
             self._delete_image(image_id)
