@@ -132,8 +132,9 @@ def _json_query(path: Path, index: int, entry: object) -> QueryTruth:
     bbox = entry.get("bbox") or None  # absent, null or []: the whole query image
     if bbox is not None:
         if (not isinstance(bbox, list) or len(bbox) != 4 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in bbox)):
-            raise fail('"bbox" must be [x0, y0, x1, y1], four finite numbers')
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in bbox)
+                or bbox[0] >= bbox[2] or bbox[1] >= bbox[3]):
+            raise fail('"bbox" must be [x0, y0, x1, y1], four finite numbers with x0 < x1 and y0 < y1')
         bbox = tuple(bbox)
     return QueryTruth(entry["query"], paths["positives"], paths["junk"], bbox)
 
@@ -154,8 +155,8 @@ def _load_revisited(path: Path, protocol: str, images_root: str, suffix: str) ->
         positives, ignore = {"easy": (easy, junk | hard), "medium": (easy | hard, junk),
                              "hard": (hard, junk | easy)}[protocol]
         bbx = tuple(g["bbx"]) if g["bbx"] is not None else None
-        if bbx is not None and (len(bbx) != 4 or not np.all(np.isfinite(bbx))):
-            raise GroundTruthError(f"{path}: gnd.bbx of query {q} is not four finite numbers")
+        if bbx is not None and (len(bbx) != 4 or not np.all(np.isfinite(bbx)) or bbx[0] >= bbx[2] or bbx[1] >= bbx[3]):
+            raise GroundTruthError(f"{path}: gnd.bbx of query {q} is not four finite numbers x0 < x1, y0 < y1")
         out.append(QueryTruth(os.path.join(images_root, q + suffix), frozenset(positives), frozenset(ignore), bbx))
     return out
 
@@ -216,7 +217,10 @@ def evaluate(database, truth: Sequence[QueryTruth], *, ks: Sequence[int] = (1, 5
         if q.bbox is not None:
             image = load_image(q.query)
             x0, y0, x1, y1 = (int(round(v)) for v in q.bbox)
-            query = np.ascontiguousarray(image.pixels[max(y0, 0):y1, max(x0, 0):x1])
+            query = np.ascontiguousarray(image.pixels[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)])
+            if query.size == 0:
+                raise GroundTruthError(f"{q.query}: the query's bbox {list(q.bbox)} holds no pixel of the "
+                                       f"{image.width}x{image.height} image")
         start = time.perf_counter()
         hits = database.search(query, k=depth, shortlist=shortlist, rerank=rerank, **search_options)
         seconds.append(time.perf_counter() - start)

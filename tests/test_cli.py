@@ -136,6 +136,9 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     gt.write_text(json.dumps({"queries": [{"query": paths[4], "positives": [paths[5], "./" + paths[6]]}]}))
     assert main(["eval", db, str(gt), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["missing_positives"] == 1  # and a warning says which
+    gt.write_text(json.dumps({"queries": [{"query": paths[4], "positives": [paths[5]], "bbox": [5000, 0, 6000, 10]}]}))
+    assert main(["eval", db, str(gt)]) == 2
+    assert f"{paths[4]}: the query's bbox [5000, 0, 6000, 10] holds no pixel" in capsys.readouterr().err
     gt.write_text(json.dumps({"queries": [{"query": paths[4], "positives": paths[5]}]}))
     assert main(["eval", db, str(gt)]) == 2
     assert f"{gt}: queries[0]: \"positives\" must be a list" in capsys.readouterr().err

@@ -71,6 +71,7 @@ def test_revisited_mat_protocols(tmp_path):
     ('{"queries": [{"query": "q.jpg", "positives": "a.jpg"}]}', '"positives" must be a list'),
     ('{"queries": [{"query": "q.jpg", "positives": [], "junk": [1]}]}', '"junk" must be a list'),
     ('{"queries": [{"query": "q.jpg", "positives": [], "bbox": [1, 2, 3]}]}', '"bbox"'),
+    ('{"queries": [{"query": "q.jpg", "positives": [], "bbox": [30, 2, 10, 40]}]}', "x0 < x1 and y0 < y1"),
 ])
 def test_malformed_json_ground_truth_names_the_file_and_the_reason(tmp_path, text, reason):
     path = tmp_path / "truth.json"
