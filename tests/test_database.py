@@ -18,7 +18,7 @@ import pytest
 import localmatch
 import localmatch.database as database_module
 from conftest import shared_data
-from localmatch.database import Database, DatabaseError
+from localmatch.database import Database, DatabaseError, expand_image_paths
 from localmatch.evaluate import evaluate, ground_truth_from_folders
 from localmatch.rerank import verify_candidates
 from localmatch.shortlist.index import CAN_MAP, ShortlistIndex
@@ -81,6 +81,18 @@ def test_add_is_incremental_resumable_and_reports_bad_files(tmp_path, ukbench_pa
         assert len(db) == 5
         info = db.info()
     assert info["images"] == 5 and info["features"] > 0 and 0 < info["bytes_per_image"] < 200_000
+
+
+def test_folders_expand_to_their_images_without_hidden_files(tmp_path):
+    for name in ("b.JPG", "a.png", "sub/c.webp", "notes.txt", ".thumbnails/a.png", "._b.JPG", "sub/.d.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "folder.jpg").mkdir()  # a folder named like an image is not a file
+    folder = str(tmp_path)
+    assert expand_image_paths([folder]) == [f"{folder}/a.png", f"{folder}/b.JPG", f"{folder}/sub/c.webp"]
+    # what is named is taken, hidden or not
+    assert expand_image_paths([f"{folder}/._b.JPG", f"{folder}/.thumbnails"]) == [
+        f"{folder}/._b.JPG", f"{folder}/.thumbnails/a.png"]
 
 
 @pytest.mark.parametrize("representation", ["global", "asmk"])

@@ -90,12 +90,17 @@ class AddReport:
 
 
 def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[str]:
-    """Files as given, and the image files under folders (sorted, recursive), as text paths."""
+    """Files as given, and the image files under folders (sorted, recursive), as text paths.
+
+    Under a folder, hidden files and folders (names starting with ".": ``.thumbnails/``, macOS's
+    ``._IMG_0001.jpg`` resource forks) are left out, as git and most photo tools do; name one to take it.
+    """
     out: list[str] = []
     for item in items:
         path = os.fspath(item)
         if os.path.isdir(path):
-            found = [str(p) for p in sorted(Path(path).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+            found = [p for p in sorted(Path(path).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                     and not any(part.startswith(".") for part in p.relative_to(path).parts)]
             out.extend(os.path.join(path, os.path.relpath(f, path)) for f in found)
         else:
             out.append(path)
