@@ -392,9 +392,11 @@ class Database:
             if stored and not (stored[1] == path and self._other_boxes(stored[0], boxes.get(path))):
                 report.skipped.append(path)
                 report.same_as[path] = stored[1]
-                with self._transaction():  # the file now holds what another path holds
-                    if self._delete_stale(path, digest):
+                if self._db.execute("SELECT 1 FROM images WHERE path = ? AND content_hash != ? LIMIT 1",
+                                    (path, digest)).fetchone():  # the file now holds what another path holds
+                    with self._transaction():
                         report.replaced.append(path)
+                        self._delete_stale(path, digest)
                 continue
             try:
                 image = decode_bytes(data, path, max_pixels=self.feature_config.max_pixels)
