@@ -18,6 +18,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from localmatch.errors import ConfigError
 from localmatch.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,9 @@ HNSW_LINKS, HNSW_BUILD_DEPTH, HNSW_SEARCH_DEPTH = 16, 80, 32
 
 
 def check_word_search(name: str) -> None:
-    """Raise ``ValueError`` listing :data:`WORD_SEARCHES` unless ``name`` is one of them."""
+    """Raise ``ConfigError`` (a ``ValueError``) listing :data:`WORD_SEARCHES` unless ``name`` is one of them."""
     if name not in WORD_SEARCHES:
-        raise ValueError(f"unknown word search {name!r}; valid: {', '.join(WORD_SEARCHES)}")
+        raise ConfigError(f"unknown word search {name!r}; valid: {', '.join(WORD_SEARCHES)}")
 
 
 class Codebook:
