@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from localmatch.api import DEFAULT_MIN_INLIERS, verify
-from localmatch.errors import LocalmatchError
+from localmatch.errors import ImageError, LocalmatchError
 from localmatch.features import FEATURES
 from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS
 from localmatch.io import describe_source, load_image
@@ -208,11 +208,17 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    """Search each query; one that cannot be read is reported (``error``, and on stderr) and the rest go on."""
     out, sections = [], []
     with _open_database(args.db, readonly=True) as db:
         for n, query in enumerate(args.queries):
-            hits = db.search(query, k=args.k, shortlist=args.shortlist, rerank=not args.no_rerank,
-                             matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers)
+            try:
+                hits = db.search(query, k=args.k, shortlist=args.shortlist, rerank=not args.no_rerank,
+                                 matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers)
+            except ImageError as e:
+                print(f"localmatch: error: {e}", file=sys.stderr)
+                out.append({"query": query, "error": e.reason, "results": []})
+                continue
             out.append({"query": query, "results": [h.to_dict() for h in hits]})
             if args.draw or args.report:
                 draw = None
@@ -231,10 +237,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         with open(args.report, "w", encoding="utf-8") as f:
             f.write(html_page("localmatch search", sections))
     if args.json:
-        print(json.dumps([{"query": o["query"], "results": [
+        print(json.dumps([{"query": o["query"], **({"error": o["error"]} if "error" in o else {}), "results": [
             {k: r[k] for k in ("rank", "path", "score", "global_score", "num_inliers", "geometry", "verified")}
             for r in o["results"]]} for o in out]))
-    return EXIT_OK
+    return EXIT_BAD_INPUT if any("error" in o for o in out) else EXIT_OK
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:

@@ -147,6 +147,13 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     assert "no localmatch database" in capsys.readouterr().err
     assert main(["search", db, str(tmp_path / "missing.jpg")]) == 2
     capsys.readouterr()
+    # one unreadable query among several: it is reported and the others are still searched
+    assert main(["search", db, str(tmp_path / "missing.jpg"), paths[1], "-k", "1", "--json"]) == 2
+    out, err = capsys.readouterr()
+    missing, found = json.loads(out)
+    assert missing == {"query": str(tmp_path / "missing.jpg"), "error": "no such file", "results": []}
+    assert found["results"][0]["path"] == paths[1] and "missing.jpg: no such file" in err
+    capsys.readouterr()
     # bad option values end with the reason (exit 2), not a traceback, nor quietly as another setting
     assert main(["search", db, paths[1], "-k", "0"]) == 2
     assert "k (results per query) must be a whole number >= 1, not 0" in capsys.readouterr().err
