@@ -20,10 +20,11 @@ from localmatch.matching import MATCHERS
 from localmatch.rerank import DEFAULT_RERANK_GEOMETRY
 from localmatch.shortlist.asmk import REPRESENTATIONS
 from localmatch.shortlist.index import INDEX_KINDS
-from localmatch.types import Verification
+from localmatch.types import Hit, Verification
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program killed by SIGPIPE
+SEARCH_JSON_KEYS = ("rank", "path", "score", "global_score", "num_inliers", "geometry", "verified")
 
 
 def _verification_json(image_a: str, image_b: str, result: Verification) -> dict:
@@ -219,7 +220,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                 print(f"localmatch: error: {e}", file=sys.stderr)
                 out.append({"query": query, "error": e.reason, "results": []})
                 continue
-            out.append({"query": query, "results": [h.to_dict() for h in hits]})
+            results = [{key: hit[key] for key in SEARCH_JSON_KEYS} for hit in map(Hit.to_dict, hits)]
+            out.append({"query": query, "results": results})
             if args.draw or args.report:
                 draw = None
                 if args.draw:
@@ -237,9 +239,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         with open(args.report, "w", encoding="utf-8") as f:
             f.write(html_page("localmatch search", sections))
     if args.json:
-        print(json.dumps([{"query": o["query"], **({"error": o["error"]} if "error" in o else {}), "results": [
-            {k: r[k] for k in ("rank", "path", "score", "global_score", "num_inliers", "geometry", "verified")}
-            for r in o["results"]]} for o in out]))
+        print(json.dumps(out))
     return EXIT_BAD_INPUT if any("error" in o for o in out) else EXIT_OK
 
 

@@ -392,11 +392,12 @@ class Database:
             if stored and not (stored[1] == path and self._other_boxes(stored[0], boxes.get(path))):
                 report.skipped.append(path)
                 report.same_as[path] = stored[1]
-                if self._db.execute("SELECT 1 FROM images WHERE path = ? AND content_hash != ? LIMIT 1",
-                                    (path, digest)).fetchone():  # the file now holds what another path holds
+                stale = self._ids_under(path, other_than=digest)  # the file now holds what another path holds
+                if stale:
                     with self._transaction():
-                        report.replaced.append(path)
-                        self._delete_stale(path, digest)
+                        self._delete_images(stale)
+                        self._set_meta(generation=self._meta_int("generation") + 1)
+                    report.replaced.append(path)
                 continue
             try:
                 image = decode_bytes(data, path, max_pixels=self.feature_config.max_pixels)
@@ -444,7 +445,7 @@ class Database:
             global_row, global_rows = global_rows, global_rows + 1
             self._arrays["global"].append(global_row, self._descriptor.describe(image, features).astype(np.float16))
         with self._transaction():
-            stale = self._delete_stale(path, None)  # a changed file, or the same with other boxes
+            stale = self._delete_images(self._ids_under(path))  # a changed file, or the same with other boxes
             self._db.execute(
                 "INSERT INTO images (path, content_hash, width, height, num_features, feature_row, descriptor_scale,"
                 " working_scale, global_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -463,21 +464,19 @@ class Database:
         stored = self._boxes_of(image_id)
         return boxes is not None and (stored is None or not np.array_equal(stored, boxes.astype(np.float32)))
 
-    def _delete_stale(self, path: str, digest: str | None) -> int:
-        """Inside a transaction: delete the images stored under ``path`` with other content than ``digest``
-        (None: whatever their content)."""
-        stale = [i for (i,) in self._db.execute("SELECT id FROM images WHERE path = ? AND content_hash IS NOT ?",
-                                                 (path, digest)).fetchall()]
-        for image_id in stale:
-            self._delete_image(image_id)
-        if stale:
-            self._set_meta(generation=self._meta_int("generation") + 1)
-        return len(stale)
+    def _ids_under(self, path: str, other_than: str | None = None) -> list[int]:
+        """Ids of the images stored under ``path``, except the one whose content hash is ``other_than``."""
+        return [i for (i,) in self._db.execute("SELECT id FROM images WHERE path = ? AND content_hash IS NOT ?",
+                                                (path, other_than)).fetchall()]
 
-    def _delete_image(self, image_id: int) -> int:
-        """Inside a transaction: delete one image's rows (its arrays' rows stay, unreferenced)."""
-        self._db.execute("DELETE FROM regions WHERE image_id = ?", (image_id,))
-        return self._db.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount
+    def _delete_images(self, image_ids: Iterable[int]) -> int:
+        """Inside a transaction: delete images' rows (their arrays' rows stay, unreferenced); the caller
+        moves the generation on. Returns how many were deleted."""
+        deleted = 0
+        for image_id in image_ids:
+            self._db.execute("DELETE FROM regions WHERE image_id = ?", (image_id,))
+            deleted += self._db.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount
+        return deleted
 
     def _set_meta(self, **values) -> None:
         self._db.executemany("UPDATE meta SET value = ? WHERE key = ?", [(str(v), k) for k, v in values.items()])
@@ -489,8 +488,8 @@ class Database:
         with self._transaction():
             for item in items:
                 column = "id" if isinstance(item, (int, np.integer)) else "path"
-                for (image_id,) in self._db.execute(f"SELECT id FROM images WHERE {column} = ?", (item,)).fetchall():
-                    removed += self._delete_image(image_id)
+                removed += self._delete_images(
+                    i for (i,) in self._db.execute(f"SELECT id FROM images WHERE {column} = ?", (item,)).fetchall())
             if removed:
                 self._set_meta(generation=self._meta_int("generation") + 1)
         if removed:
