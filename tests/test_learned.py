@@ -35,6 +35,12 @@ def warped(astronaut):
 
 WEIGHTS_OF = {"disk": ("disk-depth", "disk-lightglue"), "aliked": ("aliked-n16", "aliked-lightglue"),
               "xfeat": ("xfeat", "xfeat-lighterglue")}
+KEYNET_AFFNET_WEIGHTS = ("keynet", "affnet", "orinet", "hardtfeat")
+
+
+def extractor_weights(name: str) -> tuple[str, ...]:
+    """The weight files an extractor needs (its matcher's left out)."""
+    return KEYNET_AFFNET_WEIGHTS if name == "keynet-affnet" else WEIGHTS_OF[name][:1]
 
 
 @pytest.mark.parametrize("name", ["xfeat", "aliked", "disk"])
@@ -52,12 +58,26 @@ def test_learned_features_have_the_features_layout(name, warped):
 def test_tiny_images_give_valid_empty_features_and_a_database_can_be_made(name, tmp_path):
     """DISK's network failed on a 16 x 16 working image, and so did creating any DISK database (its descriptor
     size is probed on a 16 x 16 image)."""
-    needs_weights(*WEIGHTS_OF.get(name, ())[:1])
+    needs_weights(*extractor_weights(name))
     for size in ((1, 1), (3, 5), (16, 16)):
         f = localmatch.extract(np.full((*size, 3), 90, np.uint8), name)
         assert f.image_size == size[::-1] and f.descriptors.shape[0] == len(f.keypoints) == len(f.scores)
     with Database(tmp_path / "db", features=name) as db:
         assert db.descriptor_dim == DIMS.get(name, 128) and len(db) == 0
+
+
+@pytest.mark.parametrize("name", ["xfeat", "aliked", "disk", "keynet-affnet"])
+def test_low_texture_images_give_only_real_detections(name, astronaut):
+    """kornia's KeyNet detector pads its output to max_features slots with zero frames at the origin, which
+    all share one descriptor; those slots were kept as 2000-odd features on a low-texture image."""
+    needs_weights(*extractor_weights(name))
+    canvas = np.full((480, 640, 3), 128, np.uint8)
+    canvas[200:264, 300:364] = astronaut.pixels[100:164, 200:264]  # one small textured patch
+    f = localmatch.extract(canvas, name)
+    assert len(np.unique(f.descriptors, axis=0)) == len(f), "several features share one descriptor"
+    assert len(np.unique(f.keypoints, axis=0)) == len(f), "several features share one position"
+    if name == "keynet-affnet":
+        assert len(localmatch.extract(np.full((480, 640, 3), 128, np.uint8), name)) == 0
 
 
 @pytest.mark.parametrize("name", ["xfeat", "aliked", "disk"])
@@ -75,9 +95,6 @@ def test_learned_features_on_a_resized_working_image(astronaut, warped):
     result = localmatch.verify(astronaut, warped, features="aliked", matcher="lightglue", geometry="homography",
                                feature_config={"max_side": 300})
     assert result.is_match and corner_error(result.matrix, H_TRUE, 512, 512) < 3.0
-
-
-KEYNET_AFFNET_WEIGHTS = ("keynet", "affnet", "orinet", "hardtfeat")
 
 
 def test_keynet_affnet_features_layout_and_a_homography_in_original_pixels(astronaut, warped):

@@ -75,17 +75,24 @@ def extract_keynet_affnet(image: Image, config: LearnedConfig) -> Features:
     ``scales`` are the diameters of the regions (twice the square root of the affine frame's
     determinant) and ``orientations`` the frames' angles, both mapped to original pixels/radians.
     """
-    from kornia.feature import get_laf_center, get_laf_orientation, get_laf_scale
+    from kornia.feature import get_laf_center, get_laf_orientation, get_laf_scale, laf_is_filled
 
     device = select_device(config.device)
     tensor, work = working_tensor(image, config, 1, device, gray=True)
+    empty = to_features(image, work, torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, DESCRIPTOR_DIM),
+                        "keynet-affnet", config.max_features)
     if min(tensor.shape[-2:]) < MIN_SIDE:
-        return to_features(image, work, torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, DESCRIPTOR_DIM),
-                           "keynet-affnet", config.max_features)
+        return empty
     threshold = 0.0 if config.detection_threshold is None else config.detection_threshold
     detector, describer = _model(str(device), config.max_features, threshold)
     with torch.inference_mode():
         lafs, responses = detector(tensor)
+        # The detector always returns max_features slots; those no detection filled hold a zero frame at the
+        # origin (and, described, one shared descriptor): on a low-texture image, most of them.
+        filled = laf_is_filled(lafs)[0]
+        if not filled.any():
+            return empty
+        lafs, responses = lafs[:, filled], responses[:, filled]
         descriptors = describer(tensor, lafs)
     return to_features(image, work, get_laf_center(lafs)[0], responses[0], descriptors[0], "keynet-affnet",
                        config.max_features, scales=2.0 * get_laf_scale(lafs)[0, :, 0, 0],
