@@ -155,8 +155,8 @@ def _read_boxes(path: str | None) -> dict | None:
     if path is None:
         return None
     try:
-        with open(path) as f:
-            boxes = json.load(f)
+        with open(path, "rb") as f:  # bytes: json detects UTF-8 (with or without a byte-order mark) and UTF-16
+            boxes = json.loads(f.read())
     except (OSError, ValueError) as e:
         raise DatabaseError(f"{path}: cannot read boxes ({e})") from None
     if not isinstance(boxes, dict):

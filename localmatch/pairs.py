@@ -64,7 +64,7 @@ def read_pairs(path: str | os.PathLike, images_root: str | os.PathLike | None = 
         PairsFileError: the file cannot be read, or a line does not hold exactly two paths.
     """
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # "-sig": without the byte-order mark Windows editors write
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise PairsFileError(f"{os.fspath(path)}: cannot read the pairs file ({e})") from None

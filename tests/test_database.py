@@ -95,6 +95,24 @@ def test_folders_expand_to_their_images_without_hidden_files(tmp_path):
         f"{folder}/._b.JPG", f"{folder}/.thumbnails/a.png"]
 
 
+def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_added(tmp_path, ukbench_paths):
+    """Such a name (Latin-1 bytes, say) reaches Python with lone surrogates, which SQLite's UTF-8 text cannot
+    hold: adding the folder stopped with a UnicodeEncodeError, and so did removing the path."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    try:
+        (folder / os.fsdecode(b"caf\xe9.jpg")).write_bytes(Path(ukbench_paths[0]).read_bytes())
+    except (OSError, UnicodeError):
+        pytest.skip("this file system does not take file names that are not valid UTF-8")
+    (folder / "ok.jpg").write_bytes(Path(ukbench_paths[4]).read_bytes())
+    latin = os.path.join(str(folder), os.fsdecode(b"caf\xe9.jpg"))
+    with Database(tmp_path / "db", feature_config=SMALL) as db:
+        report = db.add([folder])
+        assert report.added == [str(folder / "ok.jpg")]
+        assert report.failed == [(latin, report.failed[0][1])] and "not valid UTF-8" in report.failed[0][1]
+        assert db.remove([latin]) == 0 and len(db) == 1
+
+
 @pytest.mark.parametrize("representation", ["global", "asmk"])
 def test_a_file_changed_since_it_was_added_replaces_its_old_entry(tmp_path, ukbench_paths, representation):
     folder = tmp_path / "photos"

@@ -190,7 +190,8 @@ def localmatch_unknown():
 def test_cli_builds_and_searches_an_asmk_index(tmp_path, ukbench_paths, capsys):
     db = str(tmp_path / "db")
     boxes = tmp_path / "boxes.json"
-    boxes.write_text(json.dumps({ukbench_paths[0]: [[0, 0, 639, 479], [100, 100, 400, 300]]}))
+    # with the byte-order mark Windows editors write, which json.load refused
+    boxes.write_text(json.dumps({ukbench_paths[0]: [[0, 0, 639, 479], [100, 100, 400, 300]]}), encoding="utf-8-sig")
     assert main(["index", "build", db, *ukbench_paths[:8], "--representation", "rasmk", "--codebook-size", "128",
                  "--boxes", str(boxes), "-q"]) == 0
     assert main(["index", "info", db, "--json"]) == 0

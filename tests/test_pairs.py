@@ -44,6 +44,8 @@ def test_read_pairs_takes_tabs_spaces_comments_and_a_root(tmp_path):
     assert read_pairs(f) == [("a.jpg", "b.jpg"), ("c d.jpg", "e.jpg"), ("/abs/f.jpg", "g.jpg")]
     assert read_pairs(f, "/images")[0] == ("/images/a.jpg", "/images/b.jpg")
     assert read_pairs(f, "/images")[2] == ("/abs/f.jpg", "/images/g.jpg")
+    f.write_text("a.jpg\tb.jpg\r\n# c\r\n", encoding="utf-8-sig")  # a Windows editor's byte-order mark and CRLF
+    assert read_pairs(f) == [("a.jpg", "b.jpg")]
     f.write_text("a.jpg b.jpg\na.jpg\n")
     with pytest.raises(PairsFileError, match=r"pairs.txt, line 2: expected two image paths"):
         read_pairs(f)

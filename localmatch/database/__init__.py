@@ -107,6 +107,16 @@ def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[str]:
     return out
 
 
+def _storable(path: str) -> bool:
+    """Whether SQLite can keep ``path`` as text: Python spells a file name that is not valid UTF-8 (bytes
+    from a Latin-1 system, say) with lone surrogates, which UTF-8 cannot encode."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Database:
     """Create or open an image database folder.
 
@@ -380,6 +390,11 @@ class Database:
                         len(unused), unused[0])
         show = sys.stderr.isatty() if progress is None else progress
         for path in tqdm(files, desc="indexing", unit="img", disable=not show):
+            if not _storable(path):
+                report.failed.append((path, "the file name is not valid UTF-8, which the database stores paths "
+                                            "as (rename the file)"))
+                log.info("%r: file name not valid UTF-8", path)
+                continue
             try:
                 with open(path, "rb") as f:
                     data = f.read()
@@ -488,6 +503,8 @@ class Database:
         with self._transaction():
             for item in items:
                 column = "id" if isinstance(item, (int, np.integer)) else "path"
+                if column == "path" and not _storable(item):
+                    continue  # no stored path can be spelt so
                 removed += self._delete_images(
                     i for (i,) in self._db.execute(f"SELECT id FROM images WHERE {column} = ?", (item,)).fetchall())
             if removed:
