@@ -69,7 +69,12 @@ def _model(preset: str, weights: str, device: str, filter_threshold: float, dept
 
 
 def _as_input(f: Features, device: torch.device) -> dict:
-    return {"keypoints": torch.from_numpy(f.keypoints)[None].to(device),
+    """LightGlue's input for one image. kornia refuses keypoints outside ``[0, width] x [0, height]``; a
+    sub-pixel keypoint may lie up to half a pixel before 0 (pixel centres at integers), which on a tiny
+    image's long side fails that check, so it is moved onto the edge."""
+    size = np.array(f.image_size, np.float32)
+    keypoints = np.clip(f.keypoints, 0.0, size)
+    return {"keypoints": torch.from_numpy(keypoints)[None].to(device),
             "descriptors": torch.from_numpy(f.descriptors)[None].to(device),
             "image_size": torch.tensor([f.image_size], dtype=torch.float32, device=device)}
 
