@@ -438,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     except LocalmatchError as e:
         print(f"localmatch: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except sqlite3.OperationalError as e:  # "database or disk is full", "database is locked"...: not damage
+        print(f"localmatch: error: {getattr(args, 'db', '')}: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except sqlite3.DatabaseError as e:  # damage that opening the database could not see
         print(f"localmatch: error: {getattr(args, 'db', '')}: the database file is damaged ({e})", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -6,6 +6,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -81,6 +82,63 @@ def test_add_is_incremental_resumable_and_reports_bad_files(tmp_path, ukbench_pa
         assert len(db) == 5
         info = db.info()
     assert info["images"] == 5 and info["features"] > 0 and 0 < info["bytes_per_image"] < 200_000
+
+
+def test_a_full_disk_keeps_what_was_added_and_names_the_reason(tmp_path, ukbench_paths, monkeypatch):
+    """A full disk while storing an image (its arrays, or SQLite's own "disk is full") or while saving the
+    search index gives a DatabaseError saying what is kept; a later add resumes and finds the same results."""
+    real_append = database_module.AppendOnlyArray.append
+    calls = []
+
+    def append_until_full(self, start_row, values):
+        calls.append(1)
+        if len(calls) > 4:  # two arrays per image (keypoints, descriptors) and a global vector: the 2nd image fails
+            raise OSError(28, "No space left on device")
+        real_append(self, start_row, values)
+
+    path = tmp_path / "db"
+    with Database(path, feature_config=SMALL) as db:
+        monkeypatch.setattr(database_module.AppendOnlyArray, "append", append_until_full)
+        with pytest.raises(DatabaseError, match=rf"cannot store {ukbench_paths[1]} \(No space left on device\); "
+                                                r"the 1 images added before it are kept"):
+            db.add(ukbench_paths[:4])
+        monkeypatch.undo()
+        assert [p for _, p in db.images()] == ukbench_paths[:1]
+        # SQLite's full disk, which undoes the transaction itself: rolling back again used to hide the reason
+        # behind "cannot rollback - no transaction is active"
+        connection = db._db
+
+        class FullDisk:
+            def __getattr__(self, name):
+                return getattr(connection, name)
+
+            def execute(self, sql, *args):
+                if sql.startswith("INSERT INTO images"):
+                    connection.execute("ROLLBACK")
+                    raise sqlite3.OperationalError("database or disk is full")
+                return connection.execute(sql, *args)
+
+        db._db = FullDisk()
+        with pytest.raises(DatabaseError, match=r"\(database or disk is full\); the 0 images added"):
+            db.add(ukbench_paths[:4])
+        db._db = connection
+    with Database(path, feature_config=SMALL) as db:
+        assert db.add(ukbench_paths[:4]).added == ukbench_paths[1:4]
+
+    def write_fails(index, name):
+        open(name, "wb").write(b"partial")
+        raise RuntimeError("Error in void faiss::write_index(...): write error in x: 1 != 2 (No space left on device)")
+
+    with Database(path, feature_config=SMALL) as db:
+        monkeypatch.setattr("faiss.write_index", write_fails)
+        with pytest.raises(DatabaseError, match=r"4 images were added, but the search index could not be saved "
+                                                r"\(.*No space left on device\)"):
+            db.add(ukbench_paths[4:8])
+        expected = ranking(db, ukbench_paths[5], rerank=False)
+    monkeypatch.undo()  # closing (which tried to save the index again) only warned
+    assert not list(path.glob("*.tmp")), "a partial temporary file keeps the space"
+    with Database(path, feature_config=SMALL, readonly=True) as db:
+        assert len(db) == 8 and ranking(db, ukbench_paths[5], rerank=False) == expected
 
 
 def test_folders_expand_to_their_images_without_hidden_files(tmp_path):

@@ -107,6 +107,11 @@ def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[str]:
     return out
 
 
+def _reason(error: Exception) -> str:
+    """What went wrong, without the errno's number: "No space left on device"."""
+    return getattr(error, "strerror", None) or str(error)
+
+
 def _storable(path: str) -> bool:
     """Whether SQLite can keep ``path`` as text: Python spells a file name that is not valid UTF-8 (bytes
     from a Latin-1 system, say) with lone surrogates, which UTF-8 cannot encode."""
@@ -328,7 +333,13 @@ class Database:
                 db.execute("BEGIN IMMEDIATE")
 
             def __exit__(self_inner, exc_type, exc, tb):
-                db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                try:
+                    if exc_type is None:
+                        db.execute("COMMIT")  # fails on a full disk, say
+                        return False
+                finally:
+                    if db.in_transaction:  # after an error, or a failed COMMIT that SQLite did not undo itself
+                        db.execute("ROLLBACK")
                 return False
 
         return _Tx()
@@ -339,6 +350,9 @@ class Database:
         try:
             if self._db is not None and not self.readonly and self._index_unsaved:
                 self._save_faiss_index()
+        except OSError as e:  # a cache: what the images table holds is safe, and the next user catches up
+            log.warning("%s: the search index could not be saved (%s); it is brought up to date when next used",
+                        self.path, _reason(e))
         finally:
             self._index = self._asmk = None
             if self._db is not None:
@@ -420,11 +434,21 @@ class Database:
                 report.failed.append((path, e.reason))
                 log.info("skipped %s", e)
                 continue
-            if self._commit_image(path, digest, image, boxes.get(path)):
+            try:
+                stale = self._commit_image(path, digest, image, boxes.get(path))
+            except (OSError, sqlite3.OperationalError) as e:  # a full disk, say
+                raise DatabaseError(f"{self.path}: cannot store {path} ({_reason(e)}); the {len(report.added)} "
+                                    "images added before it are kept, and adding again resumes") from e
+            if stale:
                 report.replaced.append(path)
             report.added.append(path)
         if report.added or report.replaced:
-            self._save_index()
+            try:
+                self._save_index()
+            except OSError as e:
+                raise DatabaseError(f"{self.path}: {len(report.added)} images were added, but the search index "
+                                    f"could not be saved ({_reason(e)}); it is brought up to date from them when "
+                                    "next used") from e
         log.info("added %d, skipped %d, failed %d", len(report.added), len(report.skipped), len(report.failed))
         return report
 

@@ -29,6 +29,7 @@ products and below ``refine * k`` images it is exact. At 100k images of 3328 dim
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import faiss
@@ -323,10 +324,18 @@ class ShortlistIndex:
         self._own_storage()
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(self._index, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            faiss.write_index(self._index, str(tmp))
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except RuntimeError as e:  # faiss's write error, which ends with the system's reason: "(No space left on device)"
+            tmp.unlink(missing_ok=True)
+            why = re.search(r"\(([^()]*)\)\s*$", str(e))
+            raise OSError(f"{tmp}: faiss cannot write the index: {why.group(1) if why else e}") from e
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike, dim: int, kind: str, built_with: int | None = None,
