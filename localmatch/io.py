@@ -7,12 +7,14 @@ centre at ``(j, i)``.
 
 Decoding goes through Pillow, which reads the header (and so the pixel count) before it decodes,
 applies EXIF orientation, and knows 16-bit, palette, alpha and CMYK images (16-bit colour, which it
-reads at 8 bits, is decoded again by OpenCV). Every failure a file can cause is turned into one
+reads at 8 bits, is decoded again by OpenCV), and HEIF/HEIC through the optional pillow-heif plugin. Every failure a file can cause is turned into one
 :class:`~localmatch.errors.ImageError` that names the file and the reason.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import io as _io
 import logging
 import os
@@ -123,14 +125,56 @@ def decode_bytes(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXE
     return Image(_decode(_io.BytesIO(data), source, max_pixels), source)
 
 
+#: Major brands of the ISO base media file ("ftyp" box) that mark a HEIF image: HEIC, what phones save.
+#: (AVIF, HEIF's AV1 form, is Pillow's own since Pillow 11.2.)
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
+
+
+def _is_heif(fileobj) -> bool:
+    fileobj.seek(0)
+    head = fileobj.read(12)
+    fileobj.seek(0)
+    return len(head) == 12 and head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
+@functools.lru_cache(maxsize=None)
+def _register_heif_opener() -> bool:
+    """Let Pillow open HEIF files through the pillow-heif plugin, where it is installed (once per process):
+    ``pi-heif`` (its decoder alone, LGPL; the ``heif`` extra) or ``pillow-heif`` (with an encoder, GPL)."""
+    for name in ("pi_heif", "pillow_heif"):
+        try:
+            plugin = importlib.import_module(name)
+        except ImportError:
+            continue
+        plugin.register_heif_opener()  # HEIF's own rotation is applied, and EXIF orientation reset to 1
+        return True
+    return False
+
+
+def _open(fileobj, source: str) -> PIL.Image.Image:
+    """Pillow's image (header read, pixels not decoded yet); HEIF through pillow-heif."""
+    try:
+        return PIL.Image.open(fileobj)
+    except PIL.UnidentifiedImageError:
+        if not _is_heif(fileobj):
+            raise ImageError(source, "not an image (unrecognised or corrupt header)") from None
+    if not _register_heif_opener():
+        raise ImageError(source, "a HEIF (HEIC) image, which Pillow decodes only with the pillow-heif plugin: "
+                                 "pip install pi-heif (localmatch's `heif` extra)")
+    try:
+        return PIL.Image.open(fileobj)
+    except PIL.UnidentifiedImageError:
+        raise ImageError(source, "a corrupt HEIF (HEIC) image: pillow-heif cannot read its header") from None
+
+
 def _decode(fileobj, source: str, max_pixels: int) -> np.ndarray:
     with warnings.catch_warnings():
         # We apply our own limit below; Pillow's warning would only repeat it.
         warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
         try:
-            img = PIL.Image.open(fileobj)
-        except PIL.UnidentifiedImageError:
-            raise ImageError(source, "not an image (unrecognised or corrupt header)") from None
+            img = _open(fileobj, source)
+        except ImageError:
+            raise
         except PIL.Image.DecompressionBombError as e:
             raise ImageError(source, f"too many pixels (decompression bomb?): {e}") from None
         except (OSError, SyntaxError, ValueError) as e:

@@ -142,12 +142,14 @@ def test_a_full_disk_keeps_what_was_added_and_names_the_reason(tmp_path, ukbench
 
 
 def test_folders_expand_to_their_images_without_hidden_files(tmp_path):
-    for name in ("b.JPG", "a.png", "sub/c.webp", "notes.txt", ".thumbnails/a.png", "._b.JPG", "sub/.d.jpg"):
+    for name in ("b.JPG", "a.png", "sub/c.webp", "notes.txt", ".thumbnails/a.png", "._b.JPG", "sub/.d.jpg",
+                 "phone/IMG_0001.HEIC", "web/e.jfif", "web/f.avif"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "folder.jpg").mkdir()  # a folder named like an image is not a file
     folder = str(tmp_path)
-    assert expand_image_paths([folder]) == [f"{folder}/a.png", f"{folder}/b.JPG", f"{folder}/sub/c.webp"]
+    assert expand_image_paths([folder]) == [f"{folder}/{name}" for name in (
+        "a.png", "b.JPG", "phone/IMG_0001.HEIC", "sub/c.webp", "web/e.jfif", "web/f.avif")]
     # what is named is taken, hidden or not
     assert expand_image_paths([f"{folder}/._b.JPG", f"{folder}/.thumbnails"]) == [
         f"{folder}/._b.JPG", f"{folder}/.thumbnails/a.png"]

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
 import PIL.Image
 import pytest
+import skimage.data
 
 from localmatch import ImageError, load_image
-from localmatch.io import Image, resize_to_working
+from localmatch.io import Image, decode_bytes, resize_to_working
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +178,32 @@ def test_palette_and_cmyk_and_grayscale(tmp_path, photo):
 
     gray = load_image(_save(tmp_path, photo[..., 1], "g.png"))
     assert (gray.pixels[..., 0] == gray.pixels[..., 2]).all()
+
+
+HEIC = Path(__file__).with_name("data") / "astronaut_rotated.heic"  # made by tests/data/make_heic.py
+
+
+def test_heic_decodes_with_its_rotation():
+    """What phones save: a 256 x 200 crop of the astronaut, stored rotated 90 degrees clockwise."""
+    if importlib.util.find_spec("pi_heif") is None and importlib.util.find_spec("pillow_heif") is None:
+        pytest.skip("no HEIF plugin installed (pip install pi-heif: localmatch's heif extra, also in its test extra)")
+    image = load_image(HEIC)
+    crop = skimage.data.astronaut()[0:256, 100:300]
+    assert image.size == (256, 200)
+    assert np.abs(image.pixels.astype(float) - np.rot90(crop, -1)).mean() < 4  # lossy, upright
+    data = HEIC.read_bytes()
+    for name, broken in (("cut.heic", data[: len(data) // 2]), ("header.heic", data[:40])):
+        with pytest.raises(ImageError, match=name):
+            decode_bytes(broken, name)
+
+
+def test_heic_without_a_plugin_says_which_to_install():
+    code = ("import sys; sys.modules['pi_heif'] = sys.modules['pillow_heif'] = None\n"
+            "import localmatch\n"
+            "try:\n    localmatch.load_image(sys.argv[1])\n"
+            "except localmatch.ImageError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(HEIC)], capture_output=True, text=True, check=True).stdout
+    assert str(HEIC) in out and "HEIF (HEIC) image" in out and "pip install pi-heif" in out
 
 
 # ---- bad input: one error type, naming the file and the reason ----

@@ -68,7 +68,10 @@ LOCK_FILE = "write.lock"
 #: ``Database._current_index`` and ``ShortlistIndex.add``), so a lagging or stale file costs at most reading
 #: that share of ``global.f16``, never results.
 SAVED_INDEX_MAX_LAG = 0.125
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".bmp")
+#: What a folder is searched for (case ignored): what photographs are saved as, browsers' .jfif included, and
+#: phones' HEIC (decoded with the optional pillow-heif plugin; without it each is reported, not passed over).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".ppm", ".pgm", ".pbm", ".pnm", ".tif", ".tiff",
+                  ".webp", ".bmp", ".gif", ".avif", ".heic", ".heif", ".jp2", ".j2k")
 
 
 @dataclass
