@@ -33,6 +33,9 @@ def main(argv: list[str]) -> int:
         with Database(Path(tmp) / "db") as db:
             report = db.add([folder])
             print(f"indexed {len(report.added)} images ({len(report.failed)} could not be read)")
+            if len(db) == 0:
+                raise localmatch.LocalmatchError(f"{folder}: no image to search (" + (
+                    f"{report.failed[0][0]}: {report.failed[0][1]}" if report.failed else "no image files") + ")")
             hits = db.search(query_image, k=5)
         for h in hits:
             state = f"{h.num_inliers} inliers ({h.geometry})" if h.verified else "not verified"
@@ -47,5 +50,5 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
-    except localmatch.ImageError as e:  # a query or pair image that cannot be used: the reason, not a traceback
+    except (localmatch.LocalmatchError, OSError) as e:  # an unusable image, an unwritable picture: the reason
         sys.exit(f"error: {e}")

@@ -35,5 +35,5 @@ def main(argv: list[str]) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
-    except localmatch.ImageError as e:  # a query or pair image that cannot be used: the reason, not a traceback
+    except (localmatch.LocalmatchError, OSError) as e:  # an unusable image, an unwritable picture: the reason
         sys.exit(f"error: {e}")

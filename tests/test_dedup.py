@@ -157,6 +157,19 @@ def test_examples_name_an_unusable_image_instead_of_a_traceback(tmp_path, script
     assert "indexed" not in done.stdout  # the query is checked before the folder is indexed
 
 
+def test_examples_end_with_a_reason_for_an_empty_folder_and_an_unwritable_picture(tmp_path, astronaut):
+    query = tmp_path / "q.png"
+    PIL.Image.fromarray(astronaut.pixels[:200, :200]).save(query)
+    (tmp_path / "empty").mkdir()
+    for script, argv, reason in (
+            ("landmark_search.py", ["empty", "q.png"], "error: empty: no image to search (no image files)"),
+            ("landmark_search.py", ["nowhere", "q.png"], "error: nowhere: no image to search (nowhere: cannot read"),
+            ("visualize_matches.py", ["q.png", "q.png", "out.xyz"], "error: out.xyz: could not write the picture")):
+        done = subprocess.run([sys.executable, str(EXAMPLES / script), *argv], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 1 and done.stderr.startswith(reason), done.stderr
+
+
 def test_average_linkage_keeps_families_apart_despite_a_few_wrong_links():
     from localmatch.dedup import average_linkage_groups
 
