@@ -134,11 +134,23 @@ def _print_add_report(report, quiet: bool) -> None:
         print(f"added {len(report.added)}, already indexed {len(report.skipped)}, failed {len(report.failed)}{changed}")
 
 
+def _require_inputs(paths: list[str]) -> None:
+    """Stop before any work when a file or folder named on the command line does not exist (a typo would
+    otherwise create an empty database, or find no duplicates, and exit 0). Files that exist but do not
+    decode are reported one by one as the work goes on."""
+    from localmatch.errors import ImageError
+
+    for path in paths:
+        if not os.path.exists(path):
+            raise ImageError(path, "no such file or folder")
+
+
 def cmd_index_build(args: argparse.Namespace) -> int:
     from localmatch.database import DB_FILE, DatabaseError
 
     if os.path.exists(os.path.join(args.db, DB_FILE)):
         raise DatabaseError(f"{args.db}: a database already exists here (use `localmatch index add`)")
+    _require_inputs(args.images)
     asmk = {"codebook_size": args.codebook_size} if args.codebook_size is not None else None
     boxes = _read_boxes(args.boxes)
     with _open_database(args.db, readonly=False, must_exist=False, features=args.features, index=args.index,
@@ -165,6 +177,7 @@ def _read_boxes(path: str | None) -> dict | None:
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
+    _require_inputs(args.images)
     with _open_database(args.db, readonly=False) as db:
         _print_add_report(db.add(args.images, progress=None if not args.quiet else False,
                                  boxes=_read_boxes(args.boxes)), args.quiet)
@@ -246,6 +259,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_dedup(args: argparse.Namespace) -> int:
     from localmatch.dedup import find_duplicates
 
+    _require_inputs(args.images)
     report = find_duplicates(args.images, database=args.db, shortlist=args.shortlist, mirror=not args.no_mirror,
                              min_inliers=args.min_inliers, progress=False if args.quiet else None)
     for path, reason in report.failed:

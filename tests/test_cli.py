@@ -64,6 +64,18 @@ def test_bad_input_exits_2_with_the_reason(pair, tmp_path, capsys):
         assert words in capsys.readouterr().err
 
 
+def test_a_named_input_that_does_not_exist_stops_index_and_dedup_before_any_work(pair, tmp_path, capsys):
+    """A typo used to create an empty database (which `index build` then refused to make again) or find no
+    duplicates, with exit status 0."""
+    a = pair[0]
+    db, typo = str(tmp_path / "db"), str(tmp_path / "phtos")
+    assert main(["index", "build", db, a, typo]) == 2
+    assert f"{typo}: no such file or folder" in capsys.readouterr().err and not os.path.exists(db)
+    assert main(["index", "build", db, a, "-q"]) == 0
+    assert main(["index", "add", db, typo]) == 2 and main(["dedup", a, typo, "-q"]) == 2
+    assert capsys.readouterr().err.count(f"{typo}: no such file or folder") == 2
+
+
 def test_demo_runs(capsys):
     assert main(["demo"]) == 0
     assert "all verdicts as expected" in capsys.readouterr().out
