@@ -31,9 +31,10 @@ import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 from tqdm import tqdm
 
 from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
@@ -382,7 +383,7 @@ class Database:
             raise DatabaseError(f"{self.path}: opened read-only")
 
     def add(self, paths: Iterable[str | os.PathLike], *, progress: bool | None = None,
-            boxes: dict[str, np.ndarray] | None = None) -> AddReport:
+            boxes: Mapping[str, ArrayLike] | None = None) -> AddReport:
         """Add image files (and the images under folders); already indexed content is skipped.
 
         Each image is committed on its own, so an interrupted call keeps what it finished and a new call
@@ -455,7 +456,7 @@ class Database:
         log.info("added %d, skipped %d, failed %d", len(report.added), len(report.skipped), len(report.failed))
         return report
 
-    def _check_boxes(self, boxes: dict | None) -> dict[str, np.ndarray]:
+    def _check_boxes(self, boxes: Mapping[str, ArrayLike] | None) -> dict[str, np.ndarray]:
         if not boxes:
             return {}
         if self.representation != "rasmk":
