@@ -107,6 +107,15 @@ def estimate(points_a: np.ndarray, points_b: np.ndarray, geometry: str = "auto",
     points_b = np.ascontiguousarray(points_b, dtype=np.float64).reshape(-1, 2)
     if len(points_a) != len(points_b):
         raise ValueError(f"point counts differ: {len(points_a)} vs {len(points_b)}")
+    finite = np.isfinite(points_a).all(axis=1) & np.isfinite(points_b).all(axis=1)
+    if not finite.all():  # one such point made OpenCV find no model for all the others
+        model = estimate(points_a[finite], points_b[finite], geometry, backend=backend, config=config,
+                         min_inliers=min_inliers)
+        if model is None:
+            return None
+        inliers = np.zeros(len(points_a), bool)
+        inliers[finite] = model.inliers
+        return Model(model.geometry, model.matrix, inliers)
     n = len(points_a)
     if geometry != "auto":
         return _estimate_one(estimator, geometry, points_a, points_b, _capped(config, geometry, n, min_inliers))

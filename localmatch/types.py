@@ -46,6 +46,9 @@ class Features:
                 raise ValueError(f"{name} must be ({n},), got {getattr(self, name).shape}")
         if self.descriptors.ndim != 2 or len(self.descriptors) != n:
             raise ValueError(f"descriptors must be ({n}, D), got {self.descriptors.shape}")
+        for name in ("keypoints", "descriptors"):  # one NaN point made RANSAC find no model for the whole pair
+            if not np.isfinite(getattr(self, name)).all():
+                raise ValueError(f"{name} hold NaN or infinite values")
 
     def __len__(self) -> int:
         return len(self.keypoints)

@@ -37,6 +37,17 @@ def test_options_max_features_upright_and_plain_sift(astronaut):
     np.testing.assert_allclose(np.linalg.norm(plain.descriptors, axis=1), 1.0, atol=1e-5)
 
 
+def test_features_refuse_values_that_are_not_finite(astronaut):
+    import dataclasses
+
+    f = localmatch.extract(astronaut, max_features=50)
+    for name in ("keypoints", "descriptors"):
+        broken = getattr(f, name).copy()
+        broken[3, 1] = np.nan
+        with pytest.raises(ValueError, match=f"{name} hold NaN"):
+            dataclasses.replace(f, **{name: broken})
+
+
 def test_image_without_keypoints_gives_empty_features():
     f = localmatch.extract(np.full((64, 80), 128, np.uint8))
     assert len(f) == 0 and f.keypoints.shape == (0, 2) and f.descriptors.shape == (0, 128)

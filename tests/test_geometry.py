@@ -116,6 +116,17 @@ def test_degenerate_input_gives_no_model(backend, geometry):
         assert estimate(pa, pb, geometry, backend=backend) is None, name
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_points_that_are_not_finite_are_left_out_not_fatal(backend):
+    """One NaN among the correspondences made OpenCV find no model for all the others."""
+    pa, pb, H = planar(seed=4)
+    pa, pb = pa.copy(), pb.copy()
+    pa[3], pb[7, 1] = np.nan, np.inf
+    model = estimate(pa, pb, "homography", backend=backend)
+    assert model is not None and len(model.inliers) == len(pa) and not model.inliers[[3, 7]].any()
+    assert model.num_inliers > 0.5 * len(pa)
+
+
 def test_pure_noise_finds_no_large_model():
     rng = np.random.default_rng(3)
     pa, pb = rng.uniform(0, 800, (200, 2)), rng.uniform(0, 800, (200, 2))
