@@ -108,6 +108,9 @@ def correspondences_of(features_a: Features, features_b: Features, matches: Matc
 def matched_points(keypoints_a: np.ndarray, keypoints_b: np.ndarray, matches: Matches,
                    working_scale: float = 1.0) -> Correspondences:
     """``(N, 2)`` and ``(M, 2)`` keypoints indexed by the matches, best match first."""
+    if len(matches) and (matches.indices.min() < 0 or matches.indices[:, 0].max() >= len(keypoints_a)
+                         or matches.indices[:, 1].max() >= len(keypoints_b)):  # -1 would quietly take the last
+        raise ValueError(f"match indices out of range: A has {len(keypoints_a)} keypoints and B {len(keypoints_b)}")
     order = np.argsort(-matches.scores, kind="stable")
     return Correspondences(keypoints_a[matches.indices[order, 0]], keypoints_b[matches.indices[order, 1]],
                            matches.scores[order], working_scale)

@@ -71,6 +71,13 @@ class Matches:
     indices: np.ndarray
     scores: np.ndarray
 
+    def __post_init__(self) -> None:
+        k = len(self.indices)
+        if self.indices.shape != (k, 2) or not np.issubdtype(self.indices.dtype, np.integer):
+            raise ValueError(f"indices must be (K, 2) integers, got {self.indices.shape} {self.indices.dtype}")
+        if self.scores.shape != (k,):
+            raise ValueError(f"scores must be ({k},), got {self.scores.shape}")
+
     def __len__(self) -> int:
         return len(self.indices)
 

@@ -193,6 +193,19 @@ def test_batched_equals_pairwise():
         np.testing.assert_allclose(got.scores, want.scores)
 
 
+def test_matches_are_checked_against_their_shape_and_the_keypoints(astronaut):
+    from localmatch.types import Matches
+
+    with pytest.raises(ValueError, match=r"indices must be \(K, 2\) integers"):
+        Matches(np.zeros((3, 2), np.float32), np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"scores must be \(3,\)"):
+        Matches(np.zeros((3, 2), np.int64), np.zeros(4, np.float32))
+    f = localmatch.extract(astronaut, max_features=100)
+    for bad in ([[0, len(f)]], [[-1, 2]]):  # -1 quietly took the last keypoint
+        with pytest.raises(ValueError, match="match indices out of range: A has 100 keypoints"):
+            localmatch.verify_matches(f, f, Matches(np.array(bad * 20), np.ones(20, np.float32)))
+
+
 def test_match_api_and_registry(astronaut):
     f = localmatch.extract(astronaut, max_features=300)
     m = localmatch.match(f, f)
