@@ -95,6 +95,12 @@ def check_number(config: Config, name: str, low: float, high: float = math.inf, 
         raise _bad(config, name, rule + (" or None" if optional else ""))
 
 
+def require_flag(value: Any, label: str) -> None:
+    """``value`` is True or False (a string such as ``"false"`` would count as true); for arguments."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{label} must be True or False, not {value!r}")
+
+
 def check_flag(config: Config, *names: str) -> None:
     """Each ``config.name`` is True or False."""
     for name in names:

@@ -58,6 +58,7 @@ from tqdm import tqdm
 
 from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.database import Database, expand_image_paths
+from localmatch.config import require_flag, require_whole
 from localmatch.errors import ImageError
 from localmatch.io import Image, load_image
 from localmatch.rerank import verify_candidates
@@ -135,6 +136,8 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
         progress: show progress bars (default: when stderr is a terminal).
     """
     check_min_inliers(min_inliers)  # before the images are indexed
+    require_whole(shortlist, "shortlist (candidates verified per image)", 1)
+    require_flag(mirror, "mirror")
     paths = expand_image_paths(images)
     show = sys.stderr.isatty() if progress is None else progress
     with tempfile.TemporaryDirectory(prefix="localmatch-dedup-") as tmp:

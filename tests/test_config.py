@@ -69,3 +69,19 @@ def test_the_public_calls_check_before_any_work(tmp_path):
         localmatch.extract(tmp_path / "never-read.jpg", max_features=-1)
     with pytest.raises(ConfigError, match="min_inliers must be a whole number >= 1, not 0"):
         localmatch.verify(tmp_path / "never-read.jpg", tmp_path / "never-read.jpg", min_inliers=0)
+
+
+def test_search_and_dedup_arguments_are_checked_before_any_work(tmp_path):
+    """A shortlist of 0 or -1 was taken as k candidates, and rerank="no" or mirror="no" as true."""
+    from localmatch.database import Database
+    from localmatch.dedup import find_duplicates
+
+    with Database(tmp_path / "db") as db:
+        for options, message in (({"shortlist": 0}, "shortlist .* whole number >= 1, not 0"),
+                                 ({"shortlist": 2.5}, "shortlist .* not 2.5"),
+                                 ({"rerank": "no"}, "rerank must be True or False, not 'no'")):
+            with pytest.raises(ConfigError, match=message):
+                db.search(tmp_path / "never-read.jpg", **options)
+    for options, message in (({"shortlist": -1}, "shortlist .* not -1"), ({"mirror": "no"}, "mirror must be True")):
+        with pytest.raises(ConfigError, match=message):
+            find_duplicates([tmp_path / "never-read.jpg"], **options)

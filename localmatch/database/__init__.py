@@ -38,7 +38,7 @@ from numpy.typing import ArrayLike
 from tqdm import tqdm
 
 from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
-from localmatch.config import build_config, require_whole
+from localmatch.config import build_config, require_flag, require_whole
 from localmatch.database.store import AppendOnlyArray, ArraySpec
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.features import FEATURES
@@ -815,7 +815,9 @@ class Database:
         ``"nn"`` for SIFT and the LightGlue trained for the database's learned features.
         """
         require_whole(k, "k (results per query)", 1)
+        require_flag(rerank, "rerank")
         if rerank:
+            require_whole(shortlist, "shortlist (candidates re-ranked)", 1)
             check_min_inliers(min_inliers)
         matcher = matcher or DEFAULT_RERANK_MATCHER.get(self.features, "nn")
         image = None if isinstance(query, Features) else load_image(query, max_pixels=self.feature_config.max_pixels)
