@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from localmatch.config import require_flag, require_whole
 from localmatch.errors import GroundTruthError
 from localmatch.matfile import read_revisited_mat
 
@@ -205,6 +206,10 @@ def evaluate(database, truth: Sequence[QueryTruth], *, ks: Sequence[int] = (1, 5
     """
     from localmatch.io import load_image
 
+    for k in ks:
+        require_whole(k, "ks (the cut-offs of precision, recall and NDCG)", 1)
+    for name, flag in (("rerank", rerank), ("exclude_query", exclude_query), ("ukbench", ukbench)):
+        require_flag(flag, name)
     depth = len(database)
     stored = {path for _, path in database.images()}
     missing = sorted({p for q in truth for p in q.positives} - stored)

@@ -128,3 +128,17 @@ def test_a_crashing_mat_reader_is_reported_not_fatal(tmp_path, monkeypatch):
     monkeypatch.setattr(matfile.subprocess, "run", lambda *args, **kwargs: crashed)
     with pytest.raises(GroundTruthError, match=r"crashed on it \(SIGSEGV\); the file is corrupt"):
         load_ground_truth(tmp_path / "gnd_x.mat")
+
+
+def test_evaluate_checks_its_cut_offs_and_flags_before_any_search(tmp_path):
+    """ks=(0,) divided by zero, ks=(-1,) reported a precision of -1, ks=(1.5,) failed in slicing."""
+    from localmatch.config import ConfigError
+    from localmatch.database import Database
+    from localmatch.evaluate import QueryTruth, evaluate
+
+    truth = [QueryTruth(str(tmp_path / "never-read.jpg"), ["x.jpg"])]
+    with Database(tmp_path / "db") as db:
+        for options, message in (({"ks": (0,)}, "ks .* not 0"), ({"ks": (5, -1)}, "ks .* not -1"),
+                                 ({"ks": (1.5,)}, "ks .* not 1.5"), ({"ukbench": "yes"}, "ukbench must be True")):
+            with pytest.raises(ConfigError, match=message):
+                evaluate(db, truth, **options)
