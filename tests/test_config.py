@@ -76,6 +76,8 @@ def test_search_and_dedup_arguments_are_checked_before_any_work(tmp_path):
     from localmatch.database import Database
     from localmatch.dedup import find_duplicates
 
+    with pytest.raises(ConfigError, match="readonly must be True or False, not 'no'"):
+        Database(tmp_path / "db", readonly="no")
     with Database(tmp_path / "db") as db:
         for options, message in (({"shortlist": 0}, "shortlist .* whole number >= 1, not 0"),
                                  ({"shortlist": 2.5}, "shortlist .* not 2.5"),

@@ -160,6 +160,7 @@ class Database:
                  feature_config: dict | None = None, global_descriptor: str | None = None,
                  index: str | None = None, representation: str | None = None, asmk_config: dict | None = None,
                  codebook: str | os.PathLike | None = None, whitening: int | None = None) -> None:
+        require_flag(readonly, "readonly")
         self.path = Path(path)
         self.readonly = readonly
         self._lock_file = None
