@@ -1,7 +1,7 @@
 """ASMK benchmark: accuracy of global vs ASMK* vs R-ASMK*, bytes per image, query time at 10k/100k images.
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/aggregated.py
-     [--only accuracy|learned|whitening|bytes|latency]
+     [--only accuracy|learned|whitening|float|bytes|latency]
 
 1. accuracy: multiview_dev (every image queries the other 78) and ukbench_subset + imagededup base images
    as distractors; each representation in its own Database (RootSIFT, default settings: 1024 words trained
@@ -11,8 +11,10 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
    multiview_dev, before re-ranking (the same core as the database, on features extracted once).
 3. whitening: the same ASMK* over local descriptors PCA-whitened on the database's own descriptors (as HOW
    whitens its local features), over 6 codebook seeds, next to the descriptors as extracted.
-4. bytes: ASMK* inverted file bytes per image with 1000 RootSIFT features per image (multiview_dev).
-5. latency: search time over 10k and 100k images with simulated aggregated descriptors (65536 words,
+4. float: R-ASMK against ASMK on RootSIFT over 6 codebook seeds, binarised (ASMK*) and with float residual
+   sums (where the regional normalisation changes each word's vector, not only its signs).
+5. bytes: ASMK* inverted file bytes per image with 1000 RootSIFT features per image (multiview_dev).
+6. latency: search time over 10k and 100k images with simulated aggregated descriptors (65536 words,
    about 1000 words per image, 128-bit signatures; a query of 4000 words holding a noisy copy of one
    image), localmatch's inverted file (with numba's compiled loop, and without: its numpy path) beside the
    ``asmk`` package's IVF holding the same entries; then the query's word assignment on a 65536-word
@@ -166,6 +168,29 @@ def whitening() -> None:
                              False)[0] for seed in CODEBOOK_SEEDS]
             cells.append(f"{np.mean(maps):.3f} ± {np.std(maps, ddof=1):.3f}")
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+
+
+def float_aggregation() -> None:
+    """R-ASMK against ASMK with the residual sums kept as unit float vectors (no binarisation), where the
+    regional normalisation changes each word's vector and not only its signs."""
+    print("\n## R-ASMK vs ASMK, binarised and float (multiview_dev, RootSIFT 2048, 1024 words, "
+          f"{len(CODEBOOK_SEEDS)} codebook seeds, before re-ranking)\n")
+    paths = multiview_paths()
+    truth = ground_truth_from_folders(paths)
+    features = multiview_features("sift")
+    descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
+    columns = [(f"{'R-' if regions else ''}ASMK{'*' if binary else ''}{f' ({regions})' if regions else ''}",
+                AsmkConfig(binary=binary, regions=regions or "clusters"), bool(regions))
+               for binary in (True, False) for regions in (None, "clusters", "grid")]
+    runs = np.array([[asmk_map(features, paths, truth, codebook, config, regional)[0]
+                      for _, config, regional in columns]
+                     for codebook in (train_codebook(descriptors, 1024, seed=seed) for seed in CODEBOOK_SEEDS)])
+    print("| aggregation | mAP | minus ASMK of the same kind, paired by seed |\n|---|---|---|")
+    for j, (label, _, _) in enumerate(columns):
+        plain = runs[:, 0 if j < 3 else 3]
+        gain = runs[:, j] - plain
+        paired = "-" if j in (0, 3) else f"{gain.mean():+.3f} ± {gain.std(ddof=1):.3f}"
+        print(f"| {label} | {runs[:, j].mean():.3f} ± {runs[:, j].std(ddof=1):.3f} | {paired} |", flush=True)
 
 
 def pca_whitened(features: list, power: float) -> list:
@@ -386,7 +411,8 @@ def query_word_search(words: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("accuracy", "learned", "whitening", "bytes", "latency"), help="run one part")
+    parser.add_argument("--only", choices=("accuracy", "learned", "whitening", "float", "bytes", "latency"),
+                        help="run one part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "accuracy"):
@@ -395,6 +421,8 @@ def main() -> None:
             learned()
         if args.only in (None, "whitening"):
             whitening()
+        if args.only in (None, "float"):
+            float_aggregation()
         if args.only in (None, "bytes"):
             bytes_per_image(Path(tmp))
         if args.only in (None, "latency"):
