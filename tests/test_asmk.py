@@ -12,6 +12,8 @@ from localmatch.shortlist.asmk import (AsmkConfig, Codebook, InvertedFile, aggre
 from localmatch.shortlist.asmk import codebook as codebook_module, compiled, inverted_file
 from localmatch.shortlist.asmk.regions import grid_regions
 
+NO_REFERENCE = ('the reference asmk package is not installed: pip install -e ".[reference]" (it compiles a Cython '
+                'module: a C compiler and Python\'s headers are needed)')
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
           "camera.png", "brick.png")
 #: other photos train the test codebook: a word whose members all come from one indexed image would have a
@@ -37,7 +39,7 @@ def codebook():
 
 
 def reference_method(codebook: Codebook, *, binary: bool, idf: bool):
-    asmk_method = pytest.importorskip("asmk.asmk_method", reason="the reference asmk package is a test dependency")
+    asmk_method = pytest.importorskip("asmk.asmk_method", reason=NO_REFERENCE)
     from asmk import codebook as ref_codebook, index as ref_index
 
     cdb = ref_codebook.Codebook(ref_index.initialize_index(None), size=codebook.size)
@@ -81,7 +83,7 @@ def test_scores_and_rankings_equal_the_asmk_package(rootsift, codebook, binary, 
 
 
 def test_binary_signatures_hold_the_same_bits_as_the_asmk_package(rootsift, codebook):
-    pytest.importorskip("asmk")
+    pytest.importorskip("asmk", reason=NO_REFERENCE)
     from asmk import hamming
 
     sums = np.random.default_rng(0).normal(size=(7, 128)).astype(np.float32)
