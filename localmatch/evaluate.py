@@ -210,6 +210,9 @@ def evaluate(database, truth: Sequence[QueryTruth], *, ks: Sequence[int] = (1, 5
         require_whole(k, "ks (the cut-offs of precision, recall and NDCG)", 1)
     for name, flag in (("rerank", rerank), ("exclude_query", exclude_query), ("ukbench", ukbench)):
         require_flag(flag, name)
+    absent = [q.query for q in truth if not os.path.isfile(q.query)]
+    if absent:  # found before any search, not after an hour of them
+        raise GroundTruthError(f"{len(absent)} of the {len(truth)} queries are not files, for example {absent[0]!r}")
     depth = len(database)
     stored = {path for _, path in database.images()}
     missing = sorted({p for q in truth for p in q.positives} - stored)

@@ -142,3 +142,7 @@ def test_evaluate_checks_its_cut_offs_and_flags_before_any_search(tmp_path):
                                  ({"ks": (1.5,)}, "ks .* not 1.5"), ({"ukbench": "yes"}, "ukbench must be True")):
             with pytest.raises(ConfigError, match=message):
                 evaluate(db, truth, **options)
+        # a query that is not a file stopped the evaluation only when its turn came, after the others' searches
+        db.search = lambda *args, **kwargs: pytest.fail("searched before the queries were checked")
+        with pytest.raises(GroundTruthError, match="1 of the 1 queries are not files, for example .*never-read.jpg"):
+            evaluate(db, truth)
