@@ -106,7 +106,7 @@ def test_a_full_disk_keeps_what_was_added_and_names_the_reason(tmp_path, ukbench
         assert [p for _, p in db.images()] == ukbench_paths[:1]
         # SQLite's full disk, which undoes the transaction itself: rolling back again used to hide the reason
         # behind "cannot rollback - no transaction is active"
-        connection = db._db
+        connection = db._connection
 
         class FullDisk:
             def __getattr__(self, name):
@@ -118,10 +118,10 @@ def test_a_full_disk_keeps_what_was_added_and_names_the_reason(tmp_path, ukbench
                     raise sqlite3.OperationalError("database or disk is full")
                 return connection.execute(sql, *args)
 
-        db._db = FullDisk()
+        db._connection = FullDisk()
         with pytest.raises(DatabaseError, match=r"\(database or disk is full\); the 0 images added"):
             db.add(ukbench_paths[:4])
-        db._db = connection
+        db._connection = connection
     with Database(path, feature_config=SMALL) as db:
         assert db.add(ukbench_paths[:4]).added == ukbench_paths[1:4]
 
@@ -243,6 +243,15 @@ def test_settings_and_folders_are_checked(tmp_path, small_db):
     assert list((tmp_path / "empty").iterdir()) == []
     with Database(tmp_path / "empty", feature_config=SMALL) as db:  # and the folder can be used at once
         assert len(db) == 0
+
+
+def test_a_closed_database_says_so(small_db, ukbench_paths):
+    db = Database(small_db, readonly=True)
+    db.close()
+    for use in (lambda: len(db), lambda: db.search(ukbench_paths[0]), db.images):
+        with pytest.raises(DatabaseError, match="the database is closed"):  # was: 'NoneType' has no 'execute'
+            use()
+    db.close()  # closing twice is harmless
 
 
 def test_damaged_files_raise_database_errors_and_change_nothing(tmp_path, small_db, ukbench_paths):

@@ -175,7 +175,7 @@ class Database:
         self.path.mkdir(parents=True, exist_ok=True)
         if not readonly:
             self._take_write_lock()
-        self._db: sqlite3.Connection | None = None
+        self._connection: sqlite3.Connection | None = None
         self._index: ShortlistIndex | None = None
         self._asmk: InvertedFile | None = None
         try:
@@ -192,6 +192,13 @@ class Database:
         self._codebook: Codebook | None = None
         self._codebook_loaded = ""
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The SQLite connection; using a closed database is an error that says so."""
+        if self._connection is None:
+            raise DatabaseError(f"{self.path}: the database is closed")
+        return self._connection
+
     # ---- opening, settings, locking ----
 
     def _open(self, exists: bool, features, feature_config, global_descriptor, index, representation, asmk_config,
@@ -199,7 +206,7 @@ class Database:
         """Connect to SQLite, create the tables and settings of a new database, read the settings, and (for a
         writer) cut off what a killed writer appended to the arrays but never committed."""
         try:
-            self._db = sqlite3.connect(self.path / DB_FILE, isolation_level=None, check_same_thread=False)
+            self._connection = sqlite3.connect(self.path / DB_FILE, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as e:  # not SQLite, or a damaged file
@@ -353,16 +360,16 @@ class Database:
         """Save the shortlist index if it was rebuilt (or lags the images table too much), and release the
         index's memory (or map) and the write lock."""
         try:
-            if self._db is not None and not self.readonly and self._index_unsaved:
+            if self._connection is not None and not self.readonly and self._index_unsaved:
                 self._save_faiss_index()
         except OSError as e:  # a cache: what the images table holds is safe, and the next user catches up
             log.warning("%s: the search index could not be saved (%s); it is brought up to date when next used",
                         self.path, _reason(e))
         finally:
             self._index = self._asmk = None
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
             if self._lock_file is not None:
                 fcntl.flock(self._lock_file, fcntl.LOCK_UN)
                 self._lock_file.close()
