@@ -447,11 +447,11 @@ class Database:
                 log.info("skipped %s", e)
                 continue
             try:
-                stale = self._commit_image(path, digest, image, boxes.get(path))
+                removed = self._commit_image(path, digest, image, boxes.get(path))
             except (OSError, sqlite3.OperationalError) as e:  # a full disk, say
                 raise DatabaseError(f"{self.path}: cannot store {path} ({_reason(e)}); the {len(report.added)} "
                                     "images added before it are kept, and adding again resumes") from e
-            if stale:
+            if removed:
                 report.replaced.append(path)
             report.added.append(path)
         if report.added or report.replaced:
@@ -833,11 +833,9 @@ class Database:
         features, vector = self.query_features(query if image is None else image,
                                                with_global=self.representation == "global")
         ids, scores = self.shortlist_for(features, vector, max(k, shortlist if rerank else k))
+        by_id = {r[0]: r for r in self._rows_for(ids)}
         if not rerank:
-            rows = {r[0]: r for r in self._rows_for(ids)}
-            return [Hit(rows[i][1], int(i), rank + 1, float(s), float(s)) for rank, (i, s) in enumerate(zip(ids[:k], scores))]
-        rows = self._rows_for(ids)
-        by_id = {r[0]: r for r in rows}
+            return [Hit(by_id[i][1], int(i), rank + 1, float(s), float(s)) for rank, (i, s) in enumerate(zip(ids[:k], scores))]
         candidates = [self._candidate(by_id[i]) for i in ids]
         results = verify_candidates(features, candidates, matcher=matcher, matcher_config=matcher_config,
                                     geometry=geometry, backend=backend,
