@@ -141,7 +141,7 @@ def test_a_full_disk_keeps_what_was_added_and_names_the_reason(tmp_path, ukbench
         assert len(db) == 8 and ranking(db, ukbench_paths[5], rerank=False) == expected
 
 
-def test_folders_expand_to_their_images_without_hidden_files(tmp_path):
+def test_folders_expand_to_their_images_without_hidden_files(tmp_path, monkeypatch):
     for name in ("b.JPG", "a.png", "sub/c.webp", "notes.txt", ".thumbnails/a.png", "._b.JPG", "sub/.d.jpg",
                  "phone/IMG_0001.HEIC", "web/e.jfif", "web/f.avif"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +153,12 @@ def test_folders_expand_to_their_images_without_hidden_files(tmp_path):
     # what is named is taken, hidden or not
     assert expand_image_paths([f"{folder}/._b.JPG", f"{folder}/.thumbnails"]) == [
         f"{folder}/._b.JPG", f"{folder}/.thumbnails/a.png"]
+    # each file once, by its first spelling: dedup reported a.png and ./a.png as a group of copies
+    (tmp_path / "sub" / "link.png").symlink_to(tmp_path / "a.png")
+    os.link(tmp_path / "b.JPG", tmp_path / "sub" / "hard.png")  # a second name of the data: a copy, kept
+    monkeypatch.chdir(tmp_path)
+    assert expand_image_paths(["a.png", "./a.png", "sub", "sub/../a.png", "missing.jpg", "./missing.jpg"]) == [
+        "a.png", "sub/c.webp", "sub/hard.png", "missing.jpg"]
 
 
 def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_added(tmp_path, ukbench_paths):

@@ -94,7 +94,8 @@ class AddReport:
 
 
 def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[str]:
-    """Files as given, and the image files under folders (sorted, recursive), as text paths.
+    """Files as given, and the image files under folders (sorted, recursive), as text paths, each file once
+    (by its first spelling).
 
     Under a folder, hidden files and folders (names starting with ".": ``.thumbnails/``, macOS's
     ``._IMG_0001.jpg`` resource forks) are left out, as git and most photo tools do; name one to take it.
@@ -107,6 +108,20 @@ def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[str]:
                      and not any(part.startswith(".") for part in p.relative_to(path).parts)]
             out.extend(os.path.join(path, os.path.relpath(f, path)) for f in found)
         else:
+            out.append(path)
+    return _one_spelling_per_file(out)
+
+
+def _one_spelling_per_file(paths: list[str]) -> list[str]:
+    """``paths`` without later spellings of a file already listed (``a.jpg`` and ``./a.jpg``, a folder and a
+    file in it, a symbolic link to it): one file is not a copy of itself. Hard links, two names of one
+    file's data, both stay."""
+    seen: set[str] = set()
+    out = []
+    for path in paths:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
             out.append(path)
     return out
 
