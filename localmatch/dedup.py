@@ -57,8 +57,8 @@ import numpy as np
 from tqdm import tqdm
 
 from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
-from localmatch.database import Database, expand_image_paths
 from localmatch.config import require_flag, require_whole
+from localmatch.database import Database, expand_image_paths
 from localmatch.errors import ImageError
 from localmatch.io import Image, load_image
 from localmatch.rerank import verify_candidates

@@ -75,7 +75,7 @@ def extract_keynet_affnet(image: Image, config: LearnedConfig) -> Features:
     ``scales`` are the diameters of the regions (twice the square root of the affine frame's
     determinant) and ``orientations`` the frames' angles, both mapped to original pixels/radians.
     """
-    from kornia.feature import get_laf_center, get_laf_orientation, get_laf_scale, laf_is_filled
+    from kornia.feature import get_laf_center, get_laf_orientation, get_laf_scale
 
     device = select_device(config.device)
     tensor, work = working_tensor(image, config, 1, device, gray=True)
@@ -87,9 +87,10 @@ def extract_keynet_affnet(image: Image, config: LearnedConfig) -> Features:
     detector, describer = _model(str(device), config.max_features, threshold)
     with torch.inference_mode():
         lafs, responses = detector(tensor)
-        # The detector always returns max_features slots; those no detection filled hold a zero frame at the
-        # origin (and, described, one shared descriptor): on a low-texture image, most of them.
-        filled = laf_is_filled(lafs)[0]
+        # The detector always returns max_features slots; those no detection filled hold an all-zero frame
+        # (and, described, one shared descriptor): on a low-texture image, most of them. (kornia's own test,
+        # laf_is_filled, is recent; this is the same.)
+        filled = lafs[0].ne(0).flatten(1).any(dim=1)
         if not filled.any():
             return empty
         lafs, responses = lafs[:, filled], responses[:, filled]
