@@ -251,6 +251,11 @@ def test_settings_and_folders_are_checked(tmp_path, small_db):
         assert len(db) == 0
 
 
+def test_a_file_is_not_a_database_folder(tmp_path, ukbench_paths):
+    with pytest.raises(DatabaseError, match="a file, not a database folder"):  # was NotADirectoryError
+        Database(ukbench_paths[0])
+
+
 def test_a_closed_database_says_so(small_db, ukbench_paths):
     db = Database(small_db, readonly=True)
     db.close()

@@ -181,6 +181,8 @@ class Database:
         self._lock_file = None
         #: vectors added to or removed from the in-memory index since it matched the saved file (inf: rebuilt)
         self._index_unsaved = 0.0
+        if self.path.exists() and not self.path.is_dir():
+            raise DatabaseError(f"{self.path}: a file, not a database folder")
         exists = (self.path / DB_FILE).exists()
         if not exists and readonly:
             raise DatabaseError(f"{self.path}: no localmatch database here")
