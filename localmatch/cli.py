@@ -138,8 +138,6 @@ def _require_inputs(paths: list[str]) -> None:
     """Stop before any work when a file or folder named on the command line does not exist (a typo would
     otherwise create an empty database, or find no duplicates, and exit 0). Files that exist but do not
     decode are reported one by one as the work goes on."""
-    from localmatch.errors import ImageError
-
     for path in paths:
         if not os.path.exists(path):
             raise ImageError(path, "no such file or folder")
@@ -222,10 +220,16 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    """Search each query; one that cannot be read is reported (``error``, and on stderr) and the rest go on."""
+    """Search each query (a folder: each image in it); one that cannot be read is reported (``error``, and on
+    stderr) and the rest go on."""
+    from localmatch.database import expand_image_paths
+
     out, sections = [], []
+    queries = expand_image_paths(args.queries)
+    if not queries:
+        raise ImageError(" ".join(args.queries), "no image files to search with")
     with _open_database(args.db, readonly=True) as db:
-        for n, query in enumerate(args.queries):
+        for n, query in enumerate(queries):
             try:
                 hits = db.search(query, k=args.k, shortlist=args.shortlist, rerank=not args.no_rerank,
                                  matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers)
@@ -239,7 +243,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 draw = None
                 if args.draw:
                     stem, ext = os.path.splitext(args.draw)
-                    draw = args.draw if len(args.queries) == 1 else f"{stem}_{n + 1}{ext or '.png'}"
+                    draw = args.draw if len(queries) == 1 else f"{stem}_{n + 1}{ext or '.png'}"
                 _write_search_pictures(db, query, hits, draw, sections)
             if not args.json:
                 print(query)
@@ -389,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="find database images showing what the queries show")
     p.add_argument("db")
-    p.add_argument("queries", nargs="+")
+    p.add_argument("queries", nargs="+", help="query images, or folders of them")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--shortlist", type=int, default=100, help="candidates verified per query (default 100)")
     p.add_argument("--no-rerank", action="store_true", help="global shortlist order only")

@@ -122,6 +122,15 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     assert len(first) == 3 and first[0]["path"] == paths[1] and first[0]["rank"] == 1
     assert {"rank", "path", "score", "global_score", "num_inliers"} <= set(first[0])
     assert {r["path"] for r in first} <= set(paths[:4])
+    queries = tmp_path / "queries"  # a folder of queries: each image in it (was: "is a directory")
+    queries.mkdir()
+    for p in paths[1], paths[6]:
+        shutil.copy(p, queries)
+    assert main(["search", db, str(queries), "-k", "1", "--json"]) == 0
+    assert [o["results"][0]["path"] for o in json.loads(capsys.readouterr().out)] == [paths[1], paths[6]]
+    (queries / "empty").mkdir()
+    assert main(["search", db, str(queries / "empty")]) == 2
+    assert "empty: no image files to search with" in capsys.readouterr().err
 
     assert main(["index", "list", db, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
