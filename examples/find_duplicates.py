@@ -12,9 +12,9 @@ import argparse
 import sys
 import tempfile
 
-from localmatch.cli import _write_dedup_report
 from localmatch.dedup import find_duplicates
 from localmatch.demo import write_demo_collection
+from localmatch.viz import dedup_report_html
 
 
 def main(argv: list[str]) -> int:
@@ -34,7 +34,8 @@ def main(argv: list[str]) -> int:
                 print(f"same scene, other photo: {pair.a} <-> {pair.b} ({pair.num_inliers} inliers)")
         for path, reason in report.failed:
             print(f"could not read {path}: {reason}")
-        _write_dedup_report(report, args.report)
+        with open(args.report, "w", encoding="utf-8") as f:
+            f.write(dedup_report_html(report))
     print(f"wrote {args.report}")
     return 0
 

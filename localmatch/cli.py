@@ -281,23 +281,10 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
 
 def _write_dedup_report(report, out: str) -> None:
-    from localmatch.viz import html_page
+    from localmatch.viz import dedup_report_html
 
-    def image(path):
-        try:
-            return load_image(path)
-        except LocalmatchError:
-            return None
-
-    sections = [(f"Group {i}: {len(g)} copies of one picture", [(image(p), p) for p in g])
-                for i, g in enumerate(report.groups, start=1)]
-    scene = [p for p in report.pairs if p.relation == "same-scene"]
-    if scene:
-        sections.append(("Same scene, other photos", [(image(x), f"{x}  <->  {p.b if x == p.a else p.a} "
-                                                               f"({p.num_inliers} inliers)")
-                                                      for p in scene for x in (p.a, p.b)]))
     with open(out, "w", encoding="utf-8") as f:
-        f.write(html_page("localmatch dedup", sections))
+        f.write(dedup_report_html(report))
 
 
 def _write_search_pictures(db, query: str, hits, draw: str | None, report_sections: list) -> None:

@@ -134,3 +134,26 @@ def html_page(title: str, sections: list[tuple[str, list[tuple[Image | None, str
             parts.append(f"<figure>{img}<figcaption>{escape(caption)}</figcaption></figure>")
         parts.append("</div>")
     return "\n".join(parts) + "\n"
+
+
+def dedup_report_html(report) -> str:
+    """A self-contained HTML page of a :class:`~localmatch.dedup.DedupReport`: each group of copies, then the
+    pairs that show the same scene in other photos, as captioned thumbnails (a file that no longer
+    decodes is shown by its caption alone)."""
+    from localmatch.errors import LocalmatchError
+    from localmatch.io import load_image
+
+    def image(path: str) -> Image | None:
+        try:
+            return load_image(path)
+        except LocalmatchError:
+            return None
+
+    sections = [(f"Group {i}: {len(g)} copies of one picture", [(image(p), p) for p in g])
+                for i, g in enumerate(report.groups, start=1)]
+    scene = [p for p in report.pairs if p.relation == "same-scene"]
+    if scene:
+        sections.append(("Same scene, other photos", [(image(x), f"{x}  <->  {p.b if x == p.a else p.a} "
+                                                               f"({p.num_inliers} inliers)")
+                                                      for p in scene for x in (p.a, p.b)]))
+    return html_page("localmatch dedup", sections)
