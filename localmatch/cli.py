@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 
+from localmatch import __version__
 from localmatch.api import DEFAULT_MIN_INLIERS, verify
 from localmatch.errors import ImageError, LocalmatchError
 from localmatch.features import FEATURES
@@ -325,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localmatch", description="Do these images show the same thing, "
                                      "and how are they related?")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--version", action="version", version=f"localmatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("verify", help="match and geometrically verify two images (or a list of pairs)")

@@ -76,6 +76,17 @@ def test_a_named_input_that_does_not_exist_stops_index_and_dedup_before_any_work
     assert capsys.readouterr().err.count(f"{typo}: no such file or folder") == 2
 
 
+def test_version(capsys):
+    import localmatch
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"localmatch {localmatch.__version__}"
+    from importlib.metadata import version
+
+    assert version("localmatch") == localmatch.__version__  # pyproject.toml and the package agree
+
+
 def test_demo_runs(capsys):
     assert main(["demo"]) == 0
     assert "all verdicts as expected" in capsys.readouterr().out
