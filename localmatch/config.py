@@ -104,8 +104,7 @@ def require_flag(value: Any, label: str) -> None:
 def check_flag(config: Config, *names: str) -> None:
     """Each ``config.name`` is True or False."""
     for name in names:
-        if not isinstance(getattr(config, name), (bool, np.bool_)):
-            raise _bad(config, name, "True or False")
+        require_flag(getattr(config, name), f"{type(config).__name__}.{name}")
 
 
 def check_choice(config: Config, name: str, choices: tuple[str, ...]) -> None:

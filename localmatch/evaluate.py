@@ -132,12 +132,17 @@ def _json_query(path: Path, index: int, entry: object) -> QueryTruth:
         paths[key] = frozenset(value)
     bbox = entry.get("bbox") or None  # absent, null or []: the whole query image
     if bbox is not None:
-        if (not isinstance(bbox, list) or len(bbox) != 4 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in bbox)
-                or bbox[0] >= bbox[2] or bbox[1] >= bbox[3]):
+        if not isinstance(bbox, list) or not _is_box(bbox):
             raise fail('"bbox" must be [x0, y0, x1, y1], four finite numbers with x0 < x1 and y0 < y1')
         bbox = tuple(bbox)
     return QueryTruth(entry["query"], paths["positives"], paths["junk"], bbox)
+
+
+def _is_box(values: Sequence) -> bool:
+    """``values`` are a box ``x0, y0, x1, y1``: four finite numbers with ``x0 < x1`` and ``y0 < y1``."""
+    return (len(values) == 4 and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                                     and np.isfinite(v) for v in values)
+            and values[0] < values[2] and values[1] < values[3])
 
 
 def _load_revisited(path: Path, protocol: str, images_root: str, suffix: str) -> list[QueryTruth]:
@@ -156,7 +161,7 @@ def _load_revisited(path: Path, protocol: str, images_root: str, suffix: str) ->
         positives, ignore = {"easy": (easy, junk | hard), "medium": (easy | hard, junk),
                              "hard": (hard, junk | easy)}[protocol]
         bbx = tuple(g["bbx"]) if g["bbx"] is not None else None
-        if bbx is not None and (len(bbx) != 4 or not np.all(np.isfinite(bbx)) or bbx[0] >= bbx[2] or bbx[1] >= bbx[3]):
+        if bbx is not None and not _is_box(bbx):
             raise GroundTruthError(f"{path}: gnd.bbx of query {q} is not four finite numbers x0 < x1, y0 < y1")
         out.append(QueryTruth(os.path.join(images_root, q + suffix), frozenset(positives), frozenset(ignore), bbx))
     return out

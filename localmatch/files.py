@@ -9,17 +9,24 @@ from typing import BinaryIO, Iterator
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Open ``path.tmp`` for writing; on success flush, fsync and rename it over ``path``. On failure (a full
-    disk, say) the temporary file is deleted, so that it does not keep the space, and ``path`` is untouched."""
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` (``path.tmp``) for the caller to write; on success it is synced and
+    renamed over ``path``. On failure (a full disk, say) it is deleted, so that it does not keep the space,
+    and ``path`` is untouched."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """:func:`atomic_path` with the temporary file opened for writing."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f

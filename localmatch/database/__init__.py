@@ -365,7 +365,6 @@ class Database:
                 try:
                     if exc_type is None:
                         db.execute("COMMIT")  # fails on a full disk, say
-                        return False
                 finally:
                     if db.in_transaction:  # after an error, or a failed COMMIT that SQLite did not undo itself
                         db.execute("ROLLBACK")

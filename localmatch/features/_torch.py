@@ -87,6 +87,11 @@ def to_features(image: Image, work: Resized, keypoints: torch.Tensor, scores: to
                     np.ascontiguousarray(desc, dtype=np.float32), image.size, extractor, mean_scale)
 
 
+def empty_features(image: Image, work: Resized, descriptor_dim: int, extractor: str) -> Features:
+    """Valid features with no keypoint, for a working image too small for the network or with nothing on it."""
+    return to_features(image, work, torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, descriptor_dim), extractor, 1)
+
+
 def load_checked(module: torch.nn.Module, state: dict, *, derived: tuple[str, ...] = (),
                  ignored: tuple[str, ...] = ()) -> None:
     """``load_state_dict(strict=False)`` that fails unless only derived buffers are missing and only the

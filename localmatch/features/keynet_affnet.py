@@ -15,7 +15,8 @@ from functools import lru_cache
 import torch
 
 from localmatch.features import FEATURES, FeatureExtractor
-from localmatch.features._torch import LearnedConfig, load_checked, select_device, to_features, working_tensor
+from localmatch.features._torch import (LearnedConfig, empty_features, load_checked, select_device, to_features,
+                                       working_tensor)
 from localmatch.io import Image
 from localmatch.types import Features
 from localmatch.weights import load_state_dict
@@ -79,10 +80,8 @@ def extract_keynet_affnet(image: Image, config: LearnedConfig) -> Features:
 
     device = select_device(config.device)
     tensor, work = working_tensor(image, config, 1, device, gray=True)
-    empty = to_features(image, work, torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, DESCRIPTOR_DIM),
-                        "keynet-affnet", config.max_features)
     if min(tensor.shape[-2:]) < MIN_SIDE:
-        return empty
+        return empty_features(image, work, DESCRIPTOR_DIM, "keynet-affnet")
     threshold = 0.0 if config.detection_threshold is None else config.detection_threshold
     detector, describer = _model(str(device), config.max_features, threshold)
     with torch.inference_mode():
@@ -92,7 +91,7 @@ def extract_keynet_affnet(image: Image, config: LearnedConfig) -> Features:
         # laf_is_filled, is recent; this is the same.)
         filled = lafs[0].ne(0).flatten(1).any(dim=1)
         if not filled.any():
-            return empty
+            return empty_features(image, work, DESCRIPTOR_DIM, "keynet-affnet")
         lafs, responses = lafs[:, filled], responses[:, filled]
         descriptors = describer(tensor, lafs)
     return to_features(image, work, get_laf_center(lafs)[0], responses[0], descriptors[0], "keynet-affnet",

@@ -36,6 +36,7 @@ import faiss
 import numpy as np
 
 from localmatch.errors import UnknownNameError
+from localmatch.files import atomic_path
 from localmatch.shortlist.whitening import Whitening, learn_whitening
 
 INDEX_KINDS = ("flat", "lsh", "ivf", "hnsw")
@@ -322,20 +323,12 @@ class ShortlistIndex:
         tells how many remain stored: their ids are in the file, and whoever loads it must remove them
         again)."""
         self._own_storage()
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            faiss.write_index(self._index, str(tmp))
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except RuntimeError as e:  # faiss's write error, which ends with the system's reason: "(No space left on device)"
-            tmp.unlink(missing_ok=True)
-            why = re.search(r"\(([^()]*)\)\s*$", str(e))
-            raise OSError(f"{tmp}: faiss cannot write the index: {why.group(1) if why else e}") from e
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            try:
+                faiss.write_index(self._index, str(tmp))
+            except RuntimeError as e:  # faiss's write error ends with the system's reason: "(No space left on device)"
+                why = re.search(r"\(([^()]*)\)\s*$", str(e))
+                raise OSError(f"{tmp}: faiss cannot write the index: {why.group(1) if why else e}") from e
 
     @classmethod
     def load(cls, path: str | os.PathLike, dim: int, kind: str, built_with: int | None = None,
