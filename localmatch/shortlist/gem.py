@@ -17,25 +17,8 @@ import torch
 
 from localmatch.io import Image
 from localmatch.shortlist import GLOBAL_DESCRIPTORS
-from localmatch.shortlist.efficientnet_lite import FEATURE_DIM, EfficientNetLite0
+from localmatch.shortlist.efficientnet_lite import FEATURE_DIM, input_tensor, pretrained
 from localmatch.types import Features
-from localmatch.weights import load_state_dict
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-_NETWORK: EfficientNetLite0 | None = None
-
-
-def network() -> EfficientNetLite0:
-    """The pretrained network, loaded strictly once per process."""
-    global _NETWORK
-    if _NETWORK is None:
-        net = EfficientNetLite0()
-        net.load_state_dict(load_state_dict("efficientnet-lite0"), strict=True)
-        _NETWORK = net.eval()
-    return _NETWORK
-
 
 def gem(feature_map: torch.Tensor, p: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
     """``(B, C, H, W)`` -> ``(B, C)``: ``(mean(x^p))^(1/p)`` over the spatial positions."""
@@ -61,10 +44,8 @@ class GeM:
         if scale < 1:
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
             pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-        x = (pixels.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-        tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
         with torch.inference_mode():
-            v = gem(network().features(tensor), self.p)[0]
+            v = gem(pretrained().features(input_tensor(pixels)), self.p)[0]
         v = v / v.norm().clamp(min=1e-12)
         return v.numpy().astype(np.float32)
 
