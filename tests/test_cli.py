@@ -58,7 +58,7 @@ def test_bad_input_exits_2_with_the_reason(pair, tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
     for args, words in [([a, str(tmp_path / "missing.png")], "no such file"), ([a, str(broken)], "broken.jpg"),
-                        ([a, a, "--features", "surf"], "valid names: aliked, asift, disk, keynet-affnet, sift, xfeat"),
+                        ([a, a, "--features", "surf"], "valid names: aliked, asift, delf, disk, keynet-affnet, sift, xfeat"),
                         ([a, a, "--backend", "x"], "opencv, pycolmap")]:
         assert main(["verify", *args]) == 2
         assert words in capsys.readouterr().err

@@ -109,6 +109,7 @@ from localmatch.features import asift, sift  # noqa: E402,F401  (registers them)
 
 # The learned extractors' modules import torch, so they register themselves when first asked for.
 FEATURES.add_lazy("aliked", "localmatch.features.aliked")
+FEATURES.add_lazy("delf", "localmatch.features.delf")
 FEATURES.add_lazy("disk", "localmatch.features.disk")
 FEATURES.add_lazy("keynet-affnet", "localmatch.features.keynet_affnet")
 FEATURES.add_lazy("xfeat", "localmatch.features.xfeat")
