@@ -1,14 +1,19 @@
 """ASMK benchmark: accuracy of global vs ASMK* vs R-ASMK*, bytes per image, query time at 10k/100k images.
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/aggregated.py
-     [--only accuracy|learned|whitening|float|bytes|latency]
+     [--only accuracy|learned|delf|whitening|float|bytes|latency] [--features sift,aliked,disk,delf]
+     [--accuracy-features sift|delf|...]
 
 1. accuracy: multiview_dev (every image queries the other 78) and ukbench_subset + imagededup base images
    as distractors; each representation in its own Database (RootSIFT, default settings: 1024 words trained
    on the indexed descriptors, ASMK*, multiple assignment 5 / 1, alpha 3, tau 0), mAP before and after
    re-ranking; beside it the reference ``asmk`` package on the same stored descriptors and codebook.
-2. learned: ASMK* and R-ASMK* over ALIKED and DISK (2048 features, 1024 words) next to RootSIFT on
-   multiview_dev, before re-ranking (the same core as the database, on features extracted once).
+2. learned: ASMK* and R-ASMK* over ALIKED, DISK (2048 features) and DELF-style features (1000), 1024
+   words, next to RootSIFT on multiview_dev, before re-ranking (the same core as the database, on
+   features extracted once); ``--features`` picks the extractors.
+   delf: the DELF-style features' settings (working size, features kept, image pyramid) by ASMK* mAP,
+   then how their pairs verify on multiview_dev next to RootSIFT's (37 same-scene and 136 different-scene
+   pairs, as bench/asift_fallback.py takes them).
 3. whitening: the same ASMK* over local descriptors PCA-whitened on the database's own descriptors (as HOW
    whitens its local features), over 6 codebook seeds, next to the descriptors as extracted.
 4. float: R-ASMK against ASMK on RootSIFT over 6 codebook seeds, binarised (ASMK*) and with float residual
@@ -33,8 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import data_dir, numba_loop, timed
+from common import data_dir, multiview_pairs, numba_loop, timed
 from database import evaluation_sets, multiview_paths
+import localmatch
 from localmatch.database import Database
 from localmatch.evaluate import average_precision, evaluate, ground_truth_from_folders
 from localmatch.features import extract
@@ -70,14 +76,15 @@ def reference_asmk_map(db: Database, truth, paths: list[str]) -> float:
     return float(np.mean(aps))
 
 
-def accuracy(folder: Path) -> None:
-    print("## Retrieval accuracy by representation (RootSIFT, 2 cores)\n")
+def accuracy(folder: Path, features: str = "sift") -> None:
+    print(f"## Retrieval accuracy by representation ({LABELS.get(features, features)}, 2 cores)\n")
     print("| set | representation | shortlist mAP | re-ranked mAP | `asmk` package mAP (same descriptors and codebook) "
           "| shortlist bytes per image | ms per query (shortlist / re-ranked) |")
     print("|---|---|---|---|---|---|---|")
     for name, files, truth, _ in evaluation_sets():
         for representation in REPRESENTATIONS:
-            with Database(folder / f"{name[:8]}-{representation}", representation=representation) as db:
+            with Database(folder / f"{name[:8]}-{representation}-{features}", representation=representation,
+                          features=features) as db:
                 db.add(files)
                 plain = evaluate(db, truth, rerank=False)
                 reranked = evaluate(db, truth, rerank=True)
@@ -97,18 +104,21 @@ CODEBOOK_SEEDS = tuple(range(6))
 CODEBOOK_SIZES = (512, 1024, 2048, 4096)
 
 
-def learned() -> None:
-    print("\n## ASMK over learned features (multiview_dev, 2048 features, 1024 words trained on the 79 images, "
-          "before re-ranking)\n")
+LABELS = {"sift": "RootSIFT", "aliked": "ALIKED", "disk": "DISK", "delf": "DELF-style"}
+
+
+def learned(names: tuple[str, ...]) -> None:
+    print("\n## ASMK over learned features (multiview_dev, default options: 2048 features, DELF-style 1000; "
+          "1024 words trained on the 79 images, before re-ranking)\n")
     print("| features | ASMK* mAP | R-ASMK* mAP (grid regions) | R-ASMK* mAP (keypoint clusters) | entries per image |\n"
           "|---|---|---|---|---|")
     paths = multiview_paths()
     truth = ground_truth_from_folders(paths)
     sweeps, assignment_sweeps, seed_sweeps = {}, {}, {}
-    for name in ("sift", "aliked", "disk"):
+    for name in names:
         features = multiview_features(name)
         descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
-        label = {"sift": "RootSIFT", "aliked": "ALIKED", "disk": "DISK"}[name]
+        label = LABELS.get(name, name)
         seed_sweeps[label] = []
         for seed in CODEBOOK_SEEDS:
             codebook = train_codebook(descriptors, 1024, seed=seed)
@@ -141,6 +151,52 @@ def learned() -> None:
     print("|---|" + "---|" * len(QUERY_ASSIGNMENTS))
     for label, values in assignment_sweeps.items():
         print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+
+
+DELF_SETTINGS = ({}, {"max_side": 512}, {"max_side": 1024}, {"max_features": 500}, {"max_features": 2000},
+                 {"max_side": 1024, "max_features": 2000}, {"scales": (0.7071, 1.0)},
+                 {"scales": (0.5, 0.7071, 1.0, 1.4142)})
+
+
+def delf_settings() -> None:
+    print(f"\n## DELF-style features by setting (multiview_dev, ASMK*, 1024 words, mean of {len(CODEBOOK_SEEDS[:2])} "
+          "codebook seeds, before re-ranking)\n")
+    print("| setting | ASMK* mAP | features per image | s extraction / image |\n|---|---|---|---|")
+    paths = multiview_paths()
+    truth = ground_truth_from_folders(paths)
+    images = [load_image(p) for p in paths]
+    for overrides in DELF_SETTINGS:
+        start = time.perf_counter()
+        features = [extract(image, "delf", **overrides) for image in images]
+        seconds = (time.perf_counter() - start) / len(images)
+        descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
+        maps = [asmk_map(features, paths, truth, train_codebook(descriptors, 1024, seed=seed), AsmkConfig(), False)[0]
+                for seed in CODEBOOK_SEEDS[:2]]
+        label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults (max_side=768, max_features=1000)"
+        print(f"| {label} | {np.mean(maps):.3f} | {np.mean([len(f.keypoints) for f in features]):.0f} "
+              f"| {seconds:.3f} |", flush=True)
+    delf_pairs()
+
+
+def delf_pairs() -> None:
+    print("\n## Pairs verified with DELF-style features and with RootSIFT (multiview_dev, `verify` defaults, "
+          "geometry auto, a match at 15 inliers)\n")
+    print("| features | same scene: verified of 37 | median inliers | different scenes: verified of 136 "
+          "| largest inlier counts |\n|---|---|---|---|---|")
+    same, different = multiview_pairs()
+    for name in ("sift", "delf"):
+        cache: dict = {}
+
+        def features(path):
+            if path not in cache:
+                cache[path] = extract(load_image(path), name)
+            return cache[path]
+
+        inliers = {label: np.array([localmatch.verify(features(a), features(b), features=name).num_inliers
+                                    for a, b in pairs]) for label, pairs in (("same", same), ("different", different))}
+        largest = ", ".join(str(v) for v in sorted(inliers["different"])[-3:][::-1])
+        print(f"| {LABELS[name]} | {np.sum(inliers['same'] >= 15)} | {np.median(inliers['same']):.0f} "
+              f"| {np.sum(inliers['different'] >= 15)} | {largest} |", flush=True)
 
 
 WHITENING_POWERS = (0.0, 0.25, 0.5)
@@ -411,14 +467,18 @@ def query_word_search(words: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("accuracy", "learned", "whitening", "float", "bytes", "latency"),
+    parser.add_argument("--only", choices=("accuracy", "learned", "delf", "whitening", "float", "bytes", "latency"),
                         help="run one part")
+    parser.add_argument("--features", default="sift,aliked,disk,delf", help="extractors of the learned part")
+    parser.add_argument("--accuracy-features", default="sift", help="the local features of the accuracy part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "accuracy"):
-            accuracy(Path(tmp))
+            accuracy(Path(tmp), args.accuracy_features)
         if args.only in (None, "learned"):
-            learned()
+            learned(tuple(args.features.split(",")))
+        if args.only in (None, "delf"):
+            delf_settings()
         if args.only in (None, "whitening"):
             whitening()
         if args.only in (None, "float"):

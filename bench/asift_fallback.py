@@ -14,7 +14,6 @@ separate them better than the inlier count.
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
 from typing import NamedTuple
@@ -27,17 +26,13 @@ from localmatch.api import correspondences_of
 from localmatch.features import FEATURES
 from localmatch.io import load_image
 
-from common import data_dir, timed
+from common import multiview_pairs, timed
 
 GEOMETRIES = ("auto", "homography", "fundamental")
 
 
 def main() -> None:
-    root = data_dir("multiview_dev")
-    images = {scene.name: sorted(p for p in scene.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:3]
-              for scene in sorted(p for p in root.iterdir() if p.is_dir())}
-    same = [pair for paths in images.values() for pair in itertools.combinations(paths, 2)]
-    different = [(images[x][0], images[y][0]) for x, y in itertools.combinations(images, 2)]
+    same, different = multiview_pairs()
     sift: dict = {}
     asift: dict = {}
     extractor = FEATURES.get("asift")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import time
@@ -18,6 +19,17 @@ def data_dir(name: str) -> Path:
     if not root or not (Path(root) / name).is_dir():
         sys.exit(f"needs $LOCALMATCH_DATA/{name} (set LOCALMATCH_DATA to the shared data folder)")
     return Path(root) / name
+
+
+def multiview_pairs() -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """multiview_dev's first three images of each scene: ``(pairs of one scene, pairs of the scenes' first
+    images)``; the first should verify, the second should not (37 and 136 pairs)."""
+    root = data_dir("multiview_dev")
+    images = {scene.name: sorted(p for p in scene.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:3]
+              for scene in sorted(p for p in root.iterdir() if p.is_dir())}
+    same = [pair for paths in images.values() for pair in itertools.combinations(paths, 2)]
+    different = [(images[x][0], images[y][0]) for x, y in itertools.combinations(images, 2)]
+    return same, different
 
 
 def timed(fn, *args, **kwargs):
