@@ -27,6 +27,7 @@ SIFT where a false match costs more than a missed one.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,7 +35,6 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from localmatch.config import check_number
 from localmatch.errors import ConfigError
 from localmatch.features import FEATURES, FeatureExtractor
 from localmatch.features._torch import LearnedConfig, select_device, to_features
@@ -52,7 +52,7 @@ class DelfConfig(LearnedConfig):
     """:class:`~localmatch.features._torch.LearnedConfig` with DELF's defaults, plus:
 
     Attributes:
-        scales: factors of the working size at which the image is also described (DELF's image
+        scales: factors of the working size at which the image is described (DELF's image
             pyramid; a factor above 1 only counts for images larger than ``max_side``); one scale by
             default, which scored best on multiview_dev (BENCHMARKS.md).
         detection_threshold: the smallest attention (feature L2 norm) kept; None keeps the
@@ -72,7 +72,6 @@ class DelfConfig(LearnedConfig):
         for scale in self.scales:
             if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 8:
                 raise ConfigError(f"DelfConfig.scales: each must be a number in (0, 8], got {scale!r}")
-        check_number(self, "detection_threshold", 0, optional=True)
 
 
 @lru_cache(maxsize=2)
@@ -81,8 +80,6 @@ def _network(device: str, half: bool) -> torch.nn.Module:
     net = pretrained()
     if device == "cpu":
         return net
-    import copy
-
     net = copy.deepcopy(net).to(device)
     return net.half() if half else net
 
