@@ -39,7 +39,7 @@ from localmatch.errors import ConfigError
 from localmatch.features import FEATURES, FeatureExtractor
 from localmatch.features._torch import LearnedConfig, select_device, to_features
 from localmatch.io import Image, Resized, resize_to_working
-from localmatch.shortlist.efficientnet_lite import input_tensor, pretrained
+from localmatch.shortlist.efficientnet_lite import EfficientNetLite0, input_tensor, pretrained
 from localmatch.types import Features
 
 STRIDE = 16
@@ -75,7 +75,7 @@ class DelfConfig(LearnedConfig):
 
 
 @lru_cache(maxsize=2)
-def _network(device: str, half: bool) -> torch.nn.Module:
+def _network(device: str, half: bool) -> EfficientNetLite0:
     """The pretrained network on ``device`` (float16 on CUDA when ``half``); the shared CPU one otherwise."""
     net = pretrained()
     if device == "cpu":
@@ -107,7 +107,9 @@ def extract_delf(image: Image, config: DelfConfig) -> Features:
     """The ``max_features`` cells of highest attention over every scale (see the module docstring)."""
     device = select_device(config.device)
     per_scale = [_cells(image, config, scale, device) for scale in config.scales]
-    keypoints, attention, descriptors = (torch.cat([cells[k] for cells in per_scale]) for k in range(3))
+    keypoints = torch.cat([k for k, _, _, _ in per_scale])
+    attention = torch.cat([a for _, a, _, _ in per_scale])
+    descriptors = torch.cat([d for _, _, d, _ in per_scale])
     cell_sizes = torch.cat([torch.full((len(k),), STRIDE / s) for k, _, _, s in per_scale])
     if config.detection_threshold is not None:
         keep = attention >= config.detection_threshold
