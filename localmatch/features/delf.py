@@ -3,8 +3,9 @@
 DELF (Noh et al., ICCV 2017) describes every cell of a CNN's stride-16 feature map and keeps the cells
 that an attention function scores highest, each located at its receptive field's centre. DELF's own
 attention is a small network trained on landmarks, whose weights cannot be had here; this attention is
-the feature's L2 norm, which HOW (Tolias et al., ECCV 2020) showed selects the same kind of cells without
-training. Nothing beyond the ``efficientnet-lite0`` checkpoint is needed.
+the feature's L2 norm, which HOW (Tolias et al., ECCV 2020) uses instead of a separate attention network
+(HOW also fine-tunes its backbone on landmarks; this one is ImageNet's as it is). Nothing beyond the
+``efficientnet-lite0`` checkpoint is needed.
 
 - Working image: long side ``max_side`` (768 by default, or the image's own when smaller) times each of
   ``scales``, sides rounded to multiples of 16; never enlarged beyond the image's own size.
