@@ -10,7 +10,7 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
    re-ranking; beside it the reference ``asmk`` package on the same stored descriptors and codebook.
 2. learned: ASMK* and R-ASMK* over ALIKED, DISK (2048 features) and DELF-style features (1000), 1024
    words, next to RootSIFT on multiview_dev, before re-ranking (the same core as the database, on
-   features extracted once); ``--features`` picks the extractors.
+   features extracted once); ``--features`` picks the extractors (here and in whitening).
    delf: the DELF-style features' settings (working size, features kept, image pyramid) by ASMK* mAP,
    then how their pairs verify on multiview_dev next to RootSIFT's (37 same-scene and 136 different-scene
    pairs, as bench/asift_fallback.py takes them).
@@ -213,14 +213,15 @@ def multiview_features(name: str) -> list:
     return [extract(load_image(p), name) for p in multiview_paths()]
 
 
-def whitening() -> None:
-    print("\n## ASMK* over PCA-whitened local descriptors (multiview_dev, 2048 features, 1024 words, "
+def whitening(names: tuple[str, ...]) -> None:
+    print("\n## ASMK* over PCA-whitened local descriptors (multiview_dev, default options, 1024 words, "
           f"{len(CODEBOOK_SEEDS)} codebook seeds, before re-ranking)\n")
     print("| features | as extracted | " + " | ".join(f"PCA, eigenvalues ** -{p:g}" for p in WHITENING_POWERS)
           + " |\n|---|---|" + "---|" * len(WHITENING_POWERS))
     paths = multiview_paths()
     truth = ground_truth_from_folders(paths)
-    for name, label in (("sift", "RootSIFT"), ("aliked", "ALIKED"), ("disk", "DISK")):
+    for name in names:
+        label = LABELS.get(name, name)
         extracted = multiview_features(name)
         cells = []
         for features in [extracted] + [pca_whitened(extracted, p) for p in WHITENING_POWERS]:
@@ -474,7 +475,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("accuracy", "learned", "delf", "whitening", "float", "bytes", "latency"),
                         help="run one part")
-    parser.add_argument("--features", default="sift,aliked,disk,delf", help="extractors of the learned part")
+    parser.add_argument("--features", default="sift,aliked,disk,delf",
+                        help="extractors of the learned and whitening parts")
     parser.add_argument("--accuracy-features", default="sift", help="the local features of the accuracy part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -485,7 +487,7 @@ def main() -> None:
         if args.only in (None, "delf"):
             delf_settings()
         if args.only in (None, "whitening"):
-            whitening()
+            whitening(tuple(args.features.split(",")))
         if args.only in (None, "float"):
             float_aggregation()
         if args.only in (None, "bytes"):
