@@ -59,7 +59,7 @@ from tqdm import tqdm
 from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.config import require_flag, require_whole
 from localmatch.database import Database, expand_image_paths
-from localmatch.errors import ImageError
+from localmatch.errors import DatabaseError, ImageError
 from localmatch.io import Image, load_image
 from localmatch.rerank import verify_candidates
 from localmatch.types import Verification
@@ -129,7 +129,9 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
 
     Args:
         database: a folder to keep the index in (reused and extended on later calls; an existing one keeps
-            its settings, an ASMK database shortlists with ASMK); a temporary one by default.
+            its settings, an ASMK database shortlists with ASMK); a temporary one by default. A database of
+            other than SIFT features is refused (``DatabaseError``): the duplicate test's thresholds hold
+            for SIFT's positions only.
         shortlist: candidates verified per image (and per mirrored image).
         mirror: also look for left-right mirrored copies.
         test: the thresholds that tell a duplicate from another photo (:class:`DuplicateTest`).
@@ -142,6 +144,10 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
     show = sys.stderr.isatty() if progress is None else progress
     with tempfile.TemporaryDirectory(prefix="localmatch-dedup-") as tmp:
         with Database(database or os.path.join(tmp, "db")) as db:
+            if db.features != "sift":  # before anything is added to it
+                raise DatabaseError(f"{db.path}: holds {db.features!r} features; finding duplicates needs a database "
+                                    "of 'sift' features, the ones its duplicate test is calibrated on (inliers to "
+                                    "a fraction of a pixel)")
             added = db.add(paths, progress=show)
             report = DedupReport(failed=list(added.failed))
             ids = {p: i for i, p in db.images()}

@@ -14,6 +14,7 @@ import pytest
 from localmatch.cli import main
 from localmatch.database import Database
 from localmatch.dedup import _components, find_duplicates, photometric_agreement, thumbnail
+from localmatch.errors import DatabaseError
 from localmatch.demo import write_demo_collection
 from localmatch.io import load_image
 from localmatch.viz import homography_overlay, html_page, ranking_strip, side_by_side
@@ -58,6 +59,18 @@ def test_a_database_that_shortlists_with_asmk_finds_the_same_groups(collection, 
         pass  # created empty: find_duplicates keeps its settings
     asmk = find_duplicates([folder], database=tmp_path / "db", progress=False)
     assert [names(g) for g in asmk.groups] == [names(g) for g in report.groups]
+
+
+def test_a_database_of_other_features_is_refused_before_anything_is_added(collection, tmp_path):
+    """The duplicate test's sub-pixel thresholds hold for SIFT only: given a database of DELF-style cells
+    (16 px apart), it called a resized copy "same-scene" and found no group."""
+    folder, _ = collection
+    with Database(tmp_path / "db", features="asift"):
+        pass
+    with pytest.raises(DatabaseError, match="'asift' features; finding duplicates needs a database of 'sift'"):
+        find_duplicates([folder], database=tmp_path / "db", progress=False)
+    with Database(tmp_path / "db", readonly=True) as db:
+        assert len(db) == 0
 
 
 def test_byte_identical_copies_are_duplicates_with_their_original_s_relations(collection, report, tmp_path):

@@ -67,7 +67,7 @@ class DelfConfig(LearnedConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         scales = self.scales
-        if isinstance(scales, (int, float)) or not scales:
+        if isinstance(scales, (int, float, str)) or not scales:
             raise ConfigError(f"DelfConfig.scales must be a non-empty list of positive numbers, got {scales!r}")
         object.__setattr__(self, "scales", tuple(scales))
         for scale in self.scales:
