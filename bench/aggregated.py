@@ -186,10 +186,12 @@ def delf_pairs() -> None:
     print("| features | same scene: verified of 37 | median inliers | different scenes: verified of 136 "
           "| largest inlier counts |\n|---|---|---|---|---|")
     same, different = multiview_pairs()
-    rows = (("sift", "RootSIFT", None), ("delf", "DELF-style (RANSAC threshold 6 working px, the default)", None),
-            ("delf", "DELF-style, 3 working px", 1.0), ("delf", "DELF-style, 12 working px", 4.0))
+    rows = (("sift", "RootSIFT", None, None),
+            ("delf", "DELF-style (RANSAC threshold 6 working px, ratio 0.9: the defaults)", None, None),
+            ("delf", "DELF-style, 3 working px", 1.0, None), ("delf", "DELF-style, 12 working px", 4.0, None),
+            ("delf", "DELF-style, ratio 0.85", None, 0.85), ("delf", "DELF-style, ratio 0.88", None, 0.88))
     cache: dict = {}
-    for name, label, cell_noise in rows:
+    for name, label, cell_noise, ratio in rows:
         def features(path):
             if (name, path) not in cache:
                 cache[name, path] = extract(load_image(path), name)
@@ -197,7 +199,9 @@ def delf_pairs() -> None:
             return f if cell_noise is None else dataclasses.replace(
                 f, working_scale=f.working_scale * CELL_PER_PIXEL_NOISE / cell_noise)
 
-        inliers = {kind: np.array([localmatch.verify(features(a), features(b), features=name).num_inliers
+        matcher_config = None if ratio is None else {"ratio": ratio}
+        inliers = {kind: np.array([localmatch.verify(features(a), features(b), features=name,
+                                                     matcher_config=matcher_config).num_inliers
                                    for a, b in pairs]) for kind, pairs in (("same", same), ("different", different))}
         largest = ", ".join(str(v) for v in sorted(inliers["different"])[-3:][::-1])
         print(f"| {label} | {np.sum(inliers['same'] >= 15)} | {np.median(inliers['same']):.0f} "
