@@ -168,9 +168,8 @@ def delf_settings() -> None:
     images = [load_image(p) for p in paths]
     extract(images[0], "delf")  # load the network before timing
     for overrides in DELF_SETTINGS:
-        start = time.perf_counter()
-        features = [extract(image, "delf", **overrides) for image in images]
-        seconds = (time.perf_counter() - start) / len(images)
+        features, seconds = timed(lambda: [extract(image, "delf", **overrides) for image in images])
+        seconds /= len(images)
         descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
         maps = [asmk_map(features, paths, truth, train_codebook(descriptors, 1024, seed=seed), AsmkConfig(), False)[0]
                 for seed in CODEBOOK_SEEDS[:2]]
@@ -190,22 +189,27 @@ def delf_pairs() -> None:
             ("delf", "DELF-style (RANSAC threshold 6 working px, ratio 0.9: the defaults)", None, None),
             ("delf", "DELF-style, 3 working px", 1.0, None), ("delf", "DELF-style, 12 working px", 4.0, None),
             ("delf", "DELF-style, ratio 0.85", None, 0.85), ("delf", "DELF-style, ratio 0.88", None, 0.88))
-    cache: dict = {}
     for name, label, cell_noise, ratio in rows:
-        def features(path):
-            if (name, path) not in cache:
-                cache[name, path] = extract(load_image(path), name)
-            f = cache[name, path]  # a threshold of 3 working px / working_scale, so scale it to try others
-            return f if cell_noise is None else dataclasses.replace(
-                f, working_scale=f.working_scale * CELL_PER_PIXEL_NOISE / cell_noise)
-
-        matcher_config = None if ratio is None else {"ratio": ratio}
-        inliers = {kind: np.array([localmatch.verify(features(a), features(b), features=name,
-                                                     matcher_config=matcher_config).num_inliers
-                                   for a, b in pairs]) for kind, pairs in (("same", same), ("different", different))}
+        by_path = dict(zip(multiview_paths(), multiview_features(name)))  # extracted once per run
+        inliers = {kind: pair_inliers(pairs, by_path, name, cell_noise, ratio)
+                   for kind, pairs in (("same", same), ("different", different))}
         largest = ", ".join(str(v) for v in sorted(inliers["different"])[-3:][::-1])
         print(f"| {label} | {np.sum(inliers['same'] >= 15)} | {np.median(inliers['same']):.0f} "
               f"| {np.sum(inliers['different'] >= 15)} | {largest} |", flush=True)
+
+
+def pair_inliers(pairs, by_path: dict, name: str, cell_noise: float | None, ratio: float | None) -> np.ndarray:
+    """Inliers of each pair through ``verify`` on the given features; ``cell_noise`` in place of
+    ``CELL_PER_PIXEL_NOISE`` (RANSAC's threshold is 3 working px / ``working_scale``) and ``ratio`` in
+    place of the matcher's default, where given."""
+    def features(path):
+        f = by_path[str(path)]
+        return f if cell_noise is None else dataclasses.replace(
+            f, working_scale=f.working_scale * CELL_PER_PIXEL_NOISE / cell_noise)
+
+    matcher_config = None if ratio is None else {"ratio": ratio}
+    return np.array([localmatch.verify(features(a), features(b), features=name, matcher_config=matcher_config)
+                     .num_inliers for a, b in pairs])
 
 
 WHITENING_POWERS = (0.0, 0.25, 0.5)

@@ -41,9 +41,14 @@ class LearnedConfig(Config):
         check_whole(self, "max_features", 1)
         check_whole(self, "max_side", 0, optional=True)  # None or 0: original size
         check_number(self, "detection_threshold", 0, optional=True)
-        check_choice(self, "device", DEVICES)
-        check_flag(self, "half")
+        check_device(self)
         check_whole(self, "max_pixels", 1)
+
+
+def check_device(config: Config) -> None:
+    """The ``device`` and ``half`` options that every torch model's config has."""
+    check_choice(config, "device", DEVICES)
+    check_flag(config, "half")
 
 
 def select_device(name: str) -> torch.device:

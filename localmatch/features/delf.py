@@ -86,9 +86,9 @@ def _network(device: str, half: bool) -> EfficientNetLite0:
 
 
 def _cells(image: Image, config: DelfConfig, scale: float,
-           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One scale's cells: keypoints ``(N, 2)`` in original pixels, attention ``(N,)``, descriptors
-    ``(N, 112)``, and the working scale (working size / original size)."""
+    ``(N, 112)`` and sizes ``(N,)`` (16 working pixels, in original pixels)."""
     own = max(image.size)
     base = min(config.max_side, own) if config.max_side else own
     work = resize_to_working(image.pixels, max(min(round(base * scale), own), 1), multiple=STRIDE)
@@ -101,17 +101,16 @@ def _cells(image: Image, config: DelfConfig, scale: float,
     i, j = np.divmod(np.arange(rows * cols), cols)
     centres = np.stack([j, i], 1).astype(np.float32) * STRIDE + (STRIDE - 1)
     keypoints = torch.from_numpy(work.to_original(centres))
-    return keypoints, cells.norm(dim=1), cells, 0.5 * (work.scale[0] + work.scale[1])
+    size = STRIDE / (0.5 * (work.scale[0] + work.scale[1]))
+    return keypoints, cells.norm(dim=1), cells, torch.full((len(cells),), size)
 
 
 def extract_delf(image: Image, config: DelfConfig) -> Features:
     """The ``max_features`` cells of highest attention over every scale (see the module docstring)."""
     device = select_device(config.device)
     per_scale = [_cells(image, config, scale, device) for scale in config.scales]
-    keypoints = torch.cat([k for k, _, _, _ in per_scale])
-    attention = torch.cat([a for _, a, _, _ in per_scale])
-    descriptors = torch.cat([d for _, _, d, _ in per_scale])
-    cell_sizes = torch.cat([torch.full((len(k),), STRIDE / s) for k, _, _, s in per_scale])
+    keypoints, attention, descriptors, cell_sizes = (torch.cat(parts) for parts in zip(*per_scale))
+    coarsest = STRIDE / float(cell_sizes.max())  # the smallest working scale (every scale has a cell)
     if config.detection_threshold is not None:
         keep = attention >= config.detection_threshold
         keypoints, attention, descriptors, cell_sizes = (t[keep] for t in (keypoints, attention, descriptors,
@@ -119,7 +118,6 @@ def extract_delf(image: Image, config: DelfConfig) -> Features:
     in_original = Resized(image.pixels, (1.0, 1.0))  # the keypoints are in original pixels already
     features = to_features(image, in_original, keypoints, attention, descriptors, "delf", config.max_features,
                            scales=cell_sizes)
-    coarsest = min(s for *_, s in per_scale)
     return dataclasses.replace(features, working_scale=coarsest / CELL_PER_PIXEL_NOISE)
 
 

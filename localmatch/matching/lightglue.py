@@ -9,8 +9,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from localmatch.config import Config, check_choice, check_flag, check_number
-from localmatch.features._torch import DEVICES, load_checked, select_device
+from localmatch.config import Config, check_number
+from localmatch.features._torch import check_device, load_checked, select_device
 from localmatch.matching import MATCHERS, Matcher
 from localmatch.types import Features, Matches
 from localmatch.weights import load_state_dict
@@ -43,8 +43,7 @@ class LightGlueConfig(Config):
         for name in ("depth_confidence", "width_confidence"):
             if getattr(self, name) != -1:
                 check_number(self, name, 0, 1, optional=True)
-        check_choice(self, "device", DEVICES)
-        check_flag(self, "half")
+        check_device(self)
 
 
 @lru_cache(maxsize=8)

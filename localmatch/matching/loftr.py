@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from localmatch.config import Config, check_choice, check_flag, check_number, check_whole
-from localmatch.features._torch import DEVICES, select_device
+from localmatch.config import Config, check_choice, check_number, check_whole
+from localmatch.features._torch import check_device, select_device
 from localmatch.io import Image, resize_to_working
 from localmatch.matching import MATCHERS, Matcher
 from localmatch.types import Correspondences
@@ -47,8 +47,7 @@ class LoFTRConfig(Config):
         check_choice(self, "pretrained", tuple(PRETRAINED))
         check_whole(self, "max_side", 8)
         check_number(self, "confidence", 0, 1)
-        check_choice(self, "device", DEVICES)
-        check_flag(self, "half")
+        check_device(self)
 
 
 @lru_cache(maxsize=4)
