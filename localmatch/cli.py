@@ -40,12 +40,52 @@ def _describe(result: Verification) -> str:
             f"score {result.score:.3f}")
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` from the command line: VALUE read as JSON (``4096``, ``0.85``, ``true``, ``null``,
+    ``[0.7071, 1.0]``, a list becoming a tuple), anything else kept as a string (``cpu``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (for example max_features=4096), not {text!r}")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), tuple(parsed) if isinstance(parsed, list) else parsed
+
+
+CONFIG_OPTIONS = {
+    "feature": "an option of the feature extractor, e.g. max_features=4096 or detection_threshold=0",
+    "matcher": "an option of the matcher, e.g. ratio=0.85",
+    "ransac": "an option of the robust estimator, e.g. threshold=2 (working-image pixels) or max_iterations=20000",
+}
+
+
+def _add_config_options(p: argparse.ArgumentParser, *kinds: str) -> None:
+    """``--feature-option``, ``--matcher-option``, ``--ransac-option KEY=VALUE`` (repeatable): the fields of
+    the stage's config dataclass (``SiftConfig``, ``NNConfig``, ``RansacConfig``...), checked by it."""
+    for kind in kinds:
+        p.add_argument(f"--{kind}-option", dest=f"{kind}_options", metavar="KEY=VALUE", type=_key_value,
+                       action="append", help=CONFIG_OPTIONS[kind] + " (repeatable)")
+
+
+def _config(args: argparse.Namespace, kind: str) -> dict | None:
+    """The ``--KIND-option`` values as the dict a config is built from, or None when none were given."""
+    pairs = getattr(args, f"{kind}_options", None)
+    return dict(pairs) if pairs else None
+
+
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default="sift", help=f"feature extractor ({', '.join(FEATURES.names())})")
     p.add_argument("--matcher", default="nn", help=f"matcher ({', '.join(MATCHERS.names())})")
     p.add_argument("--geometry", default="auto", choices=GEOMETRIES, help="model to fit (default: auto)")
     p.add_argument("--backend", default="opencv", help=f"robust estimator ({', '.join(GEOMETRY_BACKENDS.names())})")
     p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS, help="inliers needed for a match")
+    _add_config_options(p, "feature", "matcher", "ransac")
+
+
+def _stage_configs(args: argparse.Namespace) -> dict:
+    return {"feature_config": _config(args, "feature"), "matcher_config": _config(args, "matcher"),
+            "ransac": _config(args, "ransac")}
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -53,7 +93,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return _verify_pairs_file(args)
     image_a, image_b = load_image(args.image_a), load_image(args.image_b)
     result = verify(image_a, image_b, features=args.features, matcher=args.matcher, geometry=args.geometry,
-                    backend=args.backend, min_inliers=args.min_inliers, fallback_features=args.fallback_features)
+                    backend=args.backend, min_inliers=args.min_inliers, fallback_features=args.fallback_features,
+                    **_stage_configs(args))
     if args.draw:
         from localmatch.viz import save_picture, side_by_side
 
@@ -82,7 +123,7 @@ def _verify_pairs_file(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for outcome in verify_pairs(pairs, features=args.features, matcher=args.matcher, geometry=args.geometry,
                                 backend=args.backend, min_inliers=args.min_inliers,
-                                fallback_features=args.fallback_features):
+                                fallback_features=args.fallback_features, **_stage_configs(args)):
         if outcome.error:
             print(f"localmatch: {outcome.image_a} <-> {outcome.image_b}: {outcome.error}", file=sys.stderr)
             status = EXIT_BAD_INPUT
@@ -154,7 +195,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     boxes = _read_boxes(args.boxes)
     with _open_database(args.db, readonly=False, must_exist=False, features=args.features, index=args.index,
                         whitening=args.whiten, representation=args.representation, asmk_config=asmk,
-                        codebook=args.codebook) as db:
+                        codebook=args.codebook, feature_config=_config(args, "feature")) as db:
         _print_add_report(db.add(args.images, progress=None if not args.quiet else False, boxes=boxes), args.quiet)
     return EXIT_OK
 
@@ -233,7 +274,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         for n, query in enumerate(queries):
             try:
                 hits = db.search(query, k=args.k, shortlist=args.shortlist, rerank=not args.no_rerank,
-                                 matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers)
+                                 matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers,
+                                 matcher_config=_config(args, "matcher"), ransac=_config(args, "ransac"))
             except ImageError as e:
                 print(f"localmatch: error: {e}", file=sys.stderr)
                 out.append({"query": query, "error": e.reason, "results": []})
@@ -313,7 +355,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     truth = load_ground_truth(args.ground_truth, protocol=args.protocol, images_root=args.images_root)
     with _open_database(args.db, readonly=True) as db:
         report = evaluate(db, truth, rerank=not args.no_rerank, shortlist=args.shortlist,
-                          exclude_query=not args.keep_query, ukbench=args.ukbench, geometry=args.geometry)
+                          exclude_query=not args.keep_query, ukbench=args.ukbench, geometry=args.geometry,
+                          matcher_config=_config(args, "matcher"), ransac=_config(args, "ransac"))
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
@@ -359,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codebook-size", type=int, default=None, help="ASMK visual words (default 1024)")
     p.add_argument("--codebook", metavar="WORDS.npy", help="use this (K, D) float32 codebook instead of training one")
     p.add_argument("--boxes", metavar="BOXES.json", help='R-ASMK regions: {"image path": [[x0, y0, x1, y1], ...]}')
+    _add_config_options(p, "feature")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(run=cmd_index_build)
     p = index.add_parser("add", help="add images (already indexed content is skipped)")
@@ -390,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: nn for SIFT, LightGlue for learned features)")
     p.add_argument("--geometry", default=DEFAULT_RERANK_GEOMETRY, choices=GEOMETRIES)
     p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS)
+    _add_config_options(p, "matcher", "ransac")
     p.add_argument("--json", action="store_true", help="print one JSON array, one object per query")
     p.add_argument("--draw", metavar="OUT.png", help="ranking strip picture (OUT_N.png for several queries)")
     p.add_argument("--report", metavar="OUT.html", help="HTML page with thumbnails of every query's results")
@@ -414,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shortlist", type=int, default=100)
     p.add_argument("--no-rerank", action="store_true")
     p.add_argument("--geometry", default=DEFAULT_RERANK_GEOMETRY, choices=GEOMETRIES)
+    _add_config_options(p, "matcher", "ransac")
     p.add_argument("--keep-query", action="store_true", help="keep the query itself in its ranking")
     p.add_argument("--ukbench", action="store_true", help="also report the UKBench N-S score")
     p.add_argument("--json", action="store_true")

@@ -64,6 +64,55 @@ def test_bad_input_exits_2_with_the_reason(pair, tmp_path, capsys):
         assert words in capsys.readouterr().err
 
 
+def test_stage_options_reach_extraction_matching_and_ransac(pair, tmp_path, capsys):
+    """``--feature-option``, ``--matcher-option``, ``--ransac-option KEY=VALUE`` set fields of the stages'
+    configs (verify, index build, search); a wrong key or value ends with the reason (exit 2)."""
+    a, b, _ = pair
+
+    def verified(*options):
+        assert main(["verify", a, b, "--json", "--geometry", "homography", *options]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    default = verified()
+    assert default["num_matches"] > 300
+    assert verified("--feature-option", "max_features=150")["num_matches"] <= 150
+    assert verified("--matcher-option", "ratio=0.5")["num_matches"] < default["num_matches"]
+    strict = verified("--ransac-option", "threshold=0.25", "--ransac-option", "max_iterations=500")
+    assert 15 <= strict["num_inliers"] < default["num_inliers"]
+    for option, words in [("--feature-option=max_feature=5", "valid options: max_features"),
+                          ("--matcher-option=ratio=2", "NNConfig.ratio must be a number in (0, 1]"),
+                          ("--ransac-option=threshold=null", "RansacConfig.threshold must be a number > 0")]:
+        assert main(["verify", a, b, option]) == 2
+        assert words in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's usage error: exit status 2
+        main(["verify", a, b, "--feature-option", "max_features"])
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+    db = tmp_path / "db"
+    assert main(["index", "build", str(db), a, b, "-q", "--feature-option", "max_features=200",
+                 "--feature-option", "upright=true"]) == 0
+    from localmatch.database import Database
+
+    with Database(db, readonly=True) as opened:
+        assert opened.feature_config.max_features == 200 and opened.feature_config.upright is True
+        assert opened.info()["features"] <= 400
+    assert main(["search", str(db), b, "-k", "1", "--json", "--matcher-option", "ratio=0.9",
+                 "--ransac-option", "threshold=2"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["results"][0]["path"] == b
+    assert main(["index", "build", str(tmp_path / "bad"), a, "--feature-option", "bogus=1"]) == 2
+    assert "unknown SiftConfig option(s) bogus" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_option_values_are_read_as_json_else_as_text():
+    from localmatch.cli import _key_value
+
+    assert _key_value("max_features=4096") == ("max_features", 4096)
+    assert _key_value("ratio=0.85") == ("ratio", 0.85)
+    assert _key_value("upright=true") == ("upright", True) and _key_value("max_side=null") == ("max_side", None)
+    assert _key_value("scales=[0.7071, 1]") == ("scales", (0.7071, 1))
+    assert _key_value("device=cpu") == ("device", "cpu") and _key_value(" half = false") == ("half", False)
+
+
 def test_a_named_input_that_does_not_exist_stops_index_and_dedup_before_any_work(pair, tmp_path, capsys):
     """A typo used to create an empty database (which `index build` then refused to make again) or find no
     duplicates, with exit status 0."""
