@@ -1,8 +1,8 @@
 """ASMK benchmark: accuracy of global vs ASMK* vs R-ASMK*, bytes per image, query time at 10k/100k images.
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/aggregated.py
-     [--only accuracy|learned|delf|whitening|float|bytes|latency] [--features sift,aliked,disk,delf]
-     [--accuracy-features sift|delf|...]
+     [--only accuracy|learned|settings|delf|whitening|float|bytes|latency] [--features sift,aliked,disk,delf]
+     [--accuracy-features sift|delf|aliked:detection_threshold=0,max_features=4096|...] [--accuracy-matcher nn]
 
 1. accuracy: multiview_dev (every image queries the other 78) and ukbench_subset + imagededup base images
    as distractors; each representation in its own Database (RootSIFT, default settings: 1024 words trained
@@ -10,10 +10,11 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
    re-ranking; beside it the reference ``asmk`` package on the same stored descriptors and codebook.
 2. learned: ASMK* and R-ASMK* over ALIKED, DISK (2048 features) and DELF-style features (1000), 1024
    words, next to RootSIFT on multiview_dev, before re-ranking (the same core as the database, on
-   features extracted once); ``--features`` picks the extractors (here and in whitening).
-   delf: the DELF-style features' settings (working size, features kept, image pyramid) by ASMK* mAP,
-   then how their pairs verify on multiview_dev next to RootSIFT's (37 same-scene and 136 different-scene
-   pairs, as bench/asift_fallback.py takes them).
+   features extracted once); ``--features`` picks the extractors (here, in settings and in whitening).
+   settings: each feature's extraction settings (features kept, detection threshold, working size, image
+   pyramid) by ASMK* mAP over 6 codebook seeds, then each at its best setting over codebook sizes.
+   delf: how pairs of DELF-style features verify on multiview_dev next to RootSIFT's (37 same-scene and
+   136 different-scene pairs, as bench/asift_fallback.py takes them).
 3. whitening: the same ASMK* over local descriptors PCA-whitened on the database's own descriptors (as HOW
    whitens its local features), over 6 codebook seeds, next to the descriptors as extracted.
 4. float: R-ASMK against ASMK on RootSIFT over 6 codebook seeds, binarised (ASMK*) and with float residual
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import data_dir, multiview_pairs, numba_loop, timed
+from common import data_dir, multiview_pairs, numba_loop, parse_options, timed
 from database import evaluation_sets, multiview_paths
 import localmatch
 from localmatch.database import Database
@@ -77,18 +78,23 @@ def reference_asmk_map(db: Database, truth, paths: list[str]) -> float:
     return float(np.mean(aps))
 
 
-def accuracy(folder: Path, features: str = "sift") -> None:
-    print(f"## Retrieval accuracy by representation ({LABELS.get(features, features)}, 2 cores)\n")
+def accuracy(folder: Path, spec: str = "sift", matcher: str | None = None) -> None:
+    """``spec``: a feature name, optionally with options: ``aliked:detection_threshold=0,max_features=4096``;
+    ``matcher``: the re-ranking matcher (None: the database's default for the features)."""
+    features, options = parse_features(spec)
+    print(f"## Retrieval accuracy by representation ({LABELS.get(features, features)}"
+          f"{' ' + setting_label(features, options) if options else ''}"
+          f"{', re-ranked with ' + matcher if matcher else ''}, 2 cores)\n")
     print("| set | representation | shortlist mAP | re-ranked mAP | `asmk` package mAP (same descriptors and codebook) "
           "| shortlist bytes per image | ms per query (shortlist / re-ranked) |")
     print("|---|---|---|---|---|---|---|")
     for name, files, truth, _ in evaluation_sets():
         for representation in REPRESENTATIONS:
             with Database(folder / f"{name[:8]}-{representation}-{features}", representation=representation,
-                          features=features) as db:
+                          features=features, feature_config=options) as db:
                 db.add(files)
                 plain = evaluate(db, truth, rerank=False)
-                reranked = evaluate(db, truth, rerank=True)
+                reranked = evaluate(db, truth, rerank=True, **({"matcher": matcher} if matcher else {}))
                 info = db.info()
                 if representation == "global":
                     size = (db.path / "shortlist.faiss").stat().st_size / len(db)
@@ -98,6 +104,12 @@ def accuracy(folder: Path, features: str = "sift") -> None:
                     reference = f"{reference_asmk_map(db, truth, files):.3f}" if representation == "asmk" else "-"
             print(f"| {name} | {representation} | {plain.mean_ap:.3f} | {reranked.mean_ap:.3f} | {reference} "
                   f"| {size:.0f} | {plain.latency_ms:.0f} / {reranked.latency_ms:.0f} |", flush=True)
+
+
+def parse_features(spec: str) -> tuple[str, dict]:
+    """``"name:key=value,key=value"`` -> ``(name, {key: number})``."""
+    name, _, options = spec.partition(":")
+    return name, parse_options(options)
 
 
 QUERY_ASSIGNMENTS = (1, 2, 3, 5)
@@ -154,29 +166,70 @@ def learned(names: tuple[str, ...]) -> None:
         print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
 
 
-DELF_SETTINGS = ({}, {"max_side": 512}, {"max_side": 1024}, {"max_features": 500}, {"max_features": 2000},
-                 {"max_side": 1024, "max_features": 2000}, {"scales": (0.7071, 1.0)},
-                 {"scales": (0.5, 0.7071, 1.0, 1.4142)})
+# Extraction settings each feature is tried with, for retrieval (ASMK*); {} is the feature's defaults.
+EXTRACTION_SETTINGS = {
+    "sift": ({}, {"max_features": 4096}),
+    "aliked": ({}, {"detection_threshold": 0}, {"detection_threshold": 0, "max_features": 4096},
+               {"detection_threshold": 0, "max_features": 8192}, {"detection_threshold": 0, "max_side": 640}),
+    "disk": ({}, {"max_features": 4096}, {"max_features": 8192}),
+    "delf": ({}, {"max_side": 512}, {"max_side": 1024}, {"max_features": 500}, {"max_features": 2000},
+             {"max_side": 1024, "max_features": 2000}, {"scales": (0.7071, 1.0)},
+             {"scales": (0.5, 0.7071, 1.0, 1.4142)}),
+}
+DEFAULT_SETTINGS = {"sift": "max_features=2048", "aliked": "max_features=2048, detection_threshold=kornia's 0.2",
+                    "disk": "max_features=2048", "delf": "max_side=768, max_features=1000"}
+# The setting of each feature that retrieves best in the table above, compared across codebook sizes.
+RETRIEVAL_SETTINGS = {"sift": {}, "aliked": {"detection_threshold": 0, "max_features": 4096},
+                      "disk": {"max_features": 4096}, "delf": {}}
+SIZE_SWEEP = (512, 1024, 2048, 4096, 8192)
+SIZE_SWEEP_SEEDS = CODEBOOK_SEEDS[:3]
 
 
-def delf_settings() -> None:
-    print(f"\n## DELF-style features by setting (multiview_dev, ASMK*, 1024 words, mean of {len(CODEBOOK_SEEDS[:2])} "
+def extraction_settings(names: tuple[str, ...]) -> None:
+    print(f"\n## Extraction settings for retrieval (multiview_dev, ASMK*, 1024 words, {len(CODEBOOK_SEEDS)} "
           "codebook seeds, before re-ranking)\n")
-    print("| setting | ASMK* mAP | features per image | s extraction / image |\n|---|---|---|---|")
+    print("| features | setting | ASMK* mAP | features per image | entries per image | s extraction / image |\n"
+          "|---|---|---|---|---|---|")
     paths = multiview_paths()
     truth = ground_truth_from_folders(paths)
-    images = [load_image(p) for p in paths]
-    extract(images[0], "delf")  # load the network before timing
-    for overrides in DELF_SETTINGS:
-        features, seconds = timed(lambda: [extract(image, "delf", **overrides) for image in images])
-        seconds /= len(images)
-        descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
-        maps = [asmk_map(features, paths, truth, train_codebook(descriptors, 1024, seed=seed), AsmkConfig(), False)[0]
-                for seed in CODEBOOK_SEEDS[:2]]
-        label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults (max_side=768, max_features=1000)"
-        print(f"| {label} | {np.mean(maps):.3f} | {np.mean([len(f.keypoints) for f in features]):.0f} "
-              f"| {seconds:.3f} |", flush=True)
-    delf_pairs()
+    for name in names:
+        for options in EXTRACTION_SETTINGS.get(name, ({},)):
+            features, seconds = timed_multiview_features(name, **options)
+            maps, entries = seed_maps(features, paths, truth, 1024, CODEBOOK_SEEDS)
+            label = setting_label(name, options)
+            print(f"| {LABELS.get(name, name)} | {label} | {np.mean(maps):.3f} ± {np.std(maps, ddof=1):.3f} "
+                  f"| {np.mean([len(f.keypoints) for f in features]):.0f} | {entries:.0f} | {seconds:.3f} |",
+                  flush=True)
+
+
+def codebook_sizes(names: tuple[str, ...]) -> None:
+    print(f"\n## ASMK* mAP by codebook size, each feature at its retrieval setting (multiview_dev, "
+          f"{len(SIZE_SWEEP_SEEDS)} codebook seeds, before re-ranking)\n")
+    print("| features | setting | " + " | ".join(f"{size} words" for size in SIZE_SWEEP) + " |\n"
+          "|---|---|" + "---|" * len(SIZE_SWEEP))
+    paths = multiview_paths()
+    truth = ground_truth_from_folders(paths)
+    for name in names:
+        options = RETRIEVAL_SETTINGS.get(name, {})
+        features, _ = timed_multiview_features(name, **options)
+        cells = []
+        for size in SIZE_SWEEP:
+            maps, _ = seed_maps(features, paths, truth, size, SIZE_SWEEP_SEEDS)
+            cells.append(f"{np.mean(maps):.3f} ± {np.std(maps, ddof=1):.3f}")
+        print(f"| {LABELS.get(name, name)} | {setting_label(name, options)} | " + " | ".join(cells) + " |", flush=True)
+
+
+def seed_maps(features: list, paths: list[str], truth, words: int, seeds) -> tuple[list[float], float]:
+    """ASMK* mAP with a codebook of ``words`` trained with each seed, and entries per image (first seed)."""
+    descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
+    runs = [asmk_map(features, paths, truth, train_codebook(descriptors, words, seed=seed), AsmkConfig(), False)
+            for seed in seeds]
+    return [m for m, _ in runs], runs[0][1]
+
+
+def setting_label(name: str, options: dict) -> str:
+    given = ", ".join(f"{k}={v}" for k, v in options.items())
+    return given or f"defaults ({DEFAULT_SETTINGS.get(name, 'as extracted')})"
 
 
 def delf_pairs() -> None:
@@ -215,10 +268,19 @@ def pair_inliers(pairs, by_path: dict, name: str, cell_noise: float | None, rati
 WHITENING_POWERS = (0.0, 0.25, 0.5)
 
 
+def multiview_features(name: str, **options) -> list:
+    """The named features of every multiview_dev image, extracted once per run and options."""
+    return timed_multiview_features(name, **options)[0]
+
+
 @functools.cache
-def multiview_features(name: str) -> list:
-    """The named features of every multiview_dev image (default options), extracted once per run."""
-    return [extract(load_image(p), name) for p in multiview_paths()]
+def timed_multiview_features(name: str, **options) -> tuple[list, float]:
+    """``(features of every multiview_dev image, seconds of extraction per image)``, once per run and
+    options; the model is loaded before the clock starts."""
+    images = [load_image(p) for p in multiview_paths()]
+    extract(images[0], name, **options)
+    features, seconds = timed(lambda: [extract(image, name, **options) for image in images])
+    return features, seconds / len(images)
 
 
 def whitening(names: tuple[str, ...]) -> None:
@@ -481,19 +543,25 @@ def query_word_search(words: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("accuracy", "learned", "delf", "whitening", "float", "bytes", "latency"),
+    parser.add_argument("--only", choices=("accuracy", "learned", "settings", "delf", "whitening", "float", "bytes",
+                                           "latency"),
                         help="run one part")
     parser.add_argument("--features", default="sift,aliked,disk,delf",
-                        help="extractors of the learned and whitening parts")
-    parser.add_argument("--accuracy-features", default="sift", help="the local features of the accuracy part")
+                        help="extractors of the learned, settings and whitening parts")
+    parser.add_argument("--accuracy-features", default="sift",
+                        help="the local features of the accuracy part, with options after a colon")
+    parser.add_argument("--accuracy-matcher", help="its re-ranking matcher (default: the features' default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "accuracy"):
-            accuracy(Path(tmp), args.accuracy_features)
+            accuracy(Path(tmp), args.accuracy_features, args.accuracy_matcher)
         if args.only in (None, "learned"):
             learned(tuple(args.features.split(",")))
+        if args.only in (None, "settings"):
+            extraction_settings(tuple(args.features.split(",")))
+            codebook_sizes(tuple(args.features.split(",")))
         if args.only in (None, "delf"):
-            delf_settings()
+            delf_pairs()
         if args.only in (None, "whitening"):
             whitening(tuple(args.features.split(",")))
         if args.only in (None, "float"):

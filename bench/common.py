@@ -32,6 +32,15 @@ def multiview_pairs() -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]
     return same, different
 
 
+def parse_options(text: str) -> dict:
+    """``"key=value,key=value"`` (numbers) -> ``{key: int or float}``; ``""`` -> ``{}``."""
+    options = {}
+    for item in filter(None, text.split(",")):
+        key, value = item.split("=")
+        options[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+    return options
+
+
 def timed(fn, *args, **kwargs):
     """``(result, seconds)`` of one call."""
     start = time.perf_counter()

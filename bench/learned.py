@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 import localmatch
-from common import data_dir, mean_accuracy
+from common import data_dir, mean_accuracy, parse_options
 from oxford_homography import THRESHOLDS, corner_error, pairs as oxford_pairs
 
 COMBOS = ["sift+nn", "disk+nn", "disk+lightglue", "aliked+nn", "aliked+lightglue", "xfeat+nn", "xfeat+lighterglue",
@@ -30,14 +30,10 @@ COMBOS = ["sift+nn", "disk+nn", "disk+lightglue", "aliked+nn", "aliked+lightglue
 
 
 def parse_combo(combo: str) -> tuple[str, str, dict]:
-    """``features+matcher[:option=value]`` -> (features, matcher, feature options)."""
-    pair, _, option = combo.partition(":")
+    """``features+matcher[:option=value,...]`` -> (features, matcher, feature options)."""
+    pair, _, options = combo.partition(":")
     features, matcher = pair.split("+")
-    options = {}
-    if option:
-        key, value = option.split("=")
-        options[key] = float(value)
-    return features, matcher, options
+    return features, matcher, parse_options(options)
 
 
 def timed_extract(path, features, options, times):

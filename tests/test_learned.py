@@ -198,3 +198,24 @@ def test_database_with_learned_features_and_lightglue_reranking(tmp_path):
         # mutual NN on ALIKED descriptors is weaker than LightGlue: it verifies fewer of the other views
         hits = db.search(images[1], k=4, matcher="nn")
         assert hits[0].path == images[1] and all(h.path in images[:4] for h in hits if h.verified)
+
+
+def test_asmk_database_of_aliked_top_k_features(tmp_path):
+    """The retrieval setting BENCHMARKS.md measures for ALIKED under ASMK* (top-k keypoints, no score
+    threshold): every image keeps exactly ``max_features``, a reopened database extracts queries the same
+    way, and the shortlist finds the query's UKBench group."""
+    needs_weights(*WEIGHTS_OF["aliked"])
+    images = [str(p) for p in sorted((shared_data("ukbench_subset") / "images").glob("*.jpg"))[:8]]
+    config = {"max_side": 480, "max_features": 600, "detection_threshold": 0}
+    with Database(tmp_path / "db", features="aliked", feature_config=config, representation="asmk",
+                  asmk_config={"codebook_size": 64}) as db:
+        assert not db.add(images).failed
+        assert db.info()["features"] == 8 * 600
+    with Database(tmp_path / "db", readonly=True) as db:
+        assert db.feature_config.detection_threshold == 0 and db.feature_config.max_features == 600
+        # kornia's own threshold keeps 418 here
+        assert len(db.query_features(images[6], with_global=False)[0].keypoints) == 600
+        for query in (images[1], images[5]):
+            group = set(images[:4] if query == images[1] else images[4:])
+            hits = db.search(query, k=4, rerank=False)
+            assert hits[0].path == query and len({h.path for h in hits} & group) >= 3
