@@ -94,7 +94,7 @@ def accuracy(folder: Path, spec: str = "sift", matcher: str | None = None) -> No
                           features=features, feature_config=options) as db:
                 db.add(files)
                 plain = evaluate(db, truth, rerank=False)
-                reranked = evaluate(db, truth, rerank=True, **({"matcher": matcher} if matcher else {}))
+                reranked = evaluate(db, truth, rerank=True, matcher=matcher)
                 info = db.info()
                 if representation == "global":
                     size = (db.path / "shortlist.faiss").stat().st_size / len(db)
@@ -151,7 +151,7 @@ def learned(names: tuple[str, ...]) -> None:
           "|---|---|---|---|---|")
     for label, runs in seed_sweeps.items():
         runs = np.array(runs)
-        cells = [f"{runs[:, j].mean():.3f} ± {runs[:, j].std(ddof=1):.3f}" for j in range(3)]
+        cells = [mean_sd(runs[:, j]) for j in range(3)]
         gain = runs[:, 2] - runs[:, 0]
         print(f"| {label} | " + " | ".join(cells) + f" | {gain.mean():+.3f} ± {gain.std(ddof=1):.3f} |")
     print("\nASMK* mAP by codebook size (same features, words trained on them):\n")
@@ -197,7 +197,7 @@ def extraction_settings(names: tuple[str, ...]) -> None:
             features, seconds = timed_multiview_features(name, **options)
             maps, entries = seed_maps(features, paths, truth, 1024, CODEBOOK_SEEDS)
             label = setting_label(name, options)
-            print(f"| {LABELS.get(name, name)} | {label} | {np.mean(maps):.3f} ± {np.std(maps, ddof=1):.3f} "
+            print(f"| {LABELS.get(name, name)} | {label} | {mean_sd(maps)} "
                   f"| {np.mean([len(f.keypoints) for f in features]):.0f} | {entries:.0f} | {seconds:.3f} |",
                   flush=True)
 
@@ -212,10 +212,7 @@ def codebook_sizes(names: tuple[str, ...]) -> None:
     for name in names:
         options = RETRIEVAL_SETTINGS.get(name, {})
         features, _ = timed_multiview_features(name, **options)
-        cells = []
-        for size in SIZE_SWEEP:
-            maps, _ = seed_maps(features, paths, truth, size, SIZE_SWEEP_SEEDS)
-            cells.append(f"{np.mean(maps):.3f} ± {np.std(maps, ddof=1):.3f}")
+        cells = [mean_sd(seed_maps(features, paths, truth, size, SIZE_SWEEP_SEEDS)[0]) for size in SIZE_SWEEP]
         print(f"| {LABELS.get(name, name)} | {setting_label(name, options)} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -225,6 +222,11 @@ def seed_maps(features: list, paths: list[str], truth, words: int, seeds) -> tup
     runs = [asmk_map(features, paths, truth, train_codebook(descriptors, words, seed=seed), AsmkConfig(), False)
             for seed in seeds]
     return [m for m, _ in runs], runs[0][1]
+
+
+def mean_sd(values) -> str:
+    """``"mean ± sample standard deviation"`` of mAPs, to 3 places."""
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
 def setting_label(name: str, options: dict) -> str:
@@ -274,10 +276,16 @@ def multiview_features(name: str, **options) -> list:
 
 
 @functools.cache
+def multiview_images() -> tuple:
+    """Every multiview_dev image, decoded once per run."""
+    return tuple(load_image(p) for p in multiview_paths())
+
+
+@functools.cache
 def timed_multiview_features(name: str, **options) -> tuple[list, float]:
     """``(features of every multiview_dev image, seconds of extraction per image)``, once per run and
     options; the model is loaded before the clock starts."""
-    images = [load_image(p) for p in multiview_paths()]
+    images = multiview_images()
     extract(images[0], name, **options)
     features, seconds = timed(lambda: [extract(image, name, **options) for image in images])
     return features, seconds / len(images)
@@ -295,10 +303,7 @@ def whitening(names: tuple[str, ...]) -> None:
         extracted = multiview_features(name)
         cells = []
         for features in [extracted] + [pca_whitened(extracted, p) for p in WHITENING_POWERS]:
-            descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
-            maps = [asmk_map(features, paths, truth, train_codebook(descriptors, 1024, seed=seed), AsmkConfig(),
-                             False)[0] for seed in CODEBOOK_SEEDS]
-            cells.append(f"{np.mean(maps):.3f} ± {np.std(maps, ddof=1):.3f}")
+            cells.append(mean_sd(seed_maps(features, paths, truth, 1024, CODEBOOK_SEEDS)[0]))
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -322,7 +327,7 @@ def float_aggregation() -> None:
         plain = runs[:, 0 if j < 3 else 3]
         gain = runs[:, j] - plain
         paired = "-" if j in (0, 3) else f"{gain.mean():+.3f} ± {gain.std(ddof=1):.3f}"
-        print(f"| {label} | {runs[:, j].mean():.3f} ± {runs[:, j].std(ddof=1):.3f} | {paired} |", flush=True)
+        print(f"| {label} | {mean_sd(runs[:, j])} | {paired} |", flush=True)
 
 
 def pca_whitened(features: list, power: float) -> list:
