@@ -1,7 +1,8 @@
 """ASMK benchmark: accuracy of global vs ASMK* vs R-ASMK*, bytes per image, query time at 10k/100k images.
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/aggregated.py
-     [--only accuracy|learned|settings|delf|whitening|float|bytes|latency] [--features sift,aliked,disk,delf]
+     [--only accuracy|learned|settings|delf|whitening|float|cropped|reextract|bytes|latency]
+     [--features sift,aliked,disk,delf]
      [--accuracy-features sift|delf|aliked:detection_threshold=0,max_features=4096|...] [--accuracy-matcher nn]
 
 1. accuracy: multiview_dev (every image queries the other 78) and ukbench_subset + imagededup base images
@@ -19,6 +20,10 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
    whitens its local features), over 6 codebook seeds, next to the descriptors as extracted.
 4. float: R-ASMK against ASMK on RootSIFT over 6 codebook seeds, binarised (ASMK*) and with float residual
    sums (where the regional normalisation changes each word's vector, not only its signs).
+   cropped: ASMK* against R-ASMK* when each query keeps only a centred box of its image (as ROxford's
+   queries are cropped to a box), over 6 codebook seeds.
+   reextract: R-ASMK* whose regions are described again from their crops (as Detect-to-Retrieve describes
+   each detected box), against ASMK* over the whole image, over 6 codebook seeds.
 5. bytes: ASMK* inverted file bytes per image with 1000 RootSIFT features per image (multiview_dev).
 6. latency: search time over 10k and 100k images with simulated aggregated descriptors (65536 words,
    about 1000 words per image, 128-bit signatures; a query of 4000 words holding a noisy copy of one
@@ -46,9 +51,10 @@ from localmatch.database import Database
 from localmatch.evaluate import average_precision, evaluate, ground_truth_from_folders
 from localmatch.features import extract
 from localmatch.features.delf import CELL_PER_PIXEL_NOISE
-from localmatch.io import load_image
-from localmatch.shortlist.asmk import (AsmkConfig, Aggregated, Codebook, InvertedFile, compiled,
-                                       describe_database_image, describe_query, train_codebook)
+from localmatch.io import Image, load_image
+from localmatch.shortlist.asmk import (REGION_PROPOSERS, AsmkConfig, Aggregated, Codebook, InvertedFile,
+                                       aggregate_regions, compiled, describe_database_image, describe_query,
+                                       train_codebook)
 
 REPRESENTATIONS = ("global", "asmk", "rasmk")
 
@@ -153,7 +159,7 @@ def learned(names: tuple[str, ...]) -> None:
         runs = np.array(runs)
         cells = [mean_sd(runs[:, j]) for j in range(3)]
         gain = runs[:, 2] - runs[:, 0]
-        print(f"| {label} | " + " | ".join(cells) + f" | {gain.mean():+.3f} ± {gain.std(ddof=1):.3f} |")
+        print(f"| {label} | " + " | ".join(cells) + f" | {paired_sd(gain)} |")
     print("\nASMK* mAP by codebook size (same features, words trained on them):\n")
     print("| features | " + " | ".join(f"{size} words" for size in CODEBOOK_SIZES) + " |")
     print("|---|" + "---|" * len(CODEBOOK_SIZES))
@@ -218,15 +224,25 @@ def codebook_sizes(names: tuple[str, ...]) -> None:
 
 def seed_maps(features: list, paths: list[str], truth, words: int, seeds) -> tuple[list[float], float]:
     """ASMK* mAP with a codebook of ``words`` trained with each seed, and entries per image (first seed)."""
-    descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
-    runs = [asmk_map(features, paths, truth, train_codebook(descriptors, words, seed=seed), AsmkConfig(), False)
-            for seed in seeds]
+    runs = [asmk_map(features, paths, truth, codebook, AsmkConfig(), False)
+            for codebook in seed_codebooks(features, words, seeds)]
     return [m for m, _ in runs], runs[0][1]
+
+
+def seed_codebooks(features: list, words: int = 1024, seeds=CODEBOOK_SEEDS) -> list[Codebook]:
+    """A codebook of ``words`` trained on all the features' descriptors with each of the ``seeds``."""
+    descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
+    return [train_codebook(descriptors, words, seed=seed) for seed in seeds]
 
 
 def mean_sd(values) -> str:
     """``"mean ± sample standard deviation"`` of mAPs, to 3 places."""
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def paired_sd(differences) -> str:
+    """``"+mean ± sample standard deviation"`` of mAP differences paired by seed, to 3 places."""
+    return f"{np.mean(differences):+.3f} ± {np.std(differences, ddof=1):.3f}"
 
 
 def setting_label(name: str, options: dict) -> str:
@@ -315,19 +331,115 @@ def float_aggregation() -> None:
     paths = multiview_paths()
     truth = ground_truth_from_folders(paths)
     features = multiview_features("sift")
-    descriptors = np.concatenate([f.descriptors for f in features]).astype(np.float32)
     columns = [(f"{'R-' if regions else ''}ASMK{'*' if binary else ''}{f' ({regions})' if regions else ''}",
                 AsmkConfig(binary=binary, regions=regions or "clusters"), bool(regions))
                for binary in (True, False) for regions in (None, "clusters", "grid")]
     runs = np.array([[asmk_map(features, paths, truth, codebook, config, regional)[0]
                       for _, config, regional in columns]
-                     for codebook in (train_codebook(descriptors, 1024, seed=seed) for seed in CODEBOOK_SEEDS)])
+                     for codebook in seed_codebooks(features)])
     print("| aggregation | mAP | minus ASMK of the same kind, paired by seed |\n|---|---|---|")
     for j, (label, _, _) in enumerate(columns):
         plain = runs[:, 0 if j < 3 else 3]
         gain = runs[:, j] - plain
-        paired = "-" if j in (0, 3) else f"{gain.mean():+.3f} ± {gain.std(ddof=1):.3f}"
+        paired = "-" if j in (0, 3) else paired_sd(gain)
         print(f"| {label} | {mean_sd(runs[:, j])} | {paired} |", flush=True)
+
+
+#: Sides of the centred box a cropped query keeps, as fractions of its image's width and height.
+QUERY_CROPS = (1.0, 0.5, 0.35, 0.25)
+
+
+def cropped_queries(names: tuple[str, ...]) -> None:
+    """ASMK* against R-ASMK* databases when each query keeps only the features of a centred box of its
+    image, as ROxford and RParis crop their queries to a box: the query then shows a part of its matches."""
+    print("\n## R-ASMK* vs ASMK* with cropped queries (multiview_dev, default options, 1024 words, "
+          f"{len(CODEBOOK_SEEDS)} codebook seeds, before re-ranking; a query keeps the features of its image's "
+          "centred box of the given fraction of each side)\n")
+    print("| features | query box | ASMK* mAP | R-ASMK* (clusters) mAP | minus ASMK*, paired | R-ASMK* (grid) mAP "
+          "| minus ASMK*, paired |\n|---|---|---|---|---|---|---|")
+    paths = multiview_paths()
+    truth = ground_truth_from_folders(paths)
+    for name in names:
+        features = multiview_features(name)
+        codebooks = seed_codebooks(features)
+        for fraction in QUERY_CROPS:
+            queries = [central_descriptors(f, fraction) for f in features]
+            runs = np.array([[asmk_map(features, paths, truth, codebook, AsmkConfig(regions=regions), regional,
+                                       queries)[0]
+                              for regional, regions in ((False, "clusters"), (True, "clusters"), (True, "grid"))]
+                             for codebook in codebooks])
+            cells = [cell for j in (1, 2) for cell in (mean_sd(runs[:, j]), paired_sd(runs[:, j] - runs[:, 0]))]
+            box = "whole image" if fraction == 1 else f"{fraction:g} x {fraction:g}"
+            print(f"| {LABELS.get(name, name)} | {box} | {mean_sd(runs[:, 0])} | " + " | ".join(cells) + " |",
+                  flush=True)
+
+
+def central_descriptors(features, fraction: float) -> np.ndarray:
+    """The descriptors whose keypoints lie in the centred box of ``fraction`` of each side of the image."""
+    width, height = features.image_size
+    x, y = features.keypoints[:, 0], features.keypoints[:, 1]
+    inside = ((np.abs(x - (width - 1) / 2) <= fraction * width / 2) &
+              (np.abs(y - (height - 1) / 2) <= fraction * height / 2))
+    return features.descriptors[inside]
+
+
+REEXTRACT_PROPOSERS = {"grid, 1 level": ("grid", {"levels": 1}),
+                       "keypoint clusters (2 and 4)": ("clusters", {"counts": (2, 4)})}
+#: Crops smaller than this on either side are not described again.
+REEXTRACT_MIN_SIDE = 64
+
+
+def reextracted_regions(names: tuple[str, ...]) -> None:
+    """R-ASMK* whose regional descriptors are extracted again from each region's crop, as Detect-to-Retrieve
+    extracts DELF in each detected box, against ASMK* over the whole image's features (queries: whole images)."""
+    print("\n## R-ASMK* over descriptors extracted again from each region's crop (multiview_dev, default "
+          f"options, 1024 words trained on the whole images' descriptors, {len(CODEBOOK_SEEDS)} codebook "
+          "seeds, before re-ranking)\n")
+    print("| features | regions (besides the whole image) | crops per image | ASMK* mAP (whole image) "
+          "| R-ASMK* mAP (re-extracted) | minus ASMK*, paired by seed | entries per image (ASMK* / R-ASMK*) |\n"
+          "|---|---|---|---|---|---|---|")
+    paths = multiview_paths()
+    truth = ground_truth_from_folders(paths)
+    for name in names:
+        whole = multiview_features(name)
+        codebooks = seed_codebooks(whole)
+        plain = [asmk_map(whole, paths, truth, codebook, AsmkConfig(), False) for codebook in codebooks]
+        for label, (proposer, options) in REEXTRACT_PROPOSERS.items():
+            sets = [region_sets(image, f, name, proposer, options) for image, f in zip(multiview_images(), whole)]
+            regional = [sets_map(sets, whole, paths, truth, codebook) for codebook in codebooks]
+            print(f"| {LABELS.get(name, name)} | {label} | {np.mean([len(s) - 1 for s in sets]):.1f} "
+                  f"| {mean_sd([m for m, _ in plain])} | {mean_sd([m for m, _ in regional])} "
+                  f"| {paired_sd(np.subtract([m for m, _ in regional], [m for m, _ in plain]))} "
+                  f"| {plain[0][1]:.0f} / {regional[0][1]:.0f} |",
+                  flush=True)
+
+
+def region_sets(image, whole, name: str, proposer: str, options: dict) -> list[np.ndarray]:
+    """The whole image's descriptors, then those extracted from each proposed region's crop."""
+    boxes = REGION_PROPOSERS.get(proposer)(image.width, image.height, whole.keypoints, **options)
+    sets = [whole.descriptors]
+    for x0, y0, x1, y1 in np.round(boxes).astype(int):
+        if (x0, y0, x1, y1) == (0, 0, image.width - 1, image.height - 1):
+            continue
+        if min(x1 - x0, y1 - y0) + 1 < REEXTRACT_MIN_SIDE:
+            continue
+        crop = Image(np.ascontiguousarray(image.pixels[y0:y1 + 1, x0:x1 + 1]), image.source)
+        sets.append(extract(crop, name).descriptors)
+    return sets
+
+
+def sets_map(sets: list[list[np.ndarray]], whole: list, paths: list[str], truth, codebook) -> tuple[float, float]:
+    """``(mAP, entries per image)``: database images aggregated by R-ASMK* over their descriptor sets, queried
+    by the whole images' ASMK*. ``aggregate_regions`` takes regions as boxes, so set ``r`` is given keypoints
+    at ``(r, 0)`` and the one-point box ``(r, 0, r, 0)``: each descriptor falls in its own set's region only."""
+    config = AsmkConfig()
+    images = []
+    for image_sets in sets:
+        region = np.repeat(np.arange(len(image_sets), dtype=np.float32), [len(s) for s in image_sets])
+        boxes = np.repeat(np.arange(len(image_sets), dtype=np.float32)[:, None], 4, axis=1) * [1, 0, 1, 0]
+        images.append(aggregate_regions(np.concatenate(image_sets), np.c_[region, np.zeros_like(region)], boxes,
+                                        codebook, assignments=config.database_assignments))
+    return inverted_file_map(images, [f.descriptors for f in whole], paths, truth, codebook, config)
 
 
 def pca_whitened(features: list, power: float) -> list:
@@ -345,19 +457,28 @@ def pca_whitened(features: list, power: float) -> list:
     return out
 
 
-def asmk_map(features, paths: list[str], truth, codebook, config: AsmkConfig, regional: bool) -> tuple[float, float]:
-    """``(mAP, entries per image)`` of every image querying the others through an ASMK inverted file."""
-    ivf, entries = InvertedFile(codebook.size, codebook.dim, config.binary), 0
-    for i, f in enumerate(features):
-        aggregated = describe_database_image(f.descriptors, f.keypoints, f.image_size, codebook, config,
-                                             regional=regional)
-        entries += len(aggregated)
+def asmk_map(features, paths: list[str], truth, codebook, config: AsmkConfig, regional: bool,
+             queries: list[np.ndarray] | None = None) -> tuple[float, float]:
+    """``(mAP, entries per image)`` of every image querying the others through an ASMK inverted file; image
+    ``i`` queries with ``queries[i]`` (descriptors) where given, else with all of its own descriptors."""
+    images = [describe_database_image(f.descriptors, f.keypoints, f.image_size, codebook, config, regional=regional)
+              for f in features]
+    queries = queries if queries is not None else [f.descriptors for f in features]
+    return inverted_file_map(images, queries, paths, truth, codebook, config)
+
+
+def inverted_file_map(images: list[Aggregated], queries: list[np.ndarray], paths: list[str], truth, codebook,
+                      config: AsmkConfig) -> tuple[float, float]:
+    """``(mAP, entries per image)``: the aggregated ``images`` in an inverted file, image ``i`` querying the
+    others with the descriptors ``queries[i]``."""
+    ivf = InvertedFile(codebook.size, codebook.dim, config.binary)
+    for i, aggregated in enumerate(images):
         ivf.add(i, aggregated)
     aps = []
     for i, t in enumerate(truth):
-        ids, _ = ivf.search(describe_query(features[i].descriptors, codebook, config), 100)
+        ids, _ = ivf.search(describe_query(queries[i], codebook, config), 100)
         aps.append(average_precision([paths[j] for j in ids if j != i], t.positives))
-    return float(np.mean(aps)), entries / len(features)
+    return float(np.mean(aps)), float(np.mean([len(a) for a in images]))
 
 
 def bytes_per_image(folder: Path) -> None:
@@ -548,11 +669,11 @@ def query_word_search(words: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("accuracy", "learned", "settings", "delf", "whitening", "float", "bytes",
-                                           "latency"),
+    parser.add_argument("--only", choices=("accuracy", "learned", "settings", "delf", "whitening", "float", "cropped",
+                                           "reextract", "bytes", "latency"),
                         help="run one part")
     parser.add_argument("--features", default="sift,aliked,disk,delf",
-                        help="extractors of the learned, settings and whitening parts")
+                        help="extractors of the learned, settings, whitening, cropped and reextract parts")
     parser.add_argument("--accuracy-features", default="sift",
                         help="the local features of the accuracy part, with options after a colon")
     parser.add_argument("--accuracy-matcher", help="its re-ranking matcher (default: the features' default)")
@@ -571,6 +692,10 @@ def main() -> None:
             whitening(tuple(args.features.split(",")))
         if args.only in (None, "float"):
             float_aggregation()
+        if args.only in (None, "cropped"):
+            cropped_queries(tuple(args.features.split(",")))
+        if args.only in (None, "reextract"):
+            reextracted_regions(tuple(args.features.split(",")))
         if args.only in (None, "bytes"):
             bytes_per_image(Path(tmp))
         if args.only in (None, "latency"):
