@@ -57,6 +57,7 @@ CONFIG_OPTIONS = {
     "feature": "an option of the feature extractor, e.g. max_features=4096 or detection_threshold=0",
     "matcher": "an option of the matcher, e.g. ratio=0.85",
     "ransac": "an option of the robust estimator, e.g. threshold=2 (working-image pixels) or max_iterations=20000",
+    "asmk": "an ASMK option, e.g. regions=clusters, idf=true or binary=false (--codebook-size takes precedence)",
 }
 
 
@@ -191,10 +192,12 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     if os.path.exists(os.path.join(args.db, DB_FILE)):
         raise DatabaseError(f"{args.db}: a database already exists here (use `localmatch index add`)")
     _require_inputs(args.images)
-    asmk = {"codebook_size": args.codebook_size} if args.codebook_size is not None else None
+    asmk = _config(args, "asmk") or {}
+    if args.codebook_size is not None:
+        asmk["codebook_size"] = args.codebook_size
     boxes = _read_boxes(args.boxes)
     with _open_database(args.db, readonly=False, must_exist=False, features=args.features, index=args.index,
-                        whitening=args.whiten, representation=args.representation, asmk_config=asmk,
+                        whitening=args.whiten, representation=args.representation, asmk_config=asmk or None,
                         codebook=args.codebook, feature_config=_config(args, "feature")) as db:
         _print_add_report(db.add(args.images, progress=None if not args.quiet else False, boxes=boxes), args.quiet)
     return EXIT_OK
@@ -402,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codebook-size", type=int, default=None, help="ASMK visual words (default 1024)")
     p.add_argument("--codebook", metavar="WORDS.npy", help="use this (K, D) float32 codebook instead of training one")
     p.add_argument("--boxes", metavar="BOXES.json", help='R-ASMK regions: {"image path": [[x0, y0, x1, y1], ...]}')
-    _add_config_options(p, "feature")
+    _add_config_options(p, "feature", "asmk")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(run=cmd_index_build)
     p = index.add_parser("add", help="add images (already indexed content is skipped)")

@@ -65,8 +65,8 @@ def test_bad_input_exits_2_with_the_reason(pair, tmp_path, capsys):
 
 
 def test_stage_options_reach_extraction_matching_and_ransac(pair, tmp_path, capsys):
-    """``--feature-option``, ``--matcher-option``, ``--ransac-option KEY=VALUE`` set fields of the stages'
-    configs (verify, index build, search); a wrong key or value ends with the reason (exit 2)."""
+    """``--feature-option``, ``--matcher-option``, ``--ransac-option``, ``--asmk-option KEY=VALUE`` set fields
+    of the stages' configs (verify, index build, search); a wrong key or value ends with the reason (exit 2)."""
     a, b, _ = pair
 
     def verified(*options):
@@ -101,6 +101,17 @@ def test_stage_options_reach_extraction_matching_and_ransac(pair, tmp_path, caps
     assert json.loads(capsys.readouterr().out)[0]["results"][0]["path"] == b
     assert main(["index", "build", str(tmp_path / "bad"), a, "--feature-option", "bogus=1"]) == 2
     assert "unknown SiftConfig option(s) bogus" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+    rasmk = tmp_path / "rasmk"
+    assert main(["index", "build", str(rasmk), a, b, "-q", "--representation", "rasmk", "--codebook-size", "32",
+                 "--asmk-option", "regions=clusters", "--asmk-option", "idf=true",
+                 "--asmk-option", "codebook_size=64"]) == 0  # --codebook-size wins
+    with Database(rasmk, readonly=True) as opened:
+        assert (opened.asmk_config.regions, opened.asmk_config.idf, opened.asmk_config.codebook_size) == \
+            ("clusters", True, 32)
+    assert main(["index", "build", str(tmp_path / "bad"), a, "--representation", "rasmk",
+                 "--asmk-option", "regions=boxes"]) == 2
+    assert "valid names: clusters, full, grid" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_option_values_are_read_as_json_else_as_text():
