@@ -13,7 +13,7 @@ import numpy as np
 
 from localmatch import __version__
 from localmatch.api import DEFAULT_MIN_INLIERS, verify
-from localmatch.errors import ImageError, LocalmatchError
+from localmatch.errors import ConfigError, ImageError, LocalmatchError
 from localmatch.features import FEATURES
 from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS
 from localmatch.io import describe_source, load_image
@@ -51,6 +51,17 @@ def _key_value(text: str) -> tuple[str, object]:
     except ValueError:
         parsed = value
     return key.strip(), tuple(parsed) if isinstance(parsed, list) else parsed
+
+
+def _box(text: str) -> tuple[float, ...]:
+    """``X0,Y0,X1,Y1`` from the command line: four numbers."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 (four numbers, for example 120,40,380,300), not {text!r}")
+    return values
 
 
 CONFIG_OPTIONS = {
@@ -273,18 +284,21 @@ def cmd_search(args: argparse.Namespace) -> int:
     queries = expand_image_paths(args.queries)
     if not queries:
         raise ImageError(" ".join(args.queries), "no image files to search with")
+    if args.box is not None and len(queries) != 1:
+        raise ConfigError(f"--box crops one query image, and {len(queries)} were given")
     with _open_database(args.db, readonly=True) as db:
         for n, query in enumerate(queries):
             try:
                 hits = db.search(query, k=args.k, shortlist=args.shortlist, rerank=not args.no_rerank,
                                  matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers,
-                                 matcher_config=_config(args, "matcher"), ransac=_config(args, "ransac"))
+                                 matcher_config=_config(args, "matcher"), ransac=_config(args, "ransac"),
+                                 box=args.box)
             except ImageError as e:
                 print(f"localmatch: error: {e}", file=sys.stderr)
                 out.append({"query": query, "error": e.reason, "results": []})
                 continue
             results = [{key: hit[key] for key in SEARCH_JSON_KEYS} for hit in map(Hit.to_dict, hits)]
-            out.append({"query": query, "results": results})
+            out.append({"query": query, **({"box": list(args.box)} if args.box else {}), "results": results})
             if args.draw or args.report:
                 draw = None
                 if args.draw:
@@ -433,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--shortlist", type=int, default=100, help="candidates verified per query (default 100)")
     p.add_argument("--no-rerank", action="store_true", help="global shortlist order only")
+    p.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1",
+                   help="search with this part of the query image (original pixels; one query)")
     p.add_argument("--matcher", default=None, help=f"re-ranking matcher ({', '.join(MATCHERS.names())}; "
                    "default: nn for SIFT, LightGlue for learned features)")
     p.add_argument("--geometry", default=DEFAULT_RERANK_GEOMETRY, choices=GEOMETRIES)

@@ -208,9 +208,9 @@ def evaluate(database, truth: Sequence[QueryTruth], *, ks: Sequence[int] = (1, 5
         database: an open :class:`~localmatch.database.Database`.
         exclude_query: drop the query's own path from its ranking (every-image-queries protocols).
         ukbench: also report the N-S score (the query counts as one of its group of 4).
-    """
-    from localmatch.io import load_image
 
+    A query with a ``bbox`` searches with that part of its image (``Database.search(..., box=bbox)``).
+    """
     for k in ks:
         require_whole(k, "ks (the cut-offs of precision, recall and NDCG)", 1)
     for name, flag in (("rerank", rerank), ("exclude_query", exclude_query), ("ukbench", ukbench)):
@@ -226,16 +226,8 @@ def evaluate(database, truth: Sequence[QueryTruth], *, ks: Sequence[int] = (1, 5
                     "they count as misses", len(missing), missing[0])
     aps, prec, rec, ndcg, ns, seconds = [], {k: [] for k in ks}, {k: [] for k in ks}, {k: [] for k in ks}, [], []
     for q in truth:
-        query = q.query
-        if q.bbox is not None:
-            image = load_image(q.query)
-            x0, y0, x1, y1 = (int(round(v)) for v in q.bbox)
-            query = np.ascontiguousarray(image.pixels[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)])
-            if query.size == 0:
-                raise GroundTruthError(f"{q.query}: the query's bbox {list(q.bbox)} holds no pixel of the "
-                                       f"{image.width}x{image.height} image")
         start = time.perf_counter()
-        hits = database.search(query, k=depth, shortlist=shortlist, rerank=rerank, **search_options)
+        hits = database.search(q.query, k=depth, shortlist=shortlist, rerank=rerank, box=q.bbox, **search_options)
         seconds.append(time.perf_counter() - start)
         ranked = [h.path for h in hits]
         if ukbench:

@@ -118,6 +118,32 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     raise TypeError(f"cannot load an image from {type(source).__name__}; give a path, bytes or an array")
 
 
+def crop(image: Image, box) -> tuple[Image, tuple[int, int]]:
+    """The part of ``image`` inside ``box``, and the offset ``(x0, y0)`` of its top-left pixel in ``image``.
+
+    ``box`` is ``(x0, y0, x1, y1)`` in ``image``'s pixels, rounded to whole pixels: columns ``x0 .. x1 - 1``
+    and rows ``y0 .. y1 - 1`` are kept (the convention of PIL's ``crop``, which the Revisited Oxford and
+    Paris query boxes follow); parts outside the image are cut off. A point ``p`` of the crop is
+    ``p + offset`` in ``image``.
+
+    Raises:
+        ImageError: the box is not four finite numbers, or holds no pixel of the image.
+    """
+    try:
+        values = np.asarray(box, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        values = np.zeros(0)
+    if values.shape != (4,) or not np.isfinite(values).all():
+        raise ImageError(image.source, f"a box is four finite numbers (x0, y0, x1, y1), not {box!r}")
+    x0, y0, x1, y1 = (int(v) for v in np.round(values))
+    x0, x1 = max(x0, 0), min(x1, image.width)
+    y0, y1 = max(y0, 0), min(y1, image.height)
+    if x1 <= x0 or y1 <= y0:
+        shown = ", ".join(f"{v:g}" for v in values)
+        raise ImageError(image.source, f"the box [{shown}] holds no pixel of the {image.width}x{image.height} image")
+    return Image(np.ascontiguousarray(image.pixels[y0:y1, x0:x1]), image.source), (x0, y0)
+
+
 def decode_bytes(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     """Decode an encoded file already read into memory; ``source`` names it in errors."""
     if not data:

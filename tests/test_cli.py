@@ -202,6 +202,17 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     (queries / "empty").mkdir()
     assert main(["search", db, str(queries / "empty")]) == 2
     assert "empty: no image files to search with" in capsys.readouterr().err
+    # --box: one query, searched with that part of its image; the box is echoed in the JSON
+    assert main(["search", db, paths[1], "-k", "1", "--json", "--box", "100,80,540,400"]) == 0
+    boxed = json.loads(capsys.readouterr().out)[0]
+    assert boxed["box"] == [100, 80, 540, 400] and boxed["results"][0]["path"] == paths[1]
+    assert main(["search", db, str(queries), "--box", "100,80,540,400"]) == 2
+    assert "--box crops one query image, and 2 were given" in capsys.readouterr().err
+    assert main(["search", db, paths[1], "--json", "--box", "700,0,800,100"]) == 2
+    assert json.loads(capsys.readouterr().out)[0]["error"] == "the box [700, 0, 800, 100] holds no pixel of the 640x480 image"
+    with pytest.raises(SystemExit):  # argparse's usage error: exit status 2
+        main(["search", db, paths[1], "--box", "1,2,3"])
+    assert "expected X0,Y0,X1,Y1" in capsys.readouterr().err
 
     assert main(["index", "list", db, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
@@ -230,7 +241,7 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["missing_positives"] == 1  # and a warning says which
     gt.write_text(json.dumps({"queries": [{"query": paths[4], "positives": [paths[5]], "bbox": [5000, 0, 6000, 10]}]}))
     assert main(["eval", db, str(gt)]) == 2
-    assert f"{paths[4]}: the query's bbox [5000, 0, 6000, 10] holds no pixel" in capsys.readouterr().err
+    assert f"{paths[4]}: the box [5000, 0, 6000, 10] holds no pixel of the 640x480 image" in capsys.readouterr().err
     gt.write_text(json.dumps({"queries": [{"query": paths[4], "positives": paths[5]}]}))
     assert main(["eval", db, str(gt)]) == 2
     assert f"{gt}: queries[0]: \"positives\" must be a list" in capsys.readouterr().err

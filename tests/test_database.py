@@ -302,6 +302,25 @@ def test_a_features_query_must_fit_the_database(small_db, ukbench_paths, tmp_pat
         assert hits[0].path == ukbench_paths[5] and {h.path for h in hits} == set(ukbench_paths[4:8])
 
 
+def test_a_box_searches_with_that_part_of_the_query_in_the_whole_images_pixels(small_db, ukbench_paths):
+    query = ukbench_paths[5]  # group 4..7, indexed itself
+    box = (150, 100, 470, 380)
+    with Database(small_db, readonly=True) as db:
+        hits = db.search(query, k=4, box=box, geometry="homography")
+        with pytest.raises(localmatch.ImageError, match=r"ukbench00005.jpg: the box \[700, 0, 800, 10\] holds no pixel"):
+            db.search(query, box=(700, 0, 800, 10))
+        with pytest.raises(localmatch.ImageError, match="a box is four finite numbers"):
+            db.search(query, box=(0, 0, float("nan"), 10))
+        with pytest.raises(localmatch.ConfigError, match="search with the image, not its features"):
+            db.search(localmatch.extract(query, "sift", **SMALL), box=box)
+    assert hits[0].path == query and hits[0].verified
+    assert {h.path for h in hits} <= set(ukbench_paths[4:8])
+    # the crop's matches map back to the same pixels of the whole image: the identity, not a shift by (150, 100)
+    corners = np.array([[150, 100, 1], [470, 100, 1], [470, 380, 1], [150, 380, 1]], float)
+    mapped = corners @ hits[0].matrix.T
+    np.testing.assert_allclose(mapped[:, :2] / mapped[:, 2:], corners[:, :2], atol=2)
+
+
 def test_bad_query_raises_image_error(small_db, tmp_path):
     with Database(small_db, readonly=True) as db:
         with pytest.raises(localmatch.ImageError, match="missing.jpg"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import re
 import struct
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 import skimage.data
 
 from localmatch import ImageError, load_image
-from localmatch.io import Image, decode_bytes, resize_to_working
+from localmatch.io import Image, crop, decode_bytes, resize_to_working
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +284,17 @@ def test_to_original_uses_pixel_centres():
 def test_image_gray_and_size(photo):
     img = Image(photo, "x")
     assert img.size == (227, 201) and img.gray().shape == (201, 227)
+
+
+def test_crop_keeps_the_box_pixels_and_gives_their_offset(photo):
+    image = Image(photo, "photo.png")  # 227 x 201
+    part, offset = crop(image, (10.4, 20.6, 30, 50))
+    assert offset == (10, 21) and part.size == (20, 29) and part.source == "photo.png"
+    np.testing.assert_array_equal(part.pixels, photo[21:50, 10:30])
+    part, offset = crop(image, np.array([-5, 190, 400, 300]))  # cut to the image
+    assert offset == (0, 190) and part.size == (227, 11)
+    for box, words in [((300, 0, 400, 10), "photo.png: the box [300, 0, 400, 10] holds no pixel of the 227x201 image"),
+                       ((5, 5, 5, 9), "holds no pixel"), ((0, 0, 1), "a box is four finite numbers"),
+                       ("abcd", "a box is four finite numbers")]:
+        with pytest.raises(ImageError, match=re.escape(words)):
+            crop(image, box)

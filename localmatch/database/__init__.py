@@ -22,6 +22,7 @@ killed at any moment leaves a database holding exactly the images committed befo
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -43,7 +44,7 @@ from localmatch.database.store import AppendOnlyArray, ArraySpec
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.features import FEATURES
 from localmatch.geometry import RansacConfig
-from localmatch.io import ImageSource, decode_bytes, load_image
+from localmatch.io import ImageSource, crop, decode_bytes, load_image
 from localmatch.matching.nn import QuantizedDescriptors, quantize
 from localmatch.rerank import DEFAULT_RERANK_GEOMETRY, Candidate, fuse_ranking, verify_candidates
 from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, FALLBACK_GLOBAL_DESCRIPTOR, get_global_descriptor
@@ -129,6 +130,16 @@ def _one_spelling_per_file(paths: list[str]) -> list[str]:
 def _reason(error: Exception) -> str:
     """What went wrong, without the errno's number: "No space left on device"."""
     return getattr(error, "strerror", None) or str(error)
+
+
+def _from_crop(hit: Hit, offset: tuple[int, int]) -> Hit:
+    """``hit`` of a query cropped at ``offset`` ``(x0, y0)``, its matrix taking the whole query image's pixels:
+    ``M @ T`` with ``T`` the translation by ``-offset`` (for a homography, affine map or fundamental matrix
+    alike, since a whole-image point ``p`` is ``p - offset`` in the crop)."""
+    if hit.matrix is None:
+        return hit
+    to_crop = np.array([[1.0, 0.0, -offset[0]], [0.0, 1.0, -offset[1]], [0.0, 0.0, 1.0]])
+    return dataclasses.replace(hit, matrix=hit.matrix @ to_crop)
 
 
 def _storable(path: str) -> bool:
@@ -828,7 +839,7 @@ class Database:
                matcher: str | None = None, matcher_config: dict | None = None,
                geometry: str = DEFAULT_RERANK_GEOMETRY, backend: str = "opencv",
                min_inliers: int = DEFAULT_MIN_INLIERS, ransac: RansacConfig | dict | None = None,
-               threads: int | None = None) -> list[Hit]:
+               threads: int | None = None, box: ArrayLike | None = None) -> list[Hit]:
         """The ``k`` database images most likely to show what the query shows.
 
         The global index returns ``shortlist`` candidates; with ``rerank`` each is matched against the
@@ -837,6 +848,10 @@ class Database:
         re-ranking matcher: ``"nn"`` (batched), ``"lightglue"``/``"lighterglue"`` for learned features, or
         ``"loftr"`` (dense; re-reads each candidate's image, so every pair costs a network pass); by default
         ``"nn"`` for SIFT and the LightGlue trained for the database's learned features.
+
+        ``box`` ``(x0, y0, x1, y1)`` in the query's original pixels searches with that part of the query image
+        alone (an object in a cluttered photo; see :func:`~localmatch.io.crop` for the convention). The hits'
+        matrices still map the whole query image's original pixels to the database image's.
         """
         require_whole(k, "k (results per query)", 1)
         require_flag(rerank, "rerank")
@@ -845,6 +860,11 @@ class Database:
             check_min_inliers(min_inliers)
         matcher = matcher or DEFAULT_RERANK_MATCHER.get(self.features, "nn")
         image = None if isinstance(query, Features) else load_image(query, max_pixels=self.feature_config.max_pixels)
+        offset = None
+        if box is not None:
+            if image is None:
+                raise ConfigError(f"{self.path}: a box crops the query image: search with the image, not its features")
+            image, offset = crop(image, box)
         # ASMK databases shortlist with the local features alone: no global descriptor on their query path
         features, vector = self.query_features(query if image is None else image,
                                                with_global=self.representation == "global")
@@ -856,7 +876,8 @@ class Database:
         results = verify_candidates(features, candidates, matcher=matcher, matcher_config=matcher_config,
                                     geometry=geometry, backend=backend,
                                     min_inliers=min_inliers, ransac=ransac, threads=threads, query_image=image)
-        return fuse_ranking(candidates, scores, results, min_inliers)[:k]
+        hits = fuse_ranking(candidates, scores, results, min_inliers)[:k]
+        return hits if offset is None else [_from_crop(hit, offset) for hit in hits]
 
     def shortlist(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` images whose global descriptors are nearest to ``vector``: ``(ids, scores)``, best first
