@@ -1,7 +1,7 @@
 """ASMK benchmark: accuracy of global vs ASMK* vs R-ASMK*, bytes per image, query time at 10k/100k images.
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/aggregated.py
-     [--only accuracy|learned|settings|delf|whitening|float|cropped|reextract|bytes|latency]
+     [--only accuracy|learned|settings|delf|whitening|float|cropped|boxes|reextract|bytes|latency]
      [--features sift,aliked,disk,delf]
      [--accuracy-features sift|delf|aliked:detection_threshold=0,max_features=4096|...] [--accuracy-matcher nn]
 
@@ -22,6 +22,8 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
    sums (where the regional normalisation changes each word's vector, not only its signs).
    cropped: ASMK* against R-ASMK* when each query keeps only a centred box of its image (as ROxford's
    queries are cropped to a box), over 6 codebook seeds.
+   boxes: the same through the user's path: asmk and rasmk databases evaluated with a centred query box,
+   which search(box=...) crops and describes again, over 6 codebook seeds.
    reextract: R-ASMK* whose regions are described again from their crops (as Detect-to-Retrieve describes
    each detected box), against ASMK* over the whole image, over 6 codebook seeds.
 5. bytes: ASMK* inverted file bytes per image with 1000 RootSIFT features per image (multiview_dev).
@@ -383,6 +385,43 @@ def central_descriptors(features, fraction: float) -> np.ndarray:
     return features.descriptors[inside]
 
 
+#: Sides of the centred query box of the boxes part, as fractions of the query image's width and height.
+BOX_FRACTIONS = (1.0, 0.5, 0.25)
+
+
+def box_queries(folder: Path) -> None:
+    """The cropped queries through the user's path: ASMK and R-ASMK databases (RootSIFT, default settings,
+    the codebook's seed varied) evaluated with a centred query box, which ``search(box=...)`` crops and
+    describes as an image of its own."""
+    print("\n## ASMK vs R-ASMK databases with query boxes (multiview_dev, RootSIFT, default settings, codebook "
+          f"seeds 0-{len(CODEBOOK_SEEDS) - 1}, before re-ranking; `evaluate` with a centred bbox per query)\n")
+    print("| query box | asmk mAP | rasmk mAP | rasmk minus asmk, paired by seed |\n|---|---|---|---|")
+    paths = multiview_paths()
+    truth = ground_truth_from_folders(paths)
+    boxed = {fraction: [dataclasses.replace(t, bbox=central_box(load_image(t.query).size, fraction)) for t in truth]
+             for fraction in BOX_FRACTIONS}
+    maps = {}
+    for seed in CODEBOOK_SEEDS:
+        for representation in ("asmk", "rasmk"):
+            with Database(folder / f"boxes-{representation}-{seed}", representation=representation,
+                          asmk_config={"seed": seed}) as db:
+                db.add(paths, progress=False)
+                for fraction, queries in boxed.items():
+                    maps.setdefault((representation, fraction), []).append(evaluate(db, queries, rerank=False).mean_ap)
+    for fraction in BOX_FRACTIONS:
+        plain, regional = np.array(maps[("asmk", fraction)]), np.array(maps[("rasmk", fraction)])
+        box = "whole image" if fraction == 1 else f"{fraction:g} x {fraction:g}"
+        print(f"| {box} | {mean_sd(plain)} | {mean_sd(regional)} | {paired_sd(regional - plain)} |", flush=True)
+
+
+def central_box(size: tuple[int, int], fraction: float) -> tuple[float, ...] | None:
+    """The centred box of ``fraction`` of each side of an image of ``size`` ``(width, height)``; None for 1."""
+    if fraction == 1:
+        return None
+    (width, height), margin = size, (1 - fraction) / 2
+    return margin * width, margin * height, (1 - margin) * width, (1 - margin) * height
+
+
 REEXTRACT_PROPOSERS = {"grid, 1 level": ("grid", {"levels": 1}),
                        "keypoint clusters (2 and 4)": ("clusters", {"counts": (2, 4)})}
 #: Crops smaller than this on either side are not described again.
@@ -670,7 +709,7 @@ def query_word_search(words: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("accuracy", "learned", "settings", "delf", "whitening", "float", "cropped",
-                                           "reextract", "bytes", "latency"),
+                                           "boxes", "reextract", "bytes", "latency"),
                         help="run one part")
     parser.add_argument("--features", default="sift,aliked,disk,delf",
                         help="extractors of the learned, settings, whitening, cropped and reextract parts")
@@ -694,6 +733,8 @@ def main() -> None:
             float_aggregation()
         if args.only in (None, "cropped"):
             cropped_queries(tuple(args.features.split(",")))
+        if args.only in (None, "boxes"):
+            box_queries(Path(tmp))
         if args.only in (None, "reextract"):
             reextracted_regions(tuple(args.features.split(",")))
         if args.only in (None, "bytes"):
