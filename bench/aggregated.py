@@ -23,7 +23,7 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
    cropped: ASMK* against R-ASMK* when each query keeps only a centred box of its image (as ROxford's
    queries are cropped to a box), over 6 codebook seeds.
    boxes: the same through the user's path: asmk and rasmk databases evaluated with a centred query box,
-   which search(box=...) crops and describes again, over 6 codebook seeds.
+   which search(box=...) crops and describes at the whole image's scale, over 6 codebook seeds.
    reextract: R-ASMK* whose regions are described again from their crops (as Detect-to-Retrieve describes
    each detected box), against ASMK* over the whole image, over 6 codebook seeds.
 5. bytes: ASMK* inverted file bytes per image with 1000 RootSIFT features per image (multiview_dev).
@@ -392,7 +392,7 @@ BOX_FRACTIONS = (1.0, 0.5, 0.25)
 def box_queries(folder: Path) -> None:
     """The cropped queries through the user's path: ASMK and R-ASMK databases (RootSIFT, default settings,
     the codebook's seed varied) evaluated with a centred query box, which ``search(box=...)`` crops and
-    describes as an image of its own."""
+    describes at the scale of the whole image."""
     print("\n## ASMK vs R-ASMK databases with query boxes (multiview_dev, RootSIFT, default settings, codebook "
           f"seeds 0-{len(CODEBOOK_SEEDS) - 1}, before re-ranking; `evaluate` with a centred bbox per query)\n")
     print("| query box | asmk mAP | rasmk mAP | rasmk minus asmk, paired by seed |\n|---|---|---|---|")

@@ -313,6 +313,9 @@ def test_a_box_searches_with_that_part_of_the_query_in_the_whole_images_pixels(s
             db.search(query, box=(0, 0, float("nan"), 10))
         with pytest.raises(localmatch.ConfigError, match="search with the image, not its features"):
             db.search(localmatch.extract(query, "sift", **SMALL), box=box)
+        # the box is described at the scale of the whole image: 640 px wide at max_side 400, so 320 px at 200
+        whole = localmatch.load_image(query)
+        assert db._part_config(whole, localmatch.io.crop(whole, box)[0]).max_side == 200
     assert hits[0].path == query and hits[0].verified
     assert {h.path for h in hits} <= set(ukbench_paths[4:8])
     # the crop's matches map back to the same pixels of the whole image: the identity, not a shift by (150, 100)

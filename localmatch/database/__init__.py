@@ -44,7 +44,7 @@ from localmatch.database.store import AppendOnlyArray, ArraySpec
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.features import FEATURES
 from localmatch.geometry import RansacConfig
-from localmatch.io import ImageSource, crop, decode_bytes, load_image
+from localmatch.io import Image, ImageSource, crop, decode_bytes, load_image
 from localmatch.matching.nn import QuantizedDescriptors, quantize
 from localmatch.rerank import DEFAULT_RERANK_GEOMETRY, Candidate, fuse_ranking, verify_candidates
 from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, FALLBACK_GLOBAL_DESCRIPTOR, get_global_descriptor
@@ -831,9 +831,23 @@ class Database:
                 raise ConfigError(f"{self.path}: its {self.global_descriptor_name!r} shortlist describes the image's "
                                   "pixels: search with the image, not its features")
             return query, self._descriptor.describe(None, query) if with_global else None
-        image = load_image(query, max_pixels=self.feature_config.max_pixels)
-        features = FEATURES.get(self.features).run(image, self.feature_config)
+        return self._describe_query(load_image(query, max_pixels=self.feature_config.max_pixels), with_global,
+                                    self.feature_config)
+
+    def _describe_query(self, image: Image, with_global: bool, config) -> tuple[Features, np.ndarray | None]:
+        features = FEATURES.get(self.features).run(image, config)
         return features, self._descriptor.describe(image, features) if with_global else None
+
+    def _part_config(self, whole: Image, part: Image):
+        """The feature config that describes ``part`` of ``whole`` at the scale ``whole`` itself is described at
+        (``max_side`` shrunk in proportion), as the database's images are: a crop of a large photograph
+        described at its own resolution has finer features than the database keeps (multiview_dev, query
+        boxes of half of each side: ASMK mAP 0.751 against 0.737, BENCHMARKS.md)."""
+        max_side = self.feature_config.max_side
+        if not max_side or max(whole.size) <= max_side:
+            return self.feature_config
+        return dataclasses.replace(self.feature_config,
+                                   max_side=max(1, round(max(part.size) * max_side / max(whole.size))))
 
     def search(self, query: ImageSource | Features, k: int = 10, *, shortlist: int = 100, rerank: bool = True,
                matcher: str | None = None, matcher_config: dict | None = None,
@@ -850,8 +864,9 @@ class Database:
         ``"nn"`` for SIFT and the LightGlue trained for the database's learned features.
 
         ``box`` ``(x0, y0, x1, y1)`` in the query's original pixels searches with that part of the query image
-        alone (an object in a cluttered photo; see :func:`~localmatch.io.crop` for the convention). The hits'
-        matrices still map the whole query image's original pixels to the database image's.
+        alone (an object in a cluttered photo; see :func:`~localmatch.io.crop` for the convention), described
+        at the scale the whole image would be. The hits' matrices still map the whole query image's original
+        pixels to the database image's.
         """
         require_whole(k, "k (results per query)", 1)
         require_flag(rerank, "rerank")
@@ -860,14 +875,17 @@ class Database:
             check_min_inliers(min_inliers)
         matcher = matcher or DEFAULT_RERANK_MATCHER.get(self.features, "nn")
         image = None if isinstance(query, Features) else load_image(query, max_pixels=self.feature_config.max_pixels)
-        offset = None
-        if box is not None:
-            if image is None:
-                raise ConfigError(f"{self.path}: a box crops the query image: search with the image, not its features")
-            image, offset = crop(image, box)
         # ASMK databases shortlist with the local features alone: no global descriptor on their query path
-        features, vector = self.query_features(query if image is None else image,
-                                               with_global=self.representation == "global")
+        with_global = self.representation == "global"
+        offset = None
+        if box is None:
+            features, vector = self.query_features(query if image is None else image, with_global=with_global)
+        elif image is None:
+            raise ConfigError(f"{self.path}: a box crops the query image: search with the image, not its features")
+        else:
+            whole = image
+            image, offset = crop(whole, box)
+            features, vector = self._describe_query(image, with_global, self._part_config(whole, image))
         ids, scores = self.shortlist_for(features, vector, max(k, shortlist if rerank else k))
         by_id = {r[0]: r for r in self._rows_for(ids)}
         if not rerank:
