@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike
 from tqdm import tqdm
 
 from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
-from localmatch.config import build_config, require_flag, require_whole
+from localmatch.config import Config, build_config, require_flag, require_whole
 from localmatch.database.store import AppendOnlyArray, ArraySpec
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.features import FEATURES
@@ -834,11 +834,11 @@ class Database:
         return self._describe_query(load_image(query, max_pixels=self.feature_config.max_pixels), with_global,
                                     self.feature_config)
 
-    def _describe_query(self, image: Image, with_global: bool, config) -> tuple[Features, np.ndarray | None]:
+    def _describe_query(self, image: Image, with_global: bool, config: Config) -> tuple[Features, np.ndarray | None]:
         features = FEATURES.get(self.features).run(image, config)
         return features, self._descriptor.describe(image, features) if with_global else None
 
-    def _part_config(self, whole: Image, part: Image):
+    def _part_config(self, whole: Image, part: Image) -> Config:
         """The feature config that describes ``part`` of ``whole`` at the scale ``whole`` itself is described at
         (``max_side`` shrunk in proportion), as the database's images are: a crop of a large photograph
         described at its own resolution has finer features than the database keeps (multiview_dev, query
