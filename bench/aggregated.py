@@ -133,8 +133,7 @@ def learned(names: tuple[str, ...]) -> None:
           "1024 words trained on the 79 images, before re-ranking)\n")
     print("| features | ASMK* mAP | R-ASMK* mAP (grid regions) | R-ASMK* mAP (keypoint clusters) | entries per image |\n"
           "|---|---|---|---|---|")
-    paths = multiview_paths()
-    truth = ground_truth_from_folders(paths)
+    paths, truth = multiview_truth()
     sweeps, assignment_sweeps, seed_sweeps = {}, {}, {}
     for name in names:
         features = multiview_features(name)
@@ -198,8 +197,7 @@ def extraction_settings(names: tuple[str, ...]) -> None:
           "codebook seeds, before re-ranking)\n")
     print("| features | setting | ASMK* mAP | features per image | entries per image | s extraction / image |\n"
           "|---|---|---|---|---|---|")
-    paths = multiview_paths()
-    truth = ground_truth_from_folders(paths)
+    paths, truth = multiview_truth()
     for name in names:
         for options in EXTRACTION_SETTINGS.get(name, ({},)):
             features, seconds = timed_multiview_features(name, **options)
@@ -215,8 +213,7 @@ def codebook_sizes(names: tuple[str, ...]) -> None:
           f"{len(SIZE_SWEEP_SEEDS)} codebook seeds, before re-ranking)\n")
     print("| features | setting | " + " | ".join(f"{size} words" for size in SIZE_SWEEP) + " |\n"
           "|---|---|" + "---|" * len(SIZE_SWEEP))
-    paths = multiview_paths()
-    truth = ground_truth_from_folders(paths)
+    paths, truth = multiview_truth()
     for name in names:
         options = RETRIEVAL_SETTINGS.get(name, {})
         features, _ = timed_multiview_features(name, **options)
@@ -293,6 +290,12 @@ def multiview_features(name: str, **options) -> list:
     return timed_multiview_features(name, **options)[0]
 
 
+def multiview_truth() -> tuple[list[str], list]:
+    """multiview_dev's image paths and its ground truth (every image queries the others of its folder)."""
+    paths = multiview_paths()
+    return paths, ground_truth_from_folders(paths)
+
+
 @functools.cache
 def multiview_images() -> tuple:
     """Every multiview_dev image, decoded once per run."""
@@ -314,8 +317,7 @@ def whitening(names: tuple[str, ...]) -> None:
           f"{len(CODEBOOK_SEEDS)} codebook seeds, before re-ranking)\n")
     print("| features | as extracted | " + " | ".join(f"PCA, eigenvalues ** -{p:g}" for p in WHITENING_POWERS)
           + " |\n|---|---|" + "---|" * len(WHITENING_POWERS))
-    paths = multiview_paths()
-    truth = ground_truth_from_folders(paths)
+    paths, truth = multiview_truth()
     for name in names:
         label = LABELS.get(name, name)
         extracted = multiview_features(name)
@@ -330,8 +332,7 @@ def float_aggregation() -> None:
     regional normalisation changes each word's vector and not only its signs."""
     print("\n## R-ASMK vs ASMK, binarised and float (multiview_dev, RootSIFT 2048, 1024 words, "
           f"{len(CODEBOOK_SEEDS)} codebook seeds, before re-ranking)\n")
-    paths = multiview_paths()
-    truth = ground_truth_from_folders(paths)
+    paths, truth = multiview_truth()
     features = multiview_features("sift")
     columns = [(f"{'R-' if regions else ''}ASMK{'*' if binary else ''}{f' ({regions})' if regions else ''}",
                 AsmkConfig(binary=binary, regions=regions or "clusters"), bool(regions))
@@ -359,8 +360,7 @@ def cropped_queries(names: tuple[str, ...]) -> None:
           "centred box of the given fraction of each side)\n")
     print("| features | query box | ASMK* mAP | R-ASMK* (clusters) mAP | minus ASMK*, paired | R-ASMK* (grid) mAP "
           "| minus ASMK*, paired |\n|---|---|---|---|---|---|---|")
-    paths = multiview_paths()
-    truth = ground_truth_from_folders(paths)
+    paths, truth = multiview_truth()
     for name in names:
         features = multiview_features(name)
         codebooks = seed_codebooks(features)
@@ -396,8 +396,7 @@ def box_queries(folder: Path) -> None:
     print("\n## ASMK vs R-ASMK databases with query boxes (multiview_dev, RootSIFT, default settings, codebook "
           f"seeds 0-{len(CODEBOOK_SEEDS) - 1}, before re-ranking; `evaluate` with a centred bbox per query)\n")
     print("| query box | asmk mAP | rasmk mAP | rasmk minus asmk, paired by seed |\n|---|---|---|---|")
-    paths = multiview_paths()
-    truth = ground_truth_from_folders(paths)
+    paths, truth = multiview_truth()
     boxed = {fraction: [dataclasses.replace(t, bbox=central_box(load_image(t.query).size, fraction)) for t in truth]
              for fraction in BOX_FRACTIONS}
     maps = {}
@@ -437,8 +436,7 @@ def reextracted_regions(names: tuple[str, ...]) -> None:
     print("| features | regions (besides the whole image) | crops per image | ASMK* mAP (whole image) "
           "| R-ASMK* mAP (re-extracted) | minus ASMK*, paired by seed | entries per image (ASMK* / R-ASMK*) |\n"
           "|---|---|---|---|---|---|---|")
-    paths = multiview_paths()
-    truth = ground_truth_from_folders(paths)
+    paths, truth = multiview_truth()
     for name in names:
         whole = multiview_features(name)
         codebooks = seed_codebooks(whole)
@@ -679,8 +677,7 @@ def query_word_search(words: int) -> dict[str, float]:
     multiview_dev mAP (ASMK*, images assigned exactly, before re-ranking).
     """
     codebook, queries = realistic_codebook(words)
-    paths = multiview_paths()
-    truth = ground_truth_from_folders(paths)
+    paths, truth = multiview_truth()
     features = multiview_features("sift")
     print(f"\nQuery aggregation (1000 RootSIFT descriptors of each of {len(queries)} held-out ukbench_subset "
           f"images, 5 nearest of {codebook.size} words, residual sums, signs; codebook: two-level k-means "
