@@ -16,7 +16,7 @@ from localmatch.api import DEFAULT_MIN_INLIERS, verify
 from localmatch.errors import ConfigError, ImageError, LocalmatchError
 from localmatch.features import FEATURES
 from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS
-from localmatch.io import describe_source, load_image
+from localmatch.io import crop, describe_source, load_image
 from localmatch.matching import MATCHERS
 from localmatch.rerank import DEFAULT_RERANK_GEOMETRY
 from localmatch.shortlist.asmk import REPRESENTATIONS
@@ -304,7 +304,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 if args.draw:
                     stem, ext = os.path.splitext(args.draw)
                     draw = args.draw if len(queries) == 1 else f"{stem}_{n + 1}{ext or '.png'}"
-                _write_search_pictures(db, query, hits, draw, sections)
+                _write_search_pictures(db, query, hits, draw, sections, args.box)
             if not args.json:
                 print(query)
                 for h in hits:
@@ -347,10 +347,14 @@ def _write_dedup_report(report, out: str) -> None:
         f.write(dedup_report_html(report))
 
 
-def _write_search_pictures(db, query: str, hits, draw: str | None, report_sections: list) -> None:
+def _write_search_pictures(db, query: str, hits, draw: str | None, report_sections: list, box=None) -> None:
+    """The ranking strip (``draw``) and the report's section of one query; with a ``box``, the query tile
+    shows the part of the query that was searched."""
     from localmatch.viz import ranking_strip, save_picture
 
     query_image = load_image(query)
+    if box is not None:
+        query_image = crop(query_image, box)[0]
     shown = []
     for h in hits:
         try:

@@ -14,6 +14,7 @@ import PIL.Image
 import pytest
 
 from conftest import warp
+from localmatch import load_image
 from localmatch.cli import main
 from test_verify import H_TRUE
 
@@ -203,9 +204,12 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     assert main(["search", db, str(queries / "empty")]) == 2
     assert "empty: no image files to search with" in capsys.readouterr().err
     # --box: one query, searched with that part of its image; the box is echoed in the JSON
-    assert main(["search", db, paths[1], "-k", "1", "--json", "--box", "100,80,540,400"]) == 0
+    assert main(["search", db, paths[1], "-k", "1", "--json", "--box", "100,80,540,400",
+                 "--draw", str(tmp_path / "boxed.png")]) == 0
     boxed = json.loads(capsys.readouterr().out)[0]
     assert boxed["box"] == [100, 80, 540, 400] and boxed["results"][0]["path"] == paths[1]
+    strip = load_image(tmp_path / "boxed.png")  # the query tile shows the 440 x 320 box, 160 px high
+    assert strip.height == 160 + 28 and strip.width == 220 + 8 + round(640 * 160 / 480)
     assert main(["search", db, str(queries), "--box", "100,80,540,400"]) == 2
     assert "--box crops one query image, and 2 were given" in capsys.readouterr().err
     assert main(["search", db, paths[1], "--json", "--box", "700,0,800,100"]) == 2
