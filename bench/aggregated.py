@@ -371,18 +371,19 @@ def cropped_queries(names: tuple[str, ...]) -> None:
                               for regional, regions in ((False, "clusters"), (True, "clusters"), (True, "grid"))]
                              for codebook in codebooks])
             cells = [cell for j in (1, 2) for cell in (mean_sd(runs[:, j]), paired_sd(runs[:, j] - runs[:, 0]))]
-            box = "whole image" if fraction == 1 else f"{fraction:g} x {fraction:g}"
-            print(f"| {LABELS.get(name, name)} | {box} | {mean_sd(runs[:, 0])} | " + " | ".join(cells) + " |",
-                  flush=True)
+            print(f"| {LABELS.get(name, name)} | {box_label(fraction)} | {mean_sd(runs[:, 0])} | "
+                  + " | ".join(cells) + " |", flush=True)
 
 
 def central_descriptors(features, fraction: float) -> np.ndarray:
-    """The descriptors whose keypoints lie in the centred box of ``fraction`` of each side of the image."""
-    width, height = features.image_size
+    """The descriptors whose keypoints lie in :func:`central_box` (pixel centres, so half a pixel in from the
+    box's edges; all of them for the whole image)."""
+    box = central_box(features.image_size, fraction)
+    if box is None:
+        return features.descriptors
+    x0, y0, x1, y1 = np.subtract(box, 0.5)
     x, y = features.keypoints[:, 0], features.keypoints[:, 1]
-    inside = ((np.abs(x - (width - 1) / 2) <= fraction * width / 2) &
-              (np.abs(y - (height - 1) / 2) <= fraction * height / 2))
-    return features.descriptors[inside]
+    return features.descriptors[(x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)]
 
 
 #: Sides of the centred query box of the boxes part, as fractions of the query image's width and height.
@@ -397,7 +398,8 @@ def box_queries(folder: Path) -> None:
           f"seeds 0-{len(CODEBOOK_SEEDS) - 1}, before re-ranking; `evaluate` with a centred bbox per query)\n")
     print("| query box | asmk mAP | rasmk mAP | rasmk minus asmk, paired by seed |\n|---|---|---|---|")
     paths, truth = multiview_truth()
-    boxed = {fraction: [dataclasses.replace(t, bbox=central_box(load_image(t.query).size, fraction)) for t in truth]
+    sizes = [image.size for image in multiview_images()]  # decoded once per run, in the order of paths
+    boxed = {fraction: [dataclasses.replace(t, bbox=central_box(size, fraction)) for t, size in zip(truth, sizes)]
              for fraction in BOX_FRACTIONS}
     maps = {}
     for seed in CODEBOOK_SEEDS:
@@ -409,8 +411,8 @@ def box_queries(folder: Path) -> None:
                     maps.setdefault((representation, fraction), []).append(evaluate(db, queries, rerank=False).mean_ap)
     for fraction in BOX_FRACTIONS:
         plain, regional = np.array(maps[("asmk", fraction)]), np.array(maps[("rasmk", fraction)])
-        box = "whole image" if fraction == 1 else f"{fraction:g} x {fraction:g}"
-        print(f"| {box} | {mean_sd(plain)} | {mean_sd(regional)} | {paired_sd(regional - plain)} |", flush=True)
+        print(f"| {box_label(fraction)} | {mean_sd(plain)} | {mean_sd(regional)} | {paired_sd(regional - plain)} |",
+              flush=True)
 
 
 def central_box(size: tuple[int, int], fraction: float) -> tuple[float, ...] | None:
@@ -419,6 +421,10 @@ def central_box(size: tuple[int, int], fraction: float) -> tuple[float, ...] | N
         return None
     (width, height), margin = size, (1 - fraction) / 2
     return margin * width, margin * height, (1 - margin) * width, (1 - margin) * height
+
+
+def box_label(fraction: float) -> str:
+    return "whole image" if fraction == 1 else f"{fraction:g} x {fraction:g}"
 
 
 REEXTRACT_PROPOSERS = {"grid, 1 level": ("grid", {"levels": 1}),

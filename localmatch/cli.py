@@ -73,8 +73,9 @@ CONFIG_OPTIONS = {
 
 
 def _add_config_options(p: argparse.ArgumentParser, *kinds: str) -> None:
-    """``--feature-option``, ``--matcher-option``, ``--ransac-option KEY=VALUE`` (repeatable): the fields of
-    the stage's config dataclass (``SiftConfig``, ``NNConfig``, ``RansacConfig``...), checked by it."""
+    """``--feature-option``, ``--matcher-option``, ``--ransac-option``, ``--asmk-option KEY=VALUE`` (repeatable):
+    the fields of the stage's config dataclass (``SiftConfig``, ``NNConfig``, ``RansacConfig``, ``AsmkConfig``...),
+    checked by it."""
     for kind in kinds:
         p.add_argument(f"--{kind}-option", dest=f"{kind}_options", metavar="KEY=VALUE", type=_key_value,
                        action="append", help=CONFIG_OPTIONS[kind] + " (repeatable)")
