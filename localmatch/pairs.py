@@ -14,7 +14,7 @@ import os
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from localmatch.api import DEFAULT_MIN_INLIERS, retry_in_stages, verify
 from localmatch.config import Config
@@ -22,6 +22,7 @@ from localmatch.errors import ImageError, LocalmatchError
 from localmatch.features import FEATURES, extract, load_for
 from localmatch.geometry import RansacConfig
 from localmatch.matching import MATCHERS
+from localmatch.refine import refine_homography
 from localmatch.types import Features, Verification
 
 #: Images whose features :func:`verify_pairs` keeps (about 1.3 MB each at the default 2048 RootSIFT).
@@ -53,7 +54,7 @@ class PairResult:
             fields = self.verification.to_dict()
         else:
             fields = dict.fromkeys(("num_matches", "num_inliers", "geometry", "matrix", "is_match", "score",
-                                    "features"))
+                                    "features", "refined"))
         return {"image_a": self.image_a, "image_b": self.image_b, **fields, "error": self.error}
 
 
@@ -93,6 +94,7 @@ def verify_pairs(
     matcher_config: Config | dict | None = None,
     ransac: RansacConfig | dict | None = None,
     fallback_features: str | None = None,
+    refine: bool = False,
     cache_size: int = DEFAULT_CACHE_SIZE,
 ) -> Iterator[PairResult]:
     """:func:`localmatch.verify` for each pair of image paths, in order, in one process.
@@ -101,7 +103,8 @@ def verify_pairs(
     in a later pair is not decoded or extracted again (list the pairs grouped by image to make the most
     of it); two new images are extracted side by side where the extractor gains from it. A dense matcher
     (``loftr``) takes the images themselves: nothing is cached for it. ``fallback_features`` retries a
-    pair that does not verify as :func:`localmatch.verify` does, decoding its two images again.
+    pair that does not verify as :func:`localmatch.verify` does, decoding its two images again; ``refine``
+    decodes B again to refine a verified homography (with A's cached features).
 
     Arguments other than ``pairs`` and ``cache_size`` are :func:`localmatch.verify`'s.
 
@@ -118,8 +121,10 @@ def verify_pairs(
     extractor = FEATURES.get(features)
     if fallback_features is not None:
         FEATURES.get(fallback_features)
+    if refine and m.dense:
+        raise ValueError(f"refine matches B again on features, which matcher {matcher!r} does not take")
     config = None if m.dense else extractor.make_config(feature_config)
-    options = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac)
+    options: dict[str, Any] = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac)
     cache: OrderedDict[str, Features | ImageError] = OrderedDict()
 
     def extract_or_error(path: str) -> Features | ImageError:
@@ -148,10 +153,14 @@ def verify_pairs(
                           **options)
         features_a, features_b = cached_features(a, b, pool)
         result = verify(features_a, features_b, matcher=matcher, matcher_config=matcher_config, **options)
-        if result.is_match or fallback_features is None:
+        if not result.is_match and fallback_features is not None:
+            retry = retry_in_stages(load_for(a, config), load_for(b, config), fallback_features, **options)
+            result = result if retry is None else retry
+        if not refine:
             return result
-        retry = retry_in_stages(load_for(a, config), load_for(b, config), fallback_features, **options)
-        return result if retry is None else retry
+        return refine_homography(result, features_a, load_for(b, config), features=features, feature_config=config,
+                                 matcher=m, matcher_config=matcher_config, backend=backend, ransac=ransac,
+                                 min_inliers=min_inliers)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         for a, b in pairs:

@@ -123,6 +123,8 @@ class Verification:
         score: inlier ratio ``num_inliers / num_matches`` in [0, 1] (0 when there is no model).
         features: ``Features.extractor`` of the matched features (``"rootsift"``, ``"asift"``...), or None
             for a dense matcher and for correspondences verified without features.
+        refined: the homography was refined by matching A against B warped into A's frame
+            (:mod:`localmatch.refine`); the points, counts and score are then the refinement's.
     """
 
     num_matches: int
@@ -134,6 +136,7 @@ class Verification:
     is_match: bool
     score: float
     features: str | None = None
+    refined: bool = False
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no point arrays)."""
@@ -145,6 +148,7 @@ class Verification:
             "is_match": self.is_match,
             "score": self.score,
             "features": self.features,
+            "refined": self.refined,
         }
 
 
