@@ -14,6 +14,7 @@ true homography (inf when no homography is found); mAA is the mean over threshol
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 
 import cv2
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 import localmatch
+from localmatch import refine
 from localmatch.io import load_image
 from localmatch.matching import compiled
 from localmatch.matching.nn import quantize
@@ -55,13 +57,28 @@ VARIANTS = [
     ("localmatch (8192 RootSIFT, ratio 0.9)", {"feature_config": {"max_features": 8192},
                                                "matcher_config": {"ratio": 0.9}}),
     ("localmatch (defaults, ASIFT retry when not verified)", {"fallback_features": "asift"}),
+    ("localmatch (defaults, ASIFT retry, refined)", {"fallback_features": "asift", "refine": True}),
+    ("localmatch (defaults, refined)", {"refine": True}),
 ]
+#: The refinement without its tilt test (every verified homography refined), for comparison in the same run.
+REFINE_ALWAYS = ("localmatch (defaults, ASIFT retry, refined whatever the tilt)",
+                 {"fallback_features": "asift", "refine": True})
 #: The pair API as it was until session 13, for comparison in the same run: the two images extracted one
 #: after the other, and the ASIFT retry with all its views at once: (label, retry features or None).
 SESSION_12 = [
     ("localmatch (defaults), images one after the other (until session 13)", None),
     ("localmatch (defaults, ASIFT retry), one after the other, all views at once (until session 13)", "asift"),
 ]
+
+
+@contextlib.contextmanager
+def min_tilt(value: float):
+    """Within the block, the refinement's tilt test (``localmatch.refine.MIN_TILT``) is ``value``."""
+    before, refine.MIN_TILT = refine.MIN_TILT, value
+    try:
+        yield
+    finally:
+        refine.MIN_TILT = before
 
 
 def one_after_the_other(path_a: str, path_b: str, retry: str | None, **options) -> localmatch.Verification:
@@ -94,7 +111,7 @@ def main() -> None:
 def accuracy_and_time(backend: str) -> None:
     """The mAA and time per pair of each variant beside the tutorial's."""
     names = [name for name, *_ in pairs()]
-    errors = {label: [] for label, _ in VARIANTS + SESSION_12 + [("OpenCV tutorial", None)]}
+    errors = {label: [] for label, _ in VARIANTS + [REFINE_ALWAYS] + SESSION_12 + [("OpenCV tutorial", None)]}
     seconds = {label: [] for label in errors}
     for _, path_a, path_b, H_true in pairs():
         h, w = cv2.imread(path_a, cv2.IMREAD_GRAYSCALE).shape
@@ -102,6 +119,11 @@ def accuracy_and_time(backend: str) -> None:
             res, t = timed(localmatch.verify, path_a, path_b, geometry="homography", backend=backend, **options)
             errors[label].append(corner_error(res.matrix, H_true, w, h))
             seconds[label].append(t)
+        with min_tilt(1.0):
+            label, options = REFINE_ALWAYS
+            res, t = timed(localmatch.verify, path_a, path_b, geometry="homography", backend=backend, **options)
+        errors[label].append(corner_error(res.matrix, H_true, w, h))
+        seconds[label].append(t)
         for label, retry in SESSION_12:
             res, t = timed(one_after_the_other, path_a, path_b, retry, geometry="homography", backend=backend)
             errors[label].append(corner_error(res.matrix, H_true, w, h))
