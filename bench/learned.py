@@ -71,8 +71,8 @@ def oxford(combos: list[str]) -> None:
             m = timed_match(fa, fb, matcher, t_match)
             result = localmatch.verify_matches(fa, fb, m, geometry="homography")
             errors.append(corner_error(result.matrix, H_true, *fa.image_size))
-            better = refine_homography(result, fa, load_image(path_b), features=features, feature_config=options,
-                                       matcher=MATCHERS.get(matcher), matcher_config=None)
+            better = refine_homography(result, fa, fb, load_image(path_a), load_image(path_b), features=features,
+                                       feature_config=options, matcher=MATCHERS.get(matcher), matcher_config=None)
             refined.append(corner_error(better.matrix, H_true, *fa.image_size))
         print(f"| {combo} | {mean_accuracy(errors, THRESHOLDS):.3f} | {mean_accuracy(refined, THRESHOLDS):.3f} "
               f"| {statistics.median(t_extract):.3f} | {statistics.median(t_match):.3f} | {sum(e > 10 for e in errors)} |")

@@ -53,8 +53,8 @@ def verify(
             stages: the views up to tilt sqrt 2, then the tilt-2 ones only if those did not verify).
             Needs images, not features. Pairs that verify at once cost nothing more.
         refine: when the pair verifies with a homography (the retry's included) that tilts A by about 25
-            degrees or more, warp B into A's frame by it, match A's features against the warped B's and
-            correct the homography by what is left (:func:`localmatch.refine.refine_homography`): more
+            degrees or more, warp B into A's frame by it (or A into B's, when B is the finer there), match
+            the features again and correct the homography by what is left (:func:`localmatch.refine.refine_homography`): more
             exact under slant, for one more extraction (about 0.1 s for SIFT at 1024 px); other pairs cost
             nothing more. Needs images and a sparse matcher.
 
@@ -94,9 +94,9 @@ def verify(
     result = _with_retry(result, a, b, fallback_features, options)
     if not refine:
         return result
-    return refine_homography(result, features_a, load_image(b), features=features, feature_config=feature_config,
-                             matcher=m, matcher_config=matcher_config, backend=backend, ransac=ransac,
-                             min_inliers=min_inliers)
+    return refine_homography(result, features_a, features_b, load_image(a), load_image(b), features=features,
+                             feature_config=feature_config, matcher=m, matcher_config=matcher_config, backend=backend,
+                             ransac=ransac, min_inliers=min_inliers)
 
 
 def _with_retry(result: Verification, a: ImageSource, b: ImageSource, fallback_features: str | None,

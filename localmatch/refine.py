@@ -1,4 +1,4 @@
-"""Refining a verified homography: B is warped into A's frame by it, and matched again.
+"""Refining a verified homography: one image is warped into the other's frame by it, and matched again.
 
 SIFT is covariant with similarities, not with the affine and perspective distortions of a viewpoint
 change: under them its keypoints land a pixel or more off the point their partner marks, and the
@@ -6,20 +6,21 @@ homography fitted to them inherits the error (graf's wall seen at 20-60 degrees)
 A's frame by the estimated homography, what is left between A and the warped B is close to the identity,
 so features found on the warped B sit where A's do, and a homography fitted to those matches corrects
 the first one. This is the rectify-and-match-again step of view-synthesis matchers (MODS); here it is
-run once, on the features A already has.
+run once, on the features the frame's image already has.
 
 Frames (all in the pixel-centre convention):
 - A's original pixels ``x_a``; B's original pixels ``x_b``; the first estimate maps ``x_b ~ H x_a``.
-- The refinement frame ``u``: A's working image (A's original pixels scaled by A's working scale), where
-  the warped B is drawn (``warped(u) = B(H T u)``, ``T`` from the refinement frame to A's original
-  pixels) and matched against A's features, which are moved into it.
-- The correction ``R`` maps A's features to the warped B's (``u_w ~ R u_a``), so the refined homography
-  is ``H T R T^-1``.
+- The refinement frame ``u``: the working image of A (or of B, when B samples the shared part more
+  finely), ``T`` mapping it to that image's original pixels. The other image is drawn on it
+  (``warped(u) = other(M u)``, ``M = H T`` from A's frame, ``H^-1 T`` from B's) and described; the
+  frame image's features are moved into it.
+- The correction ``R`` maps the frame image's features to the warped image's (``u_w ~ R u``), so the
+  refined homography is ``M R T^-1`` from A's frame and its inverse from B's.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -50,17 +51,23 @@ KEEP_FIRST = 0.5
 MIN_TILT = 1.1
 
 
-def refine_homography(verification: Verification, features_a: Features, image_b: Image, *, features: str,
-                      feature_config: Config | dict | None, matcher: Matcher, matcher_config: Config | dict | None,
-                      backend: str = "opencv", ransac: RansacConfig | dict | None = None,
-                      min_inliers: int = 15) -> Verification:
-    """The verification with its homography refined by matching A against B warped into A's frame.
+def refine_homography(verification: Verification, features_a: Features, features_b: Features, image_a: Image,
+                      image_b: Image, *, features: str, feature_config: Config | dict | None, matcher: Matcher,
+                      matcher_config: Config | dict | None, backend: str = "opencv",
+                      ransac: RansacConfig | dict | None = None, min_inliers: int = 15) -> Verification:
+    """The verification with its homography refined by matching one image against the other warped into
+    its frame.
+
+    The frame is the working image of whichever of A and B samples the part they share more finely (A
+    when they are alike): its features are reused, and the other image is warped into it and described.
+    Described in the coarser one's frame, the finer one's keypoints would lose the precision the first
+    fit had from them.
 
     Args:
         verification: a verified homography from A to B (any other result is returned as it is).
-        features_a: A's features that the first estimate came from, or any others of the extractor
-            ``features`` with ``feature_config`` (the warped B is described with them).
-        image_b: B, decoded.
+        features_a, features_b: the features the first estimate came from (or any others of the extractor
+            ``features`` with ``feature_config``, with which the warped image is described).
+        image_a, image_b: A and B, decoded.
         matcher: a sparse matcher for ``features``, with ``matcher_config``.
         backend, ransac: the robust estimator and its options (its threshold is replaced by
             :data:`THRESHOLD`).
@@ -68,71 +75,110 @@ def refine_homography(verification: Verification, features_a: Features, image_b:
 
     Returns:
         When the homography tilts A by at least :data:`MIN_TILT` and the refinement holds (at least
-        ``min_inliers`` inliers, and a refined homography that still
-        explains :data:`KEEP_FIRST` of the first fit's inliers within the first fit's threshold): a
-        :class:`Verification` whose matrix is the refined homography and whose points, counts and score are
-        the refinement's (``points_b`` are the warped B's features mapped back into B's original pixels),
-        ``refined=True``, ``features`` as given. Otherwise ``verification`` unchanged.
+        ``min_inliers`` inliers, and a refined homography that still explains :data:`KEEP_FIRST` of the
+        first fit's inliers within the first fit's threshold): a :class:`Verification` whose matrix is the
+        refined homography and whose points, counts and score are the refinement's (the warped image's
+        features mapped back into its original pixels), ``refined=True``, ``features`` as given.
+        Otherwise ``verification`` unchanged.
     """
-    if not verification.is_match or verification.geometry != HOMOGRAPHY or verification.matrix is None:
+    H = verification.matrix
+    if not verification.is_match or verification.geometry != HOMOGRAPHY or H is None:
         return verification
-    if np.median(tilts(verification.matrix, verification.points_a)) < MIN_TILT:
+    if np.median(tilts(H, verification.points_a)) < MIN_TILT:
         return verification
     extractor = FEATURES.get(features)
     config = extractor.make_config(feature_config)
-    scale_a = _working_scale(features_a.image_size, config)
-    width, height = (max(1, round(side * scale_a)) for side in features_a.image_size)
-    to_a = _frame_to_original(features_a.image_size, (width, height))
-    to_b = verification.matrix @ to_a
-    if (to_b @ [width / 2, height / 2, 1])[2] < 0:
-        to_b = -to_b  # the same homography, with B's points in front (positive last coordinate) where A's are
-    warped, inside = _warp(image_b, to_b, (width, height))
-    frame_a = replace(features_a, keypoints=_apply(np.linalg.inv(to_a), features_a.keypoints).astype(np.float32))
-    frame_w = extractor.run(Image(warped, f"{image_b.source} warped into A's frame"), config)
-    frame_a = _subset(frame_a, _at_least_from_border(frame_a.keypoints, inside))
-    frame_w = _subset(frame_w, _at_least_from_border(frame_w.keypoints, inside))
-    matches = matcher.run(frame_a, frame_w, matcher.make_config(matcher_config)).indices
-    near = np.linalg.norm(frame_a.keypoints[matches[:, 0]] - frame_w.keypoints[matches[:, 1]], axis=1) <= GATE
-    matches = matches[near]
+    scale_a, scale_b = (_working_scale(image.size, config) for image in (image_a, image_b))
+    centre = np.median(verification.points_a, axis=0)
+    b_per_a = float(np.sqrt(abs(np.linalg.det(_jacobian(H, centre[None])[0])))) * scale_b / scale_a
+    frame_is_a = b_per_a <= 1
+    # The frame's own features are reused; the other image is warped into the frame (by H into A's, by
+    # H^-1 into B's) and described.
+    if frame_is_a:
+        frame, other_image = _frame(features_a, scale_a, H), image_b
+    else:
+        frame, other_image = _frame(features_b, scale_b, np.linalg.inv(H)), image_a
+    warped, inside = _warp(other_image, frame.to_other, frame.size)
+    ours = replace(frame.features, keypoints=frame.from_original(frame.features.keypoints), image_size=frame.size)
+    theirs = extractor.run(Image(warped, f"{other_image.source} warped into the other image's frame"), config)
+    ours = _subset(ours, _at_least_from_border(ours.keypoints, inside))
+    theirs = _subset(theirs, _at_least_from_border(theirs.keypoints, inside))
+    matches = matcher.run(ours, theirs, matcher.make_config(matcher_config)).indices
+    matches = matches[np.linalg.norm(ours.keypoints[matches[:, 0]] - theirs.keypoints[matches[:, 1]], axis=1) <= GATE]
     if len(matches) < min_inliers:
         return verification
     first_config = build_config(RansacConfig, ransac, {}, "ransac")
-    model = estimate(frame_a.keypoints[matches[:, 0]], frame_w.keypoints[matches[:, 1]], HOMOGRAPHY, backend=backend,
+    model = estimate(ours.keypoints[matches[:, 0]], theirs.keypoints[matches[:, 1]], HOMOGRAPHY, backend=backend,
                      config=first_config.replace(threshold=THRESHOLD))
     if model is None or model.num_inliers < min_inliers:
         return verification
-    refined = to_b @ model.matrix @ np.linalg.inv(to_a)
+    # x_other ~ to_other R to_frame^-1 x_frame
+    corrected = frame.to_other @ model.matrix @ np.linalg.inv(frame.to_original)
+    refined = corrected if frame_is_a else np.linalg.inv(corrected)
     # The correction is fitted where the matches are; it must still explain the first fit's inliers.
-    scale_b = min(scale_a, _working_scale(image_b.size, config))
-    first_error = np.linalg.norm(_apply(refined, verification.points_a) - verification.points_b, axis=1) * scale_b
-    if np.count_nonzero(first_error <= first_config.threshold) < KEEP_FIRST * verification.num_inliers:
+    first_error = np.linalg.norm(_apply(refined, verification.points_a) - verification.points_b, axis=1)
+    if np.count_nonzero(first_error * min(scale_a, scale_b) <= first_config.threshold) < \
+            KEEP_FIRST * verification.num_inliers:
         return verification
     inliers = matches[model.inliers]
-    return replace(
-        verification,
-        num_matches=len(matches),
-        num_inliers=model.num_inliers,
-        points_a=_apply(to_a, frame_a.keypoints[inliers[:, 0]]).astype(np.float32),
-        points_b=_apply(to_b, frame_w.keypoints[inliers[:, 1]]).astype(np.float32),
-        matrix=refined / refined[2, 2],
-        score=model.num_inliers / len(matches),
-        refined=True,
-    )
+    points_frame = _apply(frame.to_original, ours.keypoints[inliers[:, 0]]).astype(np.float32)
+    points_other = _apply(frame.to_other, theirs.keypoints[inliers[:, 1]]).astype(np.float32)
+    points_a, points_b = (points_frame, points_other) if frame_is_a else (points_other, points_frame)
+    return replace(verification, num_matches=len(matches), num_inliers=model.num_inliers, points_a=points_a,
+                   points_b=points_b, matrix=refined / refined[2, 2], score=model.num_inliers / len(matches),
+                   refined=True)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """One image's working frame, and the maps out of it (pixel-centre convention).
+
+    Attributes:
+        features: the image's features (original pixels).
+        size: ``(width, height)`` of the working image.
+        to_original: ``(3, 3)`` frame points to the image's original pixels.
+        to_other: ``(3, 3)`` frame points to the other image's original pixels, scaled so that the frame's
+            centre has a positive last coordinate (in front of the other camera).
+    """
+
+    features: Features
+    size: tuple[int, int]
+    to_original: np.ndarray
+    to_other: np.ndarray
+
+    def from_original(self, points: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` original pixels to frame points, float32."""
+        return _apply(np.linalg.inv(self.to_original), points).astype(np.float32)
+
+
+def _frame(features: Features, scale: float, to_image_of_other: np.ndarray) -> _Frame:
+    """The working frame (at ``scale``) of the image ``features`` come from; ``to_image_of_other`` maps that
+    image's original pixels to the other image's."""
+    width, height = (max(1, round(side * scale)) for side in features.image_size)
+    to_original = _frame_to_original(features.image_size, (width, height))
+    to_other = to_image_of_other @ to_original
+    if (to_other @ [width / 2, height / 2, 1])[2] < 0:
+        to_other = -to_other  # the same homography, in front where the frame's centre is
+    return _Frame(features, (width, height), to_original, to_other)
 
 
 def tilts(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """``(N,)``: at each of ``(N, 2)`` points, the ratio of the larger to the smaller singular value of the
     ``(3, 3)`` homography's local linear map (its Jacobian): 1 for a similarity, 1 / cos(theta) for a
     plane seen at angle theta, as ASIFT's tilt."""
+    singular = np.linalg.svd(_jacobian(matrix, points), compute_uv=False)
+    return singular[:, 0] / np.maximum(singular[:, 1], 1e-12)
+
+
+def _jacobian(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``(N, 2, 2)``: the derivative of the ``(3, 3)`` homography at each of ``(N, 2)`` points."""
     x, y = np.asarray(points, np.float64).T
     h = matrix / matrix[2, 2]
     w = h[2, 0] * x + h[2, 1] * y + 1
     u = (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w
     v = (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
-    jacobian = np.stack([np.stack([h[0, 0] - u * h[2, 0], h[0, 1] - u * h[2, 1]], -1),
-                         np.stack([h[1, 0] - v * h[2, 0], h[1, 1] - v * h[2, 1]], -1)], -2) / w[:, None, None]
-    singular = np.linalg.svd(jacobian, compute_uv=False)
-    return singular[:, 0] / np.maximum(singular[:, 1], 1e-12)
+    return np.stack([np.stack([h[0, 0] - u * h[2, 0], h[0, 1] - u * h[2, 1]], -1),
+                     np.stack([h[1, 0] - v * h[2, 0], h[1, 1] - v * h[2, 1]], -1)], -2) / w[:, None, None]
 
 
 def _frame_to_original(original: tuple[int, int], frame: tuple[int, int]) -> np.ndarray:
