@@ -32,14 +32,14 @@ from localmatch.io import Image
 from localmatch.matching import Matcher
 from localmatch.types import Features, Verification
 
-#: Largest displacement, in A's working pixels, between a feature of A and its match on the warped B:
-#: the first estimate is good to a few pixels, so a partner further off is a wrong match.
+#: Largest displacement, in the frame's working pixels, between a feature of the frame's image and its
+#: match on the warped image: the first estimate is good to a few pixels, so a partner further off is wrong.
 GATE = 8.0
-#: Inlier threshold of the correcting homography, in A's working pixels (the first fit's is 3): after
-#: the warp, true partners sit within about a pixel of each other.
+#: Inlier threshold of the correcting homography, in the frame's working pixels (the first fit's is 3):
+#: after the warp, true partners sit within about a pixel of each other.
 THRESHOLD = 1.0
-#: Features of the warped B nearer than this (working pixels) to where B ends are not used: the warp
-#: fills what lies outside B with black, whose edge makes keypoints of its own.
+#: Features nearer than this (working pixels) to where the warped image ends are not used: the warp fills
+#: what lies outside it with black, whose edge makes keypoints of its own.
 BORDER = 8
 #: Share of the first fit's inliers that the refined homography must still explain within the first fit's
 #: threshold: a correction fitted to matches in one part of the image must not tilt the rest away.
@@ -47,7 +47,8 @@ KEEP_FIRST = 0.5
 #: Refine only where the homography tilts A: the median, over the first fit's inliers, of the ratio of
 #: the singular values of its local linear map (ASIFT's tilt; 1.1 is about 25 degrees) must reach this.
 #: Under a similarity (zoom, rotation, blur, light) SIFT's keypoints already sit where their partners'
-#: do, and the warp would only resample B: on oxford_affine_vgg such pairs came out 0.1-0.5 px worse.
+#: do, and the warp would only resample the image: on oxford_affine_vgg such pairs came out up to 1 px
+#: worse or a little better, for 0.1 s each (BENCHMARKS.md).
 MIN_TILT = 1.1
 
 
