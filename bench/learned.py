@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 
 import localmatch
-from localmatch.io import load_image
 from localmatch.matching import MATCHERS
 from localmatch.refine import refine_homography
 from common import data_dir, mean_accuracy, parse_options
@@ -71,7 +70,7 @@ def oxford(combos: list[str]) -> None:
             m = timed_match(fa, fb, matcher, t_match)
             result = localmatch.verify_matches(fa, fb, m, geometry="homography")
             errors.append(corner_error(result.matrix, H_true, *fa.image_size))
-            better = refine_homography(result, fa, fb, load_image(path_a), load_image(path_b), features=features,
+            better = refine_homography(result, fa, fb, path_a, path_b, features=features,
                                        feature_config=options, matcher=MATCHERS.get(matcher), matcher_config=None)
             refined.append(corner_error(better.matrix, H_true, *fa.image_size))
         print(f"| {combo} | {mean_accuracy(errors, THRESHOLDS):.3f} | {mean_accuracy(refined, THRESHOLDS):.3f} "

@@ -94,7 +94,7 @@ def verify(
     result = _with_retry(result, a, b, fallback_features, options)
     if not refine:
         return result
-    return refine_homography(result, features_a, features_b, load_image(a), load_image(b), features=features,
+    return refine_homography(result, features_a, features_b, a, b, features=features,
                              feature_config=feature_config, matcher=m, matcher_config=matcher_config, backend=backend,
                              ransac=ransac, min_inliers=min_inliers)
 

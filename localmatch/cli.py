@@ -409,8 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when the pair does not verify, try again with these features and nn (asift: strong "
                         "viewpoint change, about 0.5-2.5 s more per retried pair)")
     p.add_argument("--refine", action="store_true",
-                   help="refine a verified homography that tilts A (25 degrees or more) by matching A against B "
-                        "warped into A's frame (about 0.1 s more per such pair)")
+                   help="refine a verified homography that tilts A (25 degrees or more) by matching again with one "
+                        "image warped into the other's frame (about 0.1 s more per such pair)")
     p.add_argument("--json", action="store_true", help="print one JSON object (with --pairs: one per line)")
     p.add_argument("--draw", metavar="OUT.png", help="write a side-by-side picture of the inlier matches")
     p.set_defaults(run=cmd_verify)

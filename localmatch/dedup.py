@@ -60,6 +60,7 @@ from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.config import require_flag, require_whole
 from localmatch.database import Database, expand_image_paths
 from localmatch.errors import DatabaseError, ImageError
+from localmatch.geometry import project
 from localmatch.io import Image, load_image
 from localmatch.rerank import verify_candidates
 from localmatch.types import Verification
@@ -309,16 +310,9 @@ def inlier_spread(h: Verification, keypoints_a: np.ndarray, size_a: tuple[int, i
 
 def _maps_inside(points: np.ndarray, H: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``(N,) bool``: ``H`` maps the point in front of the camera and inside an image of ``size``."""
-    mapped, w = _project(points, H)
+    mapped, w = project(points, H)
     x, y = mapped[:, 0], mapped[:, 1]
     return (w > 0) & (x >= -0.5) & (y >= -0.5) & (x < size[0] - 0.5) & (y < size[1] - 0.5)
-
-
-def _project(points: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, 2)`` points mapped by the homography ``H``, and their ``(N,)`` homogeneous scale (<= 0: behind)."""
-    p = np.c_[points, np.ones(len(points))] @ np.asarray(H, float).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return p[:, :2] / p[:, 2:3], p[:, 2]
 
 
 def _cells(points: np.ndarray, size: tuple[int, int], grid: int) -> set[int]:
@@ -335,7 +329,7 @@ def residual_structure(points_a: np.ndarray, points_b: np.ndarray, H: np.ndarray
 
     if len(points_a) <= neighbours:
         return 0.0
-    errors = _project(points_a, H)[0] - points_b
+    errors = project(points_a, H)[0] - points_b
     _, near = cKDTree(points_a).query(points_a, neighbours + 1)
     around = errors[near[:, 1:]].mean(axis=1)
     total = float((errors ** 2).sum())
@@ -344,7 +338,7 @@ def residual_structure(points_a: np.ndarray, points_b: np.ndarray, H: np.ndarray
 
 def median_residual(points_a: np.ndarray, points_b: np.ndarray, H: np.ndarray) -> float:
     """Median distance (px in B) between ``H`` applied to A's points and their partners."""
-    return float(np.median(np.linalg.norm(_project(points_a, H)[0] - points_b, axis=1)))
+    return float(np.median(np.linalg.norm(project(points_a, H)[0] - points_b, axis=1)))
 
 
 @dataclass(frozen=True, eq=False)

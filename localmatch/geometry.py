@@ -82,6 +82,13 @@ Estimator = Callable[[str, np.ndarray, np.ndarray, RansacConfig], "tuple[np.ndar
 GEOMETRY_BACKENDS: Registry[Estimator] = Registry("geometry backend")
 
 
+def project(points: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 2)`` points mapped by the homography ``H``, and their ``(N,)`` homogeneous scale (<= 0: behind)."""
+    p = np.c_[np.asarray(points, np.float64).reshape(-1, 2), np.ones(len(points))] @ np.asarray(H, float).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return p[:, :2] / p[:, 2:3], p[:, 2]
+
+
 def estimate(points_a: np.ndarray, points_b: np.ndarray, geometry: str = "auto", *,
              backend: str = "opencv", config: RansacConfig = RansacConfig(), min_inliers: int = 0) -> Model | None:
     """Estimate the model that maps ``(N, 2)`` points of A onto their ``(N, 2)`` partners in B.

@@ -360,6 +360,12 @@ class Resized:
         return out
 
 
+def working_scale(size: tuple[int, int], max_side: int | None = DEFAULT_MAX_SIDE) -> float:
+    """Working size / original size of an image of ``(width, height)`` whose long side is shrunk to at most
+    ``max_side`` (``None`` or ``0``: 1, the original size; never above 1)."""
+    return 1.0 if not max_side or max(size) <= max_side else max_side / max(size)
+
+
 def resize_to_working(pixels: np.ndarray, max_side: int | None = DEFAULT_MAX_SIDE, *, multiple: int = 1) -> Resized:
     """Shrink an image so its long side is at most ``max_side`` (never enlarges it).
 
@@ -369,7 +375,7 @@ def resize_to_working(pixels: np.ndarray, max_side: int | None = DEFAULT_MAX_SID
     is exact.
     """
     height, width = pixels.shape[:2]
-    s = 1.0 if not max_side or max(width, height) <= max_side else max_side / max(width, height)
+    s = working_scale((width, height), max_side)
     new_w, new_h = max(1, round(width * s)), max(1, round(height * s))
     if multiple > 1:
         new_w = max(multiple, round(new_w / multiple) * multiple)

@@ -104,7 +104,7 @@ def verify_pairs(
     of it); two new images are extracted side by side where the extractor gains from it. A dense matcher
     (``loftr``) takes the images themselves: nothing is cached for it. ``fallback_features`` retries a
     pair that does not verify as :func:`localmatch.verify` does, decoding its two images again; ``refine``
-    decodes them again to refine a verified homography (with their cached features).
+    decodes the one it warps again to refine a verified homography that tilts A (with their cached features).
 
     Arguments other than ``pairs`` and ``cache_size`` are :func:`localmatch.verify`'s.
 
@@ -158,7 +158,7 @@ def verify_pairs(
             result = result if retry is None else retry
         if not refine:
             return result
-        return refine_homography(result, features_a, features_b, load_for(a, config), load_for(b, config),
+        return refine_homography(result, features_a, features_b, a, b,
                                  features=features, feature_config=config, matcher=m, matcher_config=matcher_config,
                                  backend=backend, ransac=ransac, min_inliers=min_inliers)
 

@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 
 from localmatch.config import Config, build_config
-from localmatch.features import FEATURES
-from localmatch.geometry import HOMOGRAPHY, RansacConfig, estimate
-from localmatch.io import Image
+from localmatch.features import FEATURES, load_for
+from localmatch.geometry import HOMOGRAPHY, RansacConfig, estimate, project
+from localmatch.io import Image, ImageSource, working_scale
 from localmatch.matching import Matcher
 from localmatch.types import Features, Verification
 
@@ -52,8 +52,8 @@ KEEP_FIRST = 0.5
 MIN_TILT = 1.1
 
 
-def refine_homography(verification: Verification, features_a: Features, features_b: Features, image_a: Image,
-                      image_b: Image, *, features: str, feature_config: Config | dict | None, matcher: Matcher,
+def refine_homography(verification: Verification, features_a: Features, features_b: Features, image_a: ImageSource,
+                      image_b: ImageSource, *, features: str, feature_config: Config | dict | None, matcher: Matcher,
                       matcher_config: Config | dict | None, backend: str = "opencv",
                       ransac: RansacConfig | dict | None = None, min_inliers: int = 15) -> Verification:
     """The verification with its homography refined by matching one image against the other warped into
@@ -68,7 +68,8 @@ def refine_homography(verification: Verification, features_a: Features, features
         verification: a verified homography from A to B (any other result is returned as it is).
         features_a, features_b: the features the first estimate came from (or any others of the extractor
             ``features`` with ``feature_config``, with which the warped image is described).
-        image_a, image_b: A and B, decoded.
+        image_a, image_b: A and B (decoded, or anything :func:`~localmatch.io.load_image` takes); only the
+            one warped is decoded, and only when the homography tilts A.
         matcher: a sparse matcher for ``features``, with ``matcher_config``.
         backend, ransac: the robust estimator and its options (its threshold is replaced by
             :data:`THRESHOLD`).
@@ -89,7 +90,8 @@ def refine_homography(verification: Verification, features_a: Features, features
         return verification
     extractor = FEATURES.get(features)
     config = extractor.make_config(feature_config)
-    scale_a, scale_b = (_working_scale(image.size, config) for image in (image_a, image_b))
+    max_side = getattr(config, "max_side", None)
+    scale_a, scale_b = (working_scale(f.image_size, max_side) for f in (features_a, features_b))
     centre = np.median(verification.points_a, axis=0)
     b_per_a = float(np.sqrt(abs(np.linalg.det(_jacobian(H, centre[None])[0])))) * scale_b / scale_a
     frame_is_a = b_per_a <= 1
@@ -99,6 +101,7 @@ def refine_homography(verification: Verification, features_a: Features, features
         frame, other_image = _frame(features_a, scale_a, H), image_b
     else:
         frame, other_image = _frame(features_b, scale_b, np.linalg.inv(H)), image_a
+    other_image = load_for(other_image, config)
     warped, inside = _warp(other_image, frame.to_other, frame.size)
     ours = replace(frame.features, keypoints=frame.from_original(frame.features.keypoints), image_size=frame.size)
     theirs = extractor.run(Image(warped, f"{other_image.source} warped into the other image's frame"), config)
@@ -117,13 +120,13 @@ def refine_homography(verification: Verification, features_a: Features, features
     corrected = frame.to_other @ model.matrix @ np.linalg.inv(frame.to_original)
     refined = corrected if frame_is_a else np.linalg.inv(corrected)
     # The correction is fitted where the matches are; it must still explain the first fit's inliers.
-    first_error = np.linalg.norm(_apply(refined, verification.points_a) - verification.points_b, axis=1)
+    first_error = np.linalg.norm(project(verification.points_a, refined)[0] - verification.points_b, axis=1)
     if np.count_nonzero(first_error * min(scale_a, scale_b) <= first_config.threshold) < \
             KEEP_FIRST * verification.num_inliers:
         return verification
     inliers = matches[model.inliers]
-    points_frame = _apply(frame.to_original, ours.keypoints[inliers[:, 0]]).astype(np.float32)
-    points_other = _apply(frame.to_other, theirs.keypoints[inliers[:, 1]]).astype(np.float32)
+    points_frame = project(ours.keypoints[inliers[:, 0]], frame.to_original)[0].astype(np.float32)
+    points_other = project(theirs.keypoints[inliers[:, 1]], frame.to_other)[0].astype(np.float32)
     points_a, points_b = (points_frame, points_other) if frame_is_a else (points_other, points_frame)
     return replace(verification, num_matches=len(matches), num_inliers=model.num_inliers, points_a=points_a,
                    points_b=points_b, matrix=refined / refined[2, 2], score=model.num_inliers / len(matches),
@@ -149,7 +152,7 @@ class _Frame:
 
     def from_original(self, points: np.ndarray) -> np.ndarray:
         """``(N, 2)`` original pixels to frame points, float32."""
-        return _apply(np.linalg.inv(self.to_original), points).astype(np.float32)
+        return project(points, np.linalg.inv(self.to_original))[0].astype(np.float32)
 
 
 def _frame(features: Features, scale: float, to_image_of_other: np.ndarray) -> _Frame:
@@ -188,12 +191,6 @@ def _frame_to_original(original: tuple[int, int], frame: tuple[int, int]) -> np.
     return np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
 
 
-def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``(N, 2)`` points mapped by a ``(3, 3)`` homography."""
-    mapped = np.c_[np.asarray(points, np.float64), np.ones(len(points))] @ matrix.T
-    return mapped[:, :2] / mapped[:, 2:]
-
-
 def _warp(image: Image, to_image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """``image`` drawn on a ``size`` grid whose point ``u`` shows ``image`` at ``to_image @ u``, and a
     ``(h, w) bool`` mask of the grid points at least :data:`BORDER` pixels inside the image's part, and
@@ -202,7 +199,7 @@ def _warp(image: Image, to_image: np.ndarray, size: tuple[int, int]) -> tuple[np
     Where the grid samples the image more sparsely than its pixels (B larger than A, or a zoom), the
     image is first shrunk by that factor (area averaging) so that the bilinear warp does not alias."""
     centre = np.array([[(size[0] - 1) / 2, (size[1] - 1) / 2]])
-    step = np.linalg.norm(_apply(to_image, centre + [[1, 0], [0, 1]]) - _apply(to_image, centre), axis=1)
+    step = np.linalg.norm(project(centre + [[1, 0], [0, 1]], to_image)[0] - project(centre, to_image)[0], axis=1)
     shrink = 1 / float(np.sqrt(step[0] * step[1]))
     pixels = image.pixels
     if np.isfinite(shrink) and shrink < 0.67:
@@ -227,14 +224,6 @@ def _at_least_from_border(points: np.ndarray, inside: np.ndarray) -> np.ndarray:
     cols = np.clip(np.round(points[:, 0]).astype(int), 0, w - 1)
     rows = np.clip(np.round(points[:, 1]).astype(int), 0, h - 1)
     return inside[rows, cols]
-
-
-def _working_scale(size: tuple[int, int], config: Config) -> float:
-    """Working size / original size of an image of ``(width, height)`` under an extractor config's
-    ``max_side`` (1 without one)."""
-    max_side = getattr(config, "max_side", None)
-    return min(1.0, max_side / max(size)) if max_side else 1.0
-
 
 
 def _subset(features: Features, keep: np.ndarray) -> Features:
