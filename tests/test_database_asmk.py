@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 
@@ -45,6 +46,20 @@ def test_search_finds_the_group_before_and_after_reranking(asmk_db, ukbench_path
         info = db.info()
     assert info["codebook_words"] == 256 and 0 < info["asmk_bytes_per_image"] < 8192
     assert (asmk_db / CODEBOOK_FILE).exists() and (asmk_db / ASMK_FILE).exists()
+
+def test_images_sharing_no_word_with_the_query_are_not_hits(asmk_db, ukbench_paths):
+    """A flat image has no features: it shares no visual word with any image, so nothing is a candidate
+    (the inverted file itself ranks every image, at score 0); one descriptor's words miss some images."""
+    flat = np.full((240, 320, 3), 128, np.uint8)
+    with Database(asmk_db, readonly=True) as db:
+        assert db.search(flat, k=5, rerank=False) == [] and db.search(flat, k=5) == []
+        whole = db.features_of(db.images()[3][0]).as_features(db.extractor)
+        few = dataclasses.replace(whole, **{name: getattr(whole, name)[:1] for name in
+                                            ("keypoints", "scales", "orientations", "scores", "descriptors")})
+        hits = db.search(few, k=16, rerank=False)
+        assert 0 < len(hits) < 16 and all(h.score > 0 for h in hits)  # one descriptor: some image shares no word
+        ids, scores = db.shortlist_for(few, None, 16)
+        assert len(ids) == len(hits) and (scores > 0).all()
 
 
 def test_no_global_descriptors_are_computed_or_kept(asmk_db, monkeypatch):

@@ -907,7 +907,9 @@ class Database:
         """The ``k`` best candidates by the database's representation: ``(ids, scores)``, best first.
 
         ``global``: :meth:`shortlist` with ``vector``; ``asmk``/``rasmk``: the ASMK* score of the query's
-        local ``features`` (multiple assignment, see ``asmk_config``) against the inverted file.
+        local ``features`` (multiple assignment, see ``asmk_config``) against the inverted file. An image whose score
+        is not positive (score 0: it shares no visual word with the query) is no candidate, so there may be
+        fewer than ``k``, and none for a query without features.
         """
         if self.representation == "global":
             return self.shortlist(vector, k)
@@ -916,7 +918,9 @@ class Database:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         cfg = self.asmk_config
         query = describe_query(np.asarray(features.descriptors, np.float32), self._current_codebook(), cfg)
-        return inverted_file.search(query, k, alpha=cfg.alpha, threshold=cfg.threshold, idf=cfg.idf)
+        ids, scores = inverted_file.search(query, k, alpha=cfg.alpha, threshold=cfg.threshold, idf=cfg.idf)
+        shared = scores > 0
+        return ids[shared], scores[shared]
 
     def _rows_for(self, ids: np.ndarray) -> list[tuple]:
         if len(ids) == 0:
