@@ -16,7 +16,7 @@ from localmatch.api import DEFAULT_MIN_INLIERS, verify
 from localmatch.errors import ConfigError, ImageError, LocalmatchError
 from localmatch.features import FEATURES
 from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS
-from localmatch.io import crop, describe_source, load_image
+from localmatch.io import Image, crop, describe_source, load_image
 from localmatch.matching import MATCHERS
 from localmatch.rerank import DEFAULT_RERANK_GEOMETRY
 from localmatch.shortlist.asmk import REPRESENTATIONS
@@ -291,8 +291,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError(f"--box crops one query image, and {len(queries)} were given")
     with _open_database(args.db, readonly=True) as db:
         for n, query in enumerate(queries):
-            try:
-                hits = db.search(query, k=args.k, shortlist=args.shortlist, rerank=not args.no_rerank,
+            try:  # decoded here when it is drawn too, so that it is decoded once
+                source = load_image(query, max_pixels=db.feature_config.max_pixels) if args.draw or args.report else query
+                hits = db.search(source, k=args.k, shortlist=args.shortlist, rerank=not args.no_rerank,
                                  matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers,
                                  matcher_config=_config(args, "matcher"), ransac=_config(args, "ransac"),
                                  box=args.box)
@@ -307,7 +308,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 if args.draw:
                     stem, ext = os.path.splitext(args.draw)
                     draw = args.draw if len(queries) == 1 else f"{stem}_{n + 1}{ext or '.png'}"
-                _write_search_pictures(db, query, hits, draw, sections, args.box)
+                _write_search_pictures(query, source, hits, draw, sections, args.box)
             if not args.json:
                 print(query)
                 for h in hits:
@@ -350,12 +351,12 @@ def _write_dedup_report(report, out: str) -> None:
         f.write(dedup_report_html(report))
 
 
-def _write_search_pictures(db, query: str, hits, draw: str | None, report_sections: list, box=None) -> None:
-    """The ranking strip (``draw``) and the report's section of one query; with a ``box``, the query tile
-    shows the part of the query that was searched."""
+def _write_search_pictures(query: str, query_image: Image, hits, draw: str | None, report_sections: list,
+                           box=None) -> None:
+    """The ranking strip (``draw``) and the report's section of the query at path ``query``; with a ``box``,
+    the query tile shows the part of the query that was searched."""
     from localmatch.viz import ranking_strip, save_picture
 
-    query_image = load_image(query)
     if box is not None:
         query_image = crop(query_image, box)[0]
     shown = []
