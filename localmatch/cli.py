@@ -292,9 +292,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     with _open_database(args.db, readonly=True) as db:
         for n, query in enumerate(queries):
             try:  # decoded here when it is drawn too, so that it is decoded once
-                source = load_image(query, max_pixels=db.feature_config.max_pixels) if args.draw or args.report else query
-                hits = db.search(source, k=args.k, shortlist=args.shortlist, rerank=not args.no_rerank,
-                                 matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers,
+                image = load_image(query, max_pixels=db.feature_config.max_pixels) if args.draw or args.report else None
+                hits = db.search(query if image is None else image, k=args.k, shortlist=args.shortlist,
+                                 rerank=not args.no_rerank, matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers,
                                  matcher_config=_config(args, "matcher"), ransac=_config(args, "ransac"),
                                  box=args.box)
             except ImageError as e:
@@ -303,12 +303,12 @@ def cmd_search(args: argparse.Namespace) -> int:
                 continue
             results = [{key: hit[key] for key in SEARCH_JSON_KEYS} for hit in map(Hit.to_dict, hits)]
             out.append({"query": query, **({"box": list(args.box)} if args.box else {}), "results": results})
-            if args.draw or args.report:
+            if image is not None:
                 draw = None
                 if args.draw:
                     stem, ext = os.path.splitext(args.draw)
                     draw = args.draw if len(queries) == 1 else f"{stem}_{n + 1}{ext or '.png'}"
-                _write_search_pictures(query, source, hits, draw, sections, args.box)
+                _write_search_pictures(query, image, hits, draw, sections, args.box)
             if not args.json:
                 print(query)
                 for h in hits:
