@@ -294,9 +294,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             try:  # decoded here when it is drawn too, so that it is decoded once
                 image = load_image(query, max_pixels=db.feature_config.max_pixels) if args.draw or args.report else None
                 hits = db.search(query if image is None else image, k=args.k, shortlist=args.shortlist,
-                                 rerank=not args.no_rerank, matcher=args.matcher, geometry=args.geometry, min_inliers=args.min_inliers,
-                                 matcher_config=_config(args, "matcher"), ransac=_config(args, "ransac"),
-                                 box=args.box)
+                                 rerank=not args.no_rerank, matcher=args.matcher, geometry=args.geometry,
+                                 min_inliers=args.min_inliers, matcher_config=_config(args, "matcher"),
+                                 ransac=_config(args, "ransac"), box=args.box)
             except ImageError as e:
                 print(f"localmatch: error: {e}", file=sys.stderr)
                 out.append({"query": query, "error": e.reason, "results": []})
