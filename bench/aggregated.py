@@ -1,7 +1,7 @@
 """ASMK benchmark: accuracy of global vs ASMK* vs R-ASMK*, bytes per image, query time at 10k/100k images.
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/aggregated.py
-     [--only accuracy|learned|settings|delf|whitening|float|cropped|boxes|reextract|bytes|latency]
+     [--only accuracy|learned|settings|delf|whitening|float|idf|cropped|boxes|reextract|bytes|latency]
      [--features sift,aliked,disk,delf]
      [--accuracy-features sift|delf|aliked:detection_threshold=0,max_features=4096|...] [--accuracy-matcher nn]
 
@@ -20,6 +20,7 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
    whitens its local features), over 6 codebook seeds, next to the descriptors as extracted.
 4. float: R-ASMK against ASMK on RootSIFT over 6 codebook seeds, binarised (ASMK*) and with float residual
    sums (where the regional normalisation changes each word's vector, not only its signs).
+   idf: ASMK* and R-ASMK* (grid) with and without idf weighting of the words, at 1024 and 4096 words.
    cropped: ASMK* against R-ASMK* when each query keeps only a centred box of its image (as ROxford's
    queries are cropped to a box), over 6 codebook seeds.
    boxes: the same through the user's path: asmk and rasmk databases evaluated with a centred query box,
@@ -348,6 +349,22 @@ def float_aggregation() -> None:
         print(f"| {label} | {mean_sd(runs[:, j])} | {paired} |", flush=True)
 
 
+def idf_weighting() -> None:
+    """ASMK* and R-ASMK* (grid) with and without idf weighting of the visual words, at 1024 and 4096 words."""
+    print("\n## idf weighting (multiview_dev, RootSIFT 2048, "
+          f"{len(CODEBOOK_SEEDS)} codebook seeds, before re-ranking)\n")
+    paths, truth = multiview_truth()
+    features = multiview_features("sift")
+    print("| words | ASMK* | ASMK*, idf | R-ASMK* (grid) | R-ASMK* (grid), idf | R-ASMK* minus ASMK*, paired "
+          "| the same with idf |\n|---|---|---|---|---|---|---|")
+    for words in (1024, 4096):
+        runs = np.array([[asmk_map(features, paths, truth, codebook, AsmkConfig(idf=idf, regions="grid"), regional)[0]
+                          for regional in (False, True) for idf in (False, True)]
+                         for codebook in seed_codebooks(features, words)])
+        print(f"| {words} | " + " | ".join(mean_sd(runs[:, j]) for j in range(4)) +
+              f" | {paired_sd(runs[:, 2] - runs[:, 0])} | {paired_sd(runs[:, 3] - runs[:, 1])} |", flush=True)
+
+
 #: Sides of the centred box a cropped query keeps, as fractions of its image's width and height.
 QUERY_CROPS = (1.0, 0.5, 0.35, 0.25)
 
@@ -519,7 +536,7 @@ def inverted_file_map(images: list[Aggregated], queries: list[np.ndarray], paths
         ivf.add(i, aggregated)
     aps = []
     for i, t in enumerate(truth):
-        ids, _ = ivf.search(describe_query(queries[i], codebook, config), 100)
+        ids, _ = ivf.search(describe_query(queries[i], codebook, config), 100, idf=config.idf)
         aps.append(average_precision([paths[j] for j in ids if j != i], t.positives))
     return float(np.mean(aps)), float(np.mean([len(a) for a in images]))
 
@@ -711,8 +728,8 @@ def query_word_search(words: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("accuracy", "learned", "settings", "delf", "whitening", "float", "cropped",
-                                           "boxes", "reextract", "bytes", "latency"),
+    parser.add_argument("--only", choices=("accuracy", "learned", "settings", "delf", "whitening", "float", "idf",
+                                           "cropped", "boxes", "reextract", "bytes", "latency"),
                         help="run one part")
     parser.add_argument("--features", default="sift,aliked,disk,delf",
                         help="extractors of the learned, settings, whitening, cropped and reextract parts")
@@ -734,6 +751,8 @@ def main() -> None:
             whitening(tuple(args.features.split(",")))
         if args.only in (None, "float"):
             float_aggregation()
+        if args.only in (None, "idf"):
+            idf_weighting()
         if args.only in (None, "cropped"):
             cropped_queries(tuple(args.features.split(",")))
         if args.only in (None, "boxes"):
