@@ -12,7 +12,7 @@ from localmatch.features import FEATURES, extract_pair, load_for, stages_of_pair
 from localmatch.geometry import Model, RansacConfig, estimate
 from localmatch.io import ImageSource, load_image
 from localmatch.matching import MATCHERS
-from localmatch.refine import refine_homography
+from localmatch.refine import check_refinable, refine_homography
 from localmatch.types import Correspondences, Features, Matches, Verification
 
 #: A pair with at least this many inliers counts as the same thing (COLMAP's two-view default).
@@ -70,8 +70,8 @@ def verify(
     check_min_inliers(min_inliers)  # before any extraction
     m = MATCHERS.get(matcher)
     given_features = isinstance(a, Features) or isinstance(b, Features)
-    if refine and m.dense:
-        raise ValueError(f"refine matches B again on features, which matcher {matcher!r} does not take")
+    if refine:
+        check_refinable(m)
     if given_features and (m.dense or fallback_features is not None or refine):
         why = (f"matcher {matcher!r} matches images" if m.dense else
                "fallback_features extracts from the images" if fallback_features is not None else

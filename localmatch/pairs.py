@@ -22,7 +22,7 @@ from localmatch.errors import ImageError, LocalmatchError
 from localmatch.features import FEATURES, extract, load_for
 from localmatch.geometry import RansacConfig
 from localmatch.matching import MATCHERS
-from localmatch.refine import refine_homography
+from localmatch.refine import check_refinable, refine_homography
 from localmatch.types import Features, Verification
 
 #: Images whose features :func:`verify_pairs` keeps (about 1.3 MB each at the default 2048 RootSIFT).
@@ -121,8 +121,8 @@ def verify_pairs(
     extractor = FEATURES.get(features)
     if fallback_features is not None:
         FEATURES.get(fallback_features)
-    if refine and m.dense:
-        raise ValueError(f"refine matches B again on features, which matcher {matcher!r} does not take")
+    if refine:
+        check_refinable(m)
     config = None if m.dense else extractor.make_config(feature_config)
     options: dict[str, Any] = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac)
     cache: OrderedDict[str, Features | ImageError] = OrderedDict()

@@ -52,6 +52,12 @@ KEEP_FIRST = 0.5
 MIN_TILT = 1.1
 
 
+def check_refinable(matcher: Matcher) -> None:
+    """Raise ``ValueError`` before any work when ``matcher`` cannot refine: it must match features."""
+    if matcher.dense:
+        raise ValueError(f"refine matches B again on features, which matcher {matcher.name!r} does not take")
+
+
 def refine_homography(verification: Verification, features_a: Features, features_b: Features, image_a: ImageSource,
                       image_b: ImageSource, *, features: str, feature_config: Config | dict | None, matcher: Matcher,
                       matcher_config: Config | dict | None, backend: str = "opencv",

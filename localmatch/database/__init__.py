@@ -44,7 +44,7 @@ from localmatch.database.store import AppendOnlyArray, ArraySpec
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.features import FEATURES
 from localmatch.geometry import RansacConfig
-from localmatch.io import Image, ImageSource, crop, decode_bytes, load_image
+from localmatch.io import Image, ImageSource, crop, decode_bytes, load_image, working_scale
 from localmatch.matching.nn import QuantizedDescriptors, quantize
 from localmatch.rerank import DEFAULT_RERANK_GEOMETRY, Candidate, fuse_ranking, verify_candidates
 from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, FALLBACK_GLOBAL_DESCRIPTOR, get_global_descriptor
@@ -843,11 +843,10 @@ class Database:
         (``max_side`` shrunk in proportion), as the database's images are: a crop of a large photograph
         described at its own resolution has finer features than the database keeps (multiview_dev, query
         boxes of half of each side: ASMK mAP 0.751 against 0.737, BENCHMARKS.md)."""
-        max_side = self.feature_config.max_side
-        if not max_side or max(whole.size) <= max_side:
+        scale = working_scale(whole.size, self.feature_config.max_side)
+        if scale == 1:
             return self.feature_config
-        return dataclasses.replace(self.feature_config,
-                                   max_side=max(1, round(max(part.size) * max_side / max(whole.size))))
+        return dataclasses.replace(self.feature_config, max_side=max(1, round(max(part.size) * scale)))
 
     def search(self, query: ImageSource | Features, k: int = 10, *, shortlist: int = 100, rerank: bool = True,
                matcher: str | None = None, matcher_config: dict | None = None,
