@@ -2,7 +2,10 @@
 pose AUC on scannet_sample_superglue, extraction time per image and matching time per pair (CPU).
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/learned.py
-     [--only oxford|scannet] [--combos sift+nn,aliked+lightglue,...]
+     [--only oxford|scannet|loftr|ensemble] [--combos sift+nn,aliked+lightglue,...]
+
+``--only ensemble`` asks how far pooling several combinations goes on oxford_affine_vgg: per pair, each
+combination's refined inliers are pooled and one homography is fitted to them all (MAGSAC++, 1 px).
 
 ScanNet protocol (SuperGlue's): images at 640x480, intrinsics scaled to match; the essential matrix is
 estimated from points normalised by K with a threshold of 1 px over the mean focal length (OpenCV
@@ -21,7 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+import itertools
+
 import localmatch
+from localmatch.geometry import HOMOGRAPHY, RansacConfig, estimate
 from localmatch.matching import MATCHERS
 from localmatch.refine import refine_homography
 from common import data_dir, mean_accuracy, parse_options
@@ -29,6 +35,9 @@ from oxford_homography import THRESHOLDS, corner_error, pairs as oxford_pairs
 
 COMBOS = ["sift+nn", "disk+nn", "disk+lightglue", "aliked+nn", "aliked+lightglue", "xfeat+nn", "xfeat+lighterglue",
           "aliked+lightglue:detection_threshold=0", "keynet-affnet+nn"]
+
+#: The combinations pooled by ``--only ensemble``: each learned one that refines best, and SIFT.
+ENSEMBLE = ["sift+nn", "keynet-affnet+nn", "disk+lightglue", "aliked+lightglue", "xfeat+lighterglue"]
 
 
 def parse_combo(combo: str) -> tuple[str, str, dict]:
@@ -75,6 +84,48 @@ def oxford(combos: list[str]) -> None:
             refined.append(corner_error(better.matrix, H_true, *fa.image_size))
         print(f"| {combo} | {mean_accuracy(errors, THRESHOLDS):.3f} | {mean_accuracy(refined, THRESHOLDS):.3f} "
               f"| {statistics.median(t_extract):.3f} | {statistics.median(t_match):.3f} | {sum(e > 10 for e in errors)} |")
+
+
+def refined_verifications(combo: str) -> list:
+    """Per oxford pair, the combination's verification with its homography refined (as in :func:`oxford`)."""
+    features, matcher, options = parse_combo(combo)
+    cache, results = {}, []
+    for _, path_a, path_b, _ in oxford_pairs():
+        for p in (path_a, path_b):
+            if p not in cache:
+                cache[p] = localmatch.extract(p, features, **options)
+        fa, fb = cache[path_a], cache[path_b]
+        result = localmatch.verify_matches(fa, fb, localmatch.match(fa, fb, matcher), geometry="homography")
+        results.append(refine_homography(result, fa, fb, path_a, path_b, features=features, feature_config=options,
+                                         matcher=MATCHERS.get(matcher), matcher_config=None))
+    return results
+
+
+def pooled_homography(verifications: list) -> np.ndarray | None:
+    """One homography fitted to the inliers of several verifications of a pair, 1 px threshold (the
+    refinement's); the inliers of each are given in its own order, one combination after the other."""
+    points_a = np.concatenate([v.points_a for v in verifications])
+    points_b = np.concatenate([v.points_b for v in verifications])
+    model = estimate(points_a, points_b, HOMOGRAPHY, config=RansacConfig(threshold=1.0))
+    return None if model is None else model.matrix
+
+
+def ensemble(combos: list[str]) -> None:
+    """mAA of every set of two or more combinations whose refined inliers are pooled per pair."""
+    print("## oxford_affine_vgg: pooled refined inliers of several combinations (20 pairs)\n")
+    print("| combinations | mAA | errors (px) above 1, by pair |")
+    print("|---|---|---|")
+    results = {combo: refined_verifications(combo) for combo in combos}
+    truth = [(name, H_true, path_a) for name, path_a, _, H_true in oxford_pairs()]
+    for size in range(1, len(combos) + 1):
+        for subset in itertools.combinations(combos, size):
+            errors = []
+            for i, (_, H_true, path_a) in enumerate(truth):
+                H = pooled_homography([results[c][i] for c in subset])
+                width, height = localmatch.load_image(path_a).size
+                errors.append(np.inf if H is None else corner_error(H, H_true, width, height))
+            above = ", ".join(f"{truth[i][0]} {e:.2f}" for i, e in enumerate(errors) if e > 1)
+            print(f"| {' + '.join(subset)} | {mean_accuracy(errors, THRESHOLDS):.3f} | {above} |", flush=True)
 
 
 def scannet_pairs():
@@ -175,7 +226,7 @@ def loftr_cost() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("oxford", "scannet", "loftr"))
+    parser.add_argument("--only", choices=("oxford", "scannet", "loftr", "ensemble"))
     parser.add_argument("--combos", default=",".join(COMBOS))
     args = parser.parse_args()
     combos = args.combos.split(",")
@@ -185,6 +236,8 @@ def main() -> None:
         scannet(combos)
     if args.only in (None, "loftr"):
         loftr_cost()
+    if args.only == "ensemble":
+        ensemble(args.combos.split(",") if args.combos != parser.get_default("combos") else ENSEMBLE)
 
 
 if __name__ == "__main__":
