@@ -109,6 +109,23 @@ def test_learned_extractors_and_matchers_load_their_modules_on_first_use():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_an_extractor_whose_config_lacks_the_working_size_options_is_refused():
+    """The database and the CLI decode and scale every extractor's images by max_side and max_pixels."""
+    from dataclasses import dataclass
+
+    from localmatch.config import Config
+    from localmatch.features import FeatureExtractor
+
+    @dataclass(frozen=True)
+    class NoSizeConfig(Config):
+        max_features: int = 10
+
+    with pytest.raises(TypeError, match="'mine'.*NoSizeConfig lacks max_side, max_pixels"):
+        FeatureExtractor("mine", NoSizeConfig, lambda image, config: None)
+    for name in FEATURES.names():  # every built-in one has them
+        assert FEATURES.get(name).make_config().max_pixels > 0
+
+
 def test_config_from_dict_and_replace():
     cfg = SiftConfig.from_dict({"max_features": 10})
     assert cfg.max_features == 10 and cfg.replace(upright=True).upright

@@ -9,6 +9,7 @@ says whether two images are extracted faster in two threads at once than one aft
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -19,8 +20,16 @@ from localmatch.registry import Registry
 from localmatch.types import Features
 
 
+#: Options every extractor's config has: the database, the CLI and the query box decode and scale images
+#: by them (``max_side``: long side of the working image; ``max_pixels``: the decoding limit).
+REQUIRED_OPTIONS = ("max_side", "max_pixels")
+
+
 @dataclass(frozen=True)
 class FeatureExtractor:
+    """A registered extractor. ``config_type`` is a frozen :class:`~localmatch.config.Config` dataclass
+    with at least the fields in :data:`REQUIRED_OPTIONS`."""
+
     name: str
     config_type: type[Config]
     run: Callable[[Image, Any], Features]
@@ -29,6 +38,13 @@ class FeatureExtractor:
     #: Two images take less time in two threads than one after the other: true of OpenCV's SIFT, which
     #: uses one core for most of its work; not of torch models, which already use every core.
     side_by_side: bool = False
+
+    def __post_init__(self) -> None:
+        fields = {f.name for f in dataclasses.fields(self.config_type)}
+        missing = [name for name in REQUIRED_OPTIONS if name not in fields]
+        if missing:
+            raise TypeError(f"extractor {self.name!r}: its config {self.config_type.__name__} lacks "
+                            f"{', '.join(missing)}, which every extractor's config must have")
 
     def run_stages(self, image: Image, config: Config) -> Iterator[Features]:
         """The features of ``image`` stage by stage (just ``run``'s for an extractor without stages)."""
