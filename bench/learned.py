@@ -17,14 +17,13 @@ counts as 180 degrees; AUC up to 5/10/20 degrees, in percent.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-import itertools
 
 import localmatch
 from localmatch.geometry import HOMOGRAPHY, RansacConfig, estimate
@@ -111,7 +110,7 @@ def pooled_homography(verifications: list) -> np.ndarray | None:
 
 
 def ensemble(combos: list[str]) -> None:
-    """mAA of every set of two or more combinations whose refined inliers are pooled per pair."""
+    """mAA of every set of the combinations (one alone included) whose refined inliers are pooled per pair."""
     print("## oxford_affine_vgg: pooled refined inliers of several combinations (20 pairs)\n")
     print("| combinations | mAA | errors (px) above 1, by pair |")
     print("|---|---|---|")
@@ -227,9 +226,9 @@ def loftr_cost() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("oxford", "scannet", "loftr", "ensemble"))
-    parser.add_argument("--combos", default=",".join(COMBOS))
+    parser.add_argument("--combos", help=f"default: {','.join(COMBOS)}; with --only ensemble: {','.join(ENSEMBLE)}")
     args = parser.parse_args()
-    combos = args.combos.split(",")
+    combos = args.combos.split(",") if args.combos else COMBOS
     if args.only in (None, "oxford"):
         oxford(combos)
     if args.only in (None, "scannet"):
@@ -237,7 +236,7 @@ def main() -> None:
     if args.only in (None, "loftr"):
         loftr_cost()
     if args.only == "ensemble":
-        ensemble(args.combos.split(",") if args.combos != parser.get_default("combos") else ENSEMBLE)
+        ensemble(combos if args.combos else ENSEMBLE)
 
 
 if __name__ == "__main__":
