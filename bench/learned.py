@@ -60,44 +60,36 @@ def timed_match(fa, fb, matcher, times):
     return m
 
 
+def oxford_verifications(combo: str, t_extract: list, t_match: list):
+    """Per oxford pair: its name, the true homography, A's size, the combination's verification and the same
+    refined (``refine=True``: pairs whose homography tilts A by 1.1 or more are matched again on B warped
+    into A's frame). Extraction and matching times are appended to the lists."""
+    features, matcher, options = parse_combo(combo)
+    cache = {}
+    for name, path_a, path_b, H_true in oxford_pairs():
+        for p in (path_a, path_b):
+            if p not in cache:
+                cache[p] = timed_extract(p, features, options, t_extract)
+        fa, fb = cache[path_a], cache[path_b]
+        result = localmatch.verify_matches(fa, fb, timed_match(fa, fb, matcher, t_match), geometry="homography")
+        refined = refine_homography(result, fa, fb, path_a, path_b, features=features, feature_config=options,
+                                    matcher=MATCHERS.get(matcher), matcher_config=None)
+        yield name, H_true, fa.image_size, result, refined
+
+
 def oxford(combos: list[str]) -> None:
-    """mAA of each combination, and with its verified homographies refined (``refine=True``: pairs whose
-    homography tilts A by 1.1 or more are matched again on B warped into A's frame)."""
+    """mAA of each combination, and with its verified homographies refined."""
     print("## oxford_affine_vgg: homography mAA (20 pairs), CPU\n")
     print("| features + matcher | mAA | mAA, refined | median s extraction / image | median s matching / pair "
           "| errors > 10 px |")
     print("|---|---|---|---|---|---|")
     for combo in combos:
-        features, matcher, options = parse_combo(combo)
-        t_extract, t_match, errors, refined, cache = [], [], [], [], {}
-        for _, path_a, path_b, H_true in oxford_pairs():
-            for p in (path_a, path_b):
-                if p not in cache:
-                    cache[p] = timed_extract(p, features, options, t_extract)
-            fa, fb = cache[path_a], cache[path_b]
-            m = timed_match(fa, fb, matcher, t_match)
-            result = localmatch.verify_matches(fa, fb, m, geometry="homography")
-            errors.append(corner_error(result.matrix, H_true, *fa.image_size))
-            better = refine_homography(result, fa, fb, path_a, path_b, features=features,
-                                       feature_config=options, matcher=MATCHERS.get(matcher), matcher_config=None)
-            refined.append(corner_error(better.matrix, H_true, *fa.image_size))
+        t_extract, t_match, errors, refined = [], [], [], []
+        for _, H_true, size, result, better in oxford_verifications(combo, t_extract, t_match):
+            errors.append(corner_error(result.matrix, H_true, *size))
+            refined.append(corner_error(better.matrix, H_true, *size))
         print(f"| {combo} | {mean_accuracy(errors, THRESHOLDS):.3f} | {mean_accuracy(refined, THRESHOLDS):.3f} "
               f"| {statistics.median(t_extract):.3f} | {statistics.median(t_match):.3f} | {sum(e > 10 for e in errors)} |")
-
-
-def refined_verifications(combo: str) -> list:
-    """Per oxford pair, the combination's verification with its homography refined (as in :func:`oxford`)."""
-    features, matcher, options = parse_combo(combo)
-    cache, results = {}, []
-    for _, path_a, path_b, _ in oxford_pairs():
-        for p in (path_a, path_b):
-            if p not in cache:
-                cache[p] = localmatch.extract(p, features, **options)
-        fa, fb = cache[path_a], cache[path_b]
-        result = localmatch.verify_matches(fa, fb, localmatch.match(fa, fb, matcher), geometry="homography")
-        results.append(refine_homography(result, fa, fb, path_a, path_b, features=features, feature_config=options,
-                                         matcher=MATCHERS.get(matcher), matcher_config=None))
-    return results
 
 
 def pooled_homography(verifications: list) -> np.ndarray | None:
@@ -114,15 +106,14 @@ def ensemble(combos: list[str]) -> None:
     print("## oxford_affine_vgg: pooled refined inliers of several combinations (20 pairs)\n")
     print("| combinations | mAA | errors (px) above 1, by pair |")
     print("|---|---|---|")
-    results = {combo: refined_verifications(combo) for combo in combos}
-    truth = [(name, H_true, path_a) for name, path_a, _, H_true in oxford_pairs()]
-    for size in range(1, len(combos) + 1):
-        for subset in itertools.combinations(combos, size):
+    runs = {combo: list(oxford_verifications(combo, [], [])) for combo in combos}
+    truth = [(name, H_true, size) for name, H_true, size, *_ in runs[combos[0]]]
+    for count in range(1, len(combos) + 1):
+        for subset in itertools.combinations(combos, count):
             errors = []
-            for i, (_, H_true, path_a) in enumerate(truth):
-                H = pooled_homography([results[c][i] for c in subset])
-                width, height = localmatch.load_image(path_a).size
-                errors.append(np.inf if H is None else corner_error(H, H_true, width, height))
+            for i, (_, H_true, size) in enumerate(truth):
+                H = pooled_homography([runs[c][i][-1] for c in subset])
+                errors.append(corner_error(H, H_true, *size))
             above = ", ".join(f"{truth[i][0]} {e:.2f}" for i, e in enumerate(errors) if e > 1)
             print(f"| {' + '.join(subset)} | {mean_accuracy(errors, THRESHOLDS):.3f} | {above} |", flush=True)
 

@@ -23,6 +23,7 @@ import torch
 
 import localmatch
 from localmatch import refine
+from localmatch.demo import corner_error
 from localmatch.io import load_image
 from localmatch.matching import compiled
 from localmatch.matching.nn import quantize
@@ -31,16 +32,6 @@ from common import data_dir, mean_accuracy, numba_loop, timed, tutorial_homograp
 
 THRESHOLDS = (1, 2, 3, 5, 7, 10)
 SEQUENCES = ("bikes", "boat", "graf", "leuven")
-
-
-def corner_error(H_est, H_true, width: int, height: int) -> float:
-    if H_est is None:
-        return float("inf")
-    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64)
-    def warp(H):
-        p = np.c_[corners, np.ones(4)] @ H.T
-        return p[:, :2] / p[:, 2:]
-    return float(np.linalg.norm(warp(H_est) - warp(H_true), axis=1).mean())
 
 
 def pairs():

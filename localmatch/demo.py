@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from localmatch.io import Image, load_image
+from localmatch.viz import warped_corners
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,9 +55,8 @@ def corner_error(H_est: np.ndarray | None, H_true: np.ndarray, width: int, heigh
     """Mean distance (px) between A's four corners mapped by the two homographies; inf if none."""
     if H_est is None:
         return float("inf")
-    corners = np.array([[0, 0, 1], [width - 1, 0, 1], [width - 1, height - 1, 1], [0, height - 1, 1]], float)
-    pa, pb = corners @ H_est.T, corners @ H_true.T
-    return float(np.linalg.norm(pa[:, :2] / pa[:, 2:] - pb[:, :2] / pb[:, 2:], axis=1).mean())
+    distances = warped_corners(width, height, H_est) - warped_corners(width, height, H_true)
+    return float(np.linalg.norm(distances, axis=1).mean())
 
 
 def write_demo_collection(folder: str) -> list[str]:

@@ -96,8 +96,7 @@ def refine_homography(verification: Verification, features_a: Features, features
         return verification
     extractor = FEATURES.get(features)
     config = extractor.make_config(feature_config)
-    max_side = getattr(config, "max_side", None)
-    scale_a, scale_b = (working_scale(f.image_size, max_side) for f in (features_a, features_b))
+    scale_a, scale_b = (working_scale(f.image_size, config.max_side) for f in (features_a, features_b))
     centre = np.median(verification.points_a, axis=0)
     b_per_a = float(np.sqrt(abs(np.linalg.det(_jacobian(H, centre[None])[0])))) * scale_b / scale_a
     frame_is_a = b_per_a <= 1

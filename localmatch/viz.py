@@ -7,6 +7,7 @@ import os
 import cv2
 import numpy as np
 
+from localmatch.geometry import project
 from localmatch.io import Image
 
 INLIER_COLOUR = (40, 220, 40)   # RGB
@@ -70,9 +71,7 @@ def outline(image: np.ndarray, corners: np.ndarray, scale: float = 1.0, offset: 
 
 def warped_corners(width: int, height: int, H: np.ndarray) -> np.ndarray:
     """A ``width x height`` image's corners mapped by the homography ``H``: ``(4, 2)``."""
-    corners = np.array([[0, 0, 1], [width - 1, 0, 1], [width - 1, height - 1, 1], [0, height - 1, 1]], float)
-    p = corners @ np.asarray(H, float).T
-    return p[:, :2] / p[:, 2:]
+    return project(np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], float), H)[0]
 
 
 def homography_overlay(image_a: Image, image_b: Image, H: np.ndarray, max_height: int = 800) -> np.ndarray:
