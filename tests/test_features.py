@@ -110,20 +110,32 @@ def test_learned_extractors_and_matchers_load_their_modules_on_first_use():
 
 
 def test_an_extractor_whose_config_lacks_the_working_size_options_is_refused():
-    """The database and the CLI decode and scale every extractor's images by max_side and max_pixels."""
+    """The database and the CLI decode and scale every extractor's images by max_side and max_pixels, which
+    ExtractorConfig gives every extractor's config."""
     from dataclasses import dataclass
 
     from localmatch.config import Config
-    from localmatch.features import FeatureExtractor
+    from localmatch.features import ExtractorConfig, FeatureExtractor
 
     @dataclass(frozen=True)
     class NoSizeConfig(Config):
         max_features: int = 10
 
-    with pytest.raises(TypeError, match="'mine'.*NoSizeConfig lacks max_side, max_pixels"):
-        FeatureExtractor("mine", NoSizeConfig, lambda image, config: None)
+    with pytest.raises(TypeError, match="'mine'.*NoSizeConfig must subclass localmatch.features.ExtractorConfig"):
+        FeatureExtractor("mine", NoSizeConfig, lambda image, config: None)  # type: ignore[arg-type]
+
+    @dataclass(frozen=True)
+    class MyConfig(ExtractorConfig):
+        max_features: int = 10
+        sigma: float = 1.0
+
+    mine = FeatureExtractor("mine", MyConfig, lambda image, config: None)
+    assert mine.make_config(max_side=512).max_side == 512 and mine.make_config().max_features == 10
+    with pytest.raises(ValueError, match="MyConfig.max_pixels must be a whole number >= 1"):
+        mine.make_config(max_pixels=0)
     for name in FEATURES.names():  # every built-in one has them
-        assert FEATURES.get(name).make_config().max_pixels > 0
+        config = FEATURES.get(name).make_config()
+        assert isinstance(config, ExtractorConfig) and config.max_pixels > 0
 
 
 def test_config_from_dict_and_replace():

@@ -9,29 +9,43 @@ says whether two images are extracted faster in two threads at once than one aft
 
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from localmatch.config import Config, build_config
-from localmatch.io import Image, ImageSource, load_image
+from localmatch.config import Config, build_config, check_whole
+from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, ImageSource, load_image
 from localmatch.registry import Registry
 from localmatch.types import Features
 
 
-#: Options every extractor's config has: the database, the CLI and the query box decode and scale images
-#: by them (``max_side``: long side of the working image; ``max_pixels``: the decoding limit).
-REQUIRED_OPTIONS = ("max_side", "max_pixels")
+@dataclass(frozen=True)
+class ExtractorConfig(Config):
+    """Options every extractor has; each extractor's config subclasses this one (and may change the
+    defaults). The database, the CLI, dedup and the query box decode and scale images by them.
+
+    Attributes:
+        max_features: keep at most this many keypoints, the strongest.
+        max_side: long side of the working image in pixels (None or 0: original size; never enlarged).
+        max_pixels: images larger than this are refused (decompression bombs).
+    """
+
+    max_features: int = 2048
+    max_side: int | None = DEFAULT_MAX_SIDE
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        check_whole(self, "max_features", 1)
+        check_whole(self, "max_side", 0, optional=True)  # None or 0: original size
+        check_whole(self, "max_pixels", 1)
 
 
 @dataclass(frozen=True)
 class FeatureExtractor:
-    """A registered extractor. ``config_type`` is a frozen :class:`~localmatch.config.Config` dataclass
-    with at least the fields in :data:`REQUIRED_OPTIONS`."""
+    """A registered extractor. ``config_type`` is a frozen :class:`ExtractorConfig` subclass."""
 
     name: str
-    config_type: type[Config]
+    config_type: type[ExtractorConfig]
     run: Callable[[Image, Any], Features]
     #: ``(Image, config) -> Iterator[Features]``, richer each time, the last equal to ``run``'s; None: one stage.
     stages: Callable[[Image, Any], Iterator[Features]] | None = None
@@ -40,20 +54,18 @@ class FeatureExtractor:
     side_by_side: bool = False
 
     def __post_init__(self) -> None:
-        fields = {f.name for f in dataclasses.fields(self.config_type)}
-        missing = [name for name in REQUIRED_OPTIONS if name not in fields]
-        if missing:
-            raise TypeError(f"extractor {self.name!r}: its config {self.config_type.__name__} lacks "
-                            f"{', '.join(missing)}, which every extractor's config must have")
+        if not (isinstance(self.config_type, type) and issubclass(self.config_type, ExtractorConfig)):
+            raise TypeError(f"extractor {self.name!r}: its config {getattr(self.config_type, '__name__', self.config_type)} "
+                            "must subclass localmatch.features.ExtractorConfig (max_features, max_side, max_pixels)")
 
-    def run_stages(self, image: Image, config: Config) -> Iterator[Features]:
+    def run_stages(self, image: Image, config: ExtractorConfig) -> Iterator[Features]:
         """The features of ``image`` stage by stage (just ``run``'s for an extractor without stages)."""
         if self.stages is None:
             yield self.run(image, config)
         else:
             yield from self.stages(image, config)
 
-    def make_config(self, config: Config | dict | None = None, **overrides: Any) -> Config:
+    def make_config(self, config: Config | dict | None = None, **overrides: Any) -> ExtractorConfig:
         """The config from an instance, a dict or keyword overrides of the defaults."""
         return build_config(self.config_type, config, overrides, self.name)
 
@@ -98,7 +110,8 @@ def extract_pair(a: ImageSource | Features, b: ImageSource | Features, features:
         return features_a.result(), features_b.result()
 
 
-def stages_of_pair(extractor: FeatureExtractor, a: Image, b: Image, config: Config) -> Iterator[tuple[Features, Features]]:
+def stages_of_pair(extractor: FeatureExtractor, a: Image, b: Image,
+                   config: ExtractorConfig) -> Iterator[tuple[Features, Features]]:
     """The features of images A and B stage by stage (see ``FeatureExtractor.run_stages``), in pairs; each
     pair extracted in two threads at once where the extractor gains from it. A staged extractor's first
     stages have few views, which alone leave a core idle."""
@@ -115,10 +128,10 @@ def stages_of_pair(extractor: FeatureExtractor, a: Image, b: Image, config: Conf
             yield features_a, features_b
 
 
-def load_for(image: ImageSource, config: Config | None) -> Image:
-    """Decode ``image`` under the pixel limit of an extractor's config (``max_pixels``, where it has one)."""
-    max_pixels = getattr(config, "max_pixels", None)
-    return load_image(image) if max_pixels is None else load_image(image, max_pixels=max_pixels)
+def load_for(image: ImageSource, config: ExtractorConfig | None) -> Image:
+    """Decode ``image`` under the pixel limit of an extractor's config (``max_pixels``; None: the default
+    limit, for dense matchers, which have no extractor)."""
+    return load_image(image) if config is None else load_image(image, max_pixels=config.max_pixels)
 
 
 from localmatch.features import asift, sift  # noqa: E402,F401  (registers them)

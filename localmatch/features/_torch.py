@@ -7,42 +7,36 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from localmatch.config import Config, check_choice, check_flag, check_number, check_whole
+from localmatch.config import Config, check_choice, check_flag, check_number
 from localmatch.errors import ConfigError
-from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, Resized, resize_to_working
+from localmatch.features import ExtractorConfig
+from localmatch.io import Image, Resized, resize_to_working
 from localmatch.types import Features
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
-class LearnedConfig(Config):
-    """Options shared by the learned extractors.
+class LearnedConfig(ExtractorConfig):
+    """Options shared by the learned extractors: :class:`~localmatch.features.ExtractorConfig`'s
+    (``max_features``: the highest scoring; the working image's sides are rounded to the network's
+    stride), plus:
 
     Attributes:
-        max_features: keep at most this many keypoints, the highest scoring.
-        max_side: long side of the working image (None or 0: original size); sides are rounded to the
-            network's stride. Bounds memory and time.
         detection_threshold: keypoint score a detection must exceed; None takes the model's own default,
             0 keeps the ``max_features`` strongest maxima whatever their score.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
         half: run in float16 on CUDA where the model supports it (ignored on the CPU).
-        max_pixels: images larger than this are refused (decompression bombs).
     """
 
-    max_features: int = 2048
-    max_side: int | None = DEFAULT_MAX_SIDE
     detection_threshold: float | None = None
     device: str = "auto"
     half: bool = True
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
-        check_whole(self, "max_features", 1)
-        check_whole(self, "max_side", 0, optional=True)  # None or 0: original size
+        super().__post_init__()
         check_number(self, "detection_threshold", 0, optional=True)
         check_device(self)
-        check_whole(self, "max_pixels", 1)
 
 
 def check_device(config: Config) -> None:

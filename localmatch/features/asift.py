@@ -22,40 +22,34 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from localmatch.config import Config, check_number, check_whole
-from localmatch.features import FEATURES, FeatureExtractor
+from localmatch.config import check_number, check_whole
+from localmatch.features import FEATURES, ExtractorConfig, FeatureExtractor
 from localmatch.features.sift import SIFT_CENTRE_OFFSET, features_from_opencv
-from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, Resized, resize_to_working
+from localmatch.io import Image, Resized, resize_to_working
 from localmatch.types import Features
 
 NAME = "asift"
 
 
 @dataclass(frozen=True)
-class AsiftConfig(Config):
-    """Options of the ASIFT extractor.
+class AsiftConfig(ExtractorConfig):
+    """Options of the ASIFT extractor: :class:`~localmatch.features.ExtractorConfig`'s (``max_features``
+    over all views, the strongest by response; 8192 by default), plus:
 
     Attributes:
-        max_features: keep at most this many keypoints over all views, the strongest by response.
-        max_side: long side of the working image in pixels (None or 0: original size; never enlarged).
         max_tilt: simulate tilts ``sqrt(2) ** k`` for ``k = 0 .. max_tilt`` (OpenCV's ``maxTilt``): 2 reaches
             tilt 2, about 60 degrees of viewpoint change; each level adds views and time.
         contrast_threshold: OpenCV's DoG contrast threshold in every view.
-        max_pixels: images larger than this are refused (decompression bombs).
     """
 
     max_features: int = 8192
-    max_side: int | None = DEFAULT_MAX_SIDE
     max_tilt: int = 2
     contrast_threshold: float = 0.04
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
-        check_whole(self, "max_features", 1)
-        check_whole(self, "max_side", 0, optional=True)  # None or 0: original size
+        super().__post_init__()
         check_whole(self, "max_tilt", 0)
         check_number(self, "contrast_threshold", 0)
-        check_whole(self, "max_pixels", 1)
 
 
 def extract_asift(image: Image, config: AsiftConfig) -> Features:
@@ -99,7 +93,7 @@ def _detect(work: Resized, config: AsiftConfig, first_level: int, last_level: in
     """SIFT on the views of tilt levels ``first_level .. last_level`` (tilt ``sqrt(2) ** level``)."""
     tilts, rolls = opencv_views(last_level)
     start = len(opencv_views(first_level - 1)[0]) if first_level > 0 else 0
-    affine = cv2.AffineFeature_create(cv2.SIFT_create(contrastThreshold=config.contrast_threshold))
+    affine = cv2.AffineFeature.create(cv2.SIFT.create(contrastThreshold=config.contrast_threshold))
     affine.setViewParams(tilts[start:].tolist(), rolls[start:].tolist())
     keypoints, descriptors = affine.detectAndCompute(work.pixels, None)
     if not keypoints:
@@ -110,7 +104,7 @@ def _detect(work: Resized, config: AsiftConfig, first_level: int, last_level: in
     height, width = work.pixels.shape[:2]
     inside = np.flatnonzero((points >= -0.5).all(axis=1) & (points[:, 0] <= width - 0.5)
                             & (points[:, 1] <= height - 0.5))
-    return _Detections([keypoints[i] for i in inside], descriptors[inside], points[inside])
+    return _Detections([keypoints[int(i)] for i in inside], descriptors[inside], points[inside])
 
 
 def _strongest(image: Image, work: Resized, found: list[_Detections], max_features: int) -> Features:

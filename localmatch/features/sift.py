@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import cv2
 import numpy as np
 
-from localmatch.config import Config, check_flag, check_number, check_whole
-from localmatch.features import FEATURES, FeatureExtractor
-from localmatch.io import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, Image, Resized, resize_to_working
+from localmatch.config import check_flag, check_number
+from localmatch.features import FEATURES, ExtractorConfig, FeatureExtractor
+from localmatch.io import Image, Resized, resize_to_working
 from localmatch.types import Features
 
 
@@ -17,40 +18,35 @@ SIFT_CENTRE_OFFSET = 0.25  # px of the working image, see extract_sift
 
 
 @dataclass(frozen=True)
-class SiftConfig(Config):
-    """Options of the SIFT extractor.
+class SiftConfig(ExtractorConfig):
+    """Options of the SIFT extractor: :class:`~localmatch.features.ExtractorConfig`'s (``max_features``:
+    the strongest by response), plus:
 
     Attributes:
-        max_features: keep at most this many keypoints, the strongest by response.
-        max_side: long side of the working image in pixels (None or 0: original size; never enlarged).
         root: RootSIFT descriptors (L1-normalise, square root) instead of L2-normalised SIFT.
         upright: all orientations 0 (no rotation invariance; one descriptor per location).
         contrast_threshold: OpenCV's DoG contrast threshold (lower finds more in flat images).
-        max_pixels: images larger than this are refused (decompression bombs).
     """
 
-    max_features: int = 2048
-    max_side: int | None = DEFAULT_MAX_SIDE
     root: bool = True
     upright: bool = False
     contrast_threshold: float = 0.04
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
-        check_whole(self, "max_features", 1)
-        check_whole(self, "max_side", 0, optional=True)  # None or 0: original size
+        super().__post_init__()
         check_flag(self, "root", "upright")
         check_number(self, "contrast_threshold", 0)
-        check_whole(self, "max_pixels", 1)
 
 
 def extract_sift(image: Image, config: SiftConfig) -> Features:
     """SIFT on the working-size grayscale image; keypoints returned in original pixels."""
     work = resize_to_working(image.gray(), config.max_side)
-    sift = cv2.SIFT_create(nfeatures=config.max_features, contrastThreshold=config.contrast_threshold)
+    sift = cv2.SIFT.create(nfeatures=config.max_features, contrastThreshold=config.contrast_threshold)
+    keypoints: Sequence[cv2.KeyPoint]
+    descriptors: np.ndarray | None
     if config.upright:  # detect, reset orientations, then describe: two passes over the pyramid
         keypoints = _upright(sift.detect(work.pixels, None))[: config.max_features]
-        keypoints, descriptors = sift.compute(work.pixels, keypoints) if keypoints else ((), None)
+        keypoints, descriptors = sift.compute(work.pixels, keypoints) if keypoints else ([], None)
     else:
         keypoints, descriptors = sift.detectAndCompute(work.pixels, None)
     return features_from_opencv(image, work, keypoints, descriptors, "rootsift" if config.root else "sift",
@@ -86,10 +82,10 @@ def features_from_opencv(image: Image, work: Resized, keypoints, descriptors: np
     )
 
 
-def _upright(keypoints) -> list:
+def _upright(keypoints: Sequence[cv2.KeyPoint]) -> list[cv2.KeyPoint]:
     """Orientation 0 for all, dropping the copies SIFT makes of a location for extra orientations."""
     seen: set[tuple[float, float, float]] = set()
-    out = []
+    out: list[cv2.KeyPoint] = []
     for k in sorted(keypoints, key=lambda k: -k.response):
         key = (round(k.pt[0], 2), round(k.pt[1], 2), round(k.size, 2))
         if key not in seen:
