@@ -11,7 +11,7 @@ from localmatch.config import Config, build_config, require_whole
 from localmatch.features import FEATURES, extract_pair, load_for, stages_of_pair
 from localmatch.geometry import Model, RansacConfig, estimate
 from localmatch.io import ImageSource, load_image
-from localmatch.matching import MATCHERS
+from localmatch.matching import MATCHERS, Matcher
 from localmatch.refine import check_refinable, refine_homography
 from localmatch.types import Correspondences, Features, Matches, Verification
 
@@ -69,34 +69,43 @@ def verify(
     """
     check_min_inliers(min_inliers)  # before any extraction
     m = MATCHERS.get(matcher)
-    given_features = isinstance(a, Features) or isinstance(b, Features)
     if refine:
         check_refinable(m)
-    if given_features and (m.dense or fallback_features is not None or refine):
-        why = (f"matcher {matcher!r} matches images" if m.dense else
-               "fallback_features extracts from the images" if fallback_features is not None else
-               "refine warps image B")
-        raise ValueError(f"{why}; give images, not features")
     if fallback_features is not None:
         FEATURES.get(fallback_features)  # an unknown name fails before any work
+    options: dict[str, Any] = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac)
+    if isinstance(a, Features) or isinstance(b, Features):
+        if m.dense or fallback_features is not None or refine:
+            why = (f"matcher {matcher!r} matches images" if m.dense else
+                   "fallback_features extracts from the images" if fallback_features is not None else
+                   "refine warps image B")
+            raise ValueError(f"{why}; give images, not features")
+        return _match_and_verify(a, b, features, feature_config, m, matcher_config, options)[0]
     if fallback_features is not None or refine:
         # decode once: the retry and the refinement read the same images
         first_config = None if m.dense else FEATURES.get(features).make_config(feature_config)
         a, b = load_for(a, first_config), load_for(b, first_config)
-    options: dict[str, Any] = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac)
     if m.dense:
         correspondences = m.run(load_image(a), load_image(b), m.make_config(matcher_config))
         return _with_retry(verify_correspondences(correspondences, **options), a, b, fallback_features, options)
-    features_a, features_b = extract_pair(a, b, features, feature_config)
-    m.check(features_a, features_b)
-    result = verify_matches(features_a, features_b, m.run(features_a, features_b, m.make_config(matcher_config)),
-                            **options)
+    result, features_a, features_b = _match_and_verify(a, b, features, feature_config, m, matcher_config, options)
     result = _with_retry(result, a, b, fallback_features, options)
     if not refine:
         return result
     return refine_homography(result, features_a, features_b, a, b, features=features,
                              feature_config=feature_config, matcher=m, matcher_config=matcher_config, backend=backend,
                              ransac=ransac, min_inliers=min_inliers)
+
+
+def _match_and_verify(a: ImageSource | Features, b: ImageSource | Features, features: str,
+                      feature_config: Config | dict | None, matcher: Matcher, matcher_config: Config | dict | None,
+                      options: dict[str, Any]) -> tuple[Verification, Features, Features]:
+    """Extract (unless given), match with the sparse ``matcher`` and verify; the features are returned
+    for the refinement."""
+    features_a, features_b = extract_pair(a, b, features, feature_config)
+    matcher.check(features_a, features_b)
+    matches = matcher.run(features_a, features_b, matcher.make_config(matcher_config))
+    return verify_matches(features_a, features_b, matches, **options), features_a, features_b
 
 
 def _with_retry(result: Verification, a: ImageSource, b: ImageSource, fallback_features: str | None,

@@ -8,6 +8,7 @@ import logging
 import os
 import sqlite3
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -283,7 +284,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     stderr) and the rest go on."""
     from localmatch.database import expand_image_paths
 
-    out, sections = [], []
+    out: list[dict[str, Any]] = []
+    sections: list[tuple[str, list[tuple[Image | None, str]]]] = []  # the report's, see viz.html_page
     queries = expand_image_paths(args.queries)
     if not queries:
         raise ImageError(" ".join(args.queries), "no image files to search with")

@@ -241,7 +241,8 @@ def _pairs_of(db: Database, image_id: int, path: str, shortlist: int, min_inlier
     except ImageError as e:  # changed on disk since it was indexed
         log.warning("%s", e)
         return [], set()
-    out, tested = [], set()
+    out: list[DuplicatePair] = []
+    tested: set[str] = set()
     # The image as indexed reuses its stored features; only the mirrored view is extracted anew. ASMK
     # databases shortlist with the local features alone.
     with_global = db.representation == "global"
@@ -272,13 +273,15 @@ def _pairs_of(db: Database, image_id: int, path: str, shortlist: int, min_inlier
 
 def _classify(path_a: str, path_b: str, thumb_a: "Thumbnail", h: Verification, mirrored: bool,
               working_scale: float, spread: float, test: DuplicateTest) -> DuplicatePair:
+    matrix = h.matrix
+    assert matrix is not None, "a verified pair has its homography"
     try:
-        coverage, similarity = photometric_agreement(thumb_a, _thumbnail_of(path_b), h.matrix)
+        coverage, similarity = photometric_agreement(thumb_a, _thumbnail_of(path_b), matrix)
     except ImageError as e:
         log.warning("%s", e)
         coverage, similarity = 0.0, 0.0
-    residual = median_residual(h.points_a, h.points_b, h.matrix) * working_scale
-    structure = residual_structure(h.points_a, h.points_b, h.matrix)
+    residual = median_residual(h.points_a, h.points_b, matrix) * working_scale
+    structure = residual_structure(h.points_a, h.points_b, matrix)
     relation = "duplicate" if test.same_picture(coverage, similarity, residual, structure, spread) else "same-scene"
     return DuplicatePair(path_a, path_b, relation, h.num_inliers, h.geometry, mirrored, h.matrix, coverage,
                          similarity, residual, structure, spread)

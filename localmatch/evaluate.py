@@ -224,7 +224,12 @@ def evaluate(database, truth: Sequence[QueryTruth], *, ks: Sequence[int] = (1, 5
     if missing:  # a path spelt otherwise than when it was added would quietly score as a miss
         log.warning("%d positives of the ground truth are not database paths (as added), for example %r; "
                     "they count as misses", len(missing), missing[0])
-    aps, prec, rec, ndcg, ns, seconds = [], {k: [] for k in ks}, {k: [] for k in ks}, {k: [] for k in ks}, [], []
+    aps: list[float] = []
+    prec: dict[int, list[float]] = {k: [] for k in ks}
+    rec: dict[int, list[float]] = {k: [] for k in ks}
+    ndcg: dict[int, list[float]] = {k: [] for k in ks}
+    ns: list[float] = []
+    seconds: list[float] = []
     for q in truth:
         start = time.perf_counter()
         hits = database.search(q.query, k=depth, shortlist=shortlist, rerank=rerank, box=q.bbox, **search_options)

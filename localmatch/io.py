@@ -231,9 +231,10 @@ def _decode(fileobj, source: str, max_pixels: int) -> np.ndarray:
 def _is_16_bit_colour(img: PIL.Image.Image) -> bool:
     """Whether ``img`` (opened, not loaded) is a 16-bit RGB(A) file, which Pillow decodes to 8 bits per
     channel by keeping the high byte: 10- or 12-bit data stored in 16 bits would come out nearly black."""
-    if img.mode not in ("RGB", "RGBA") or not img.tile:
+    tile = getattr(img, "tile", None)  # an opened file's (PIL.ImageFile) decoder list
+    if img.mode not in ("RGB", "RGBA") or not tile:
         return False
-    rawmode = img.tile[0][3]  # PNG: the raw mode; TIFF: a tuple that starts with it
+    rawmode = tile[0][3]  # PNG: the raw mode; TIFF: a tuple that starts with it
     rawmode = rawmode[0] if isinstance(rawmode, tuple) and rawmode else rawmode
     return isinstance(rawmode, str) and ";16" in rawmode
 

@@ -66,7 +66,7 @@ def _fields(path: str) -> dict:
 
     gnd = []
     for g in np.atleast_1d(mat["gnd"]):
-        entry = {name: numbers(getattr(g, name, []), name) for name in ("easy", "hard", "junk")}
+        entry: dict[str, list | None] = {name: numbers(getattr(g, name, []), name) for name in ("easy", "hard", "junk")}
         bbx = getattr(g, "bbx", None)
         entry["bbx"] = numbers(bbx, "bbx") if bbx is not None else None
         gnd.append(entry)

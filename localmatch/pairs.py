@@ -137,15 +137,16 @@ def verify_pairs(
         missing = [p for p in dict.fromkeys((a, b)) if p not in cache]
         run = pool.map if extractor.side_by_side else map
         cache.update(zip(missing, run(extract_or_error, missing)))
-        found = cache[a], cache[b]
+        found_a, found_b = cache[a], cache[b]
         for path in (a, b):
             cache.move_to_end(path)
         while len(cache) > cache_size:
             cache.popitem(last=False)
-        for f in found:
-            if isinstance(f, ImageError):
-                raise ImageError(f.source, f.reason)
-        return found
+        for found in (found_a, found_b):
+            if isinstance(found, ImageError):
+                raise ImageError(found.source, found.reason)
+        assert isinstance(found_a, Features) and isinstance(found_b, Features)  # for the type checker
+        return found_a, found_b
 
     def verify_one(a: str, b: str, pool: ThreadPoolExecutor) -> Verification:
         if m.dense:

@@ -13,7 +13,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from localmatch.errors import ImageError
 from localmatch.geometry import RansacConfig
 from localmatch.io import Image, load_image
 from localmatch.matching import MATCHERS
-from localmatch.matching.nn import QuantizedDescriptors, match_nn_batched, quantized
+from localmatch.matching.nn import NNConfig, QuantizedDescriptors, match_nn_batched, quantized
 from localmatch.types import Correspondences, Features, Hit, Verification
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def verify_candidates(query: Features, candidates: Sequence[Candidate], *, match
 
     m = MATCHERS.get(matcher)
     cfg = m.make_config(matcher_config)
-    options = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac, only_matches=True)
+    options: dict[str, Any] = dict(geometry=geometry, backend=backend, min_inliers=min_inliers, ransac=ransac, only_matches=True)
     q = quantized(query) if matcher == "nn" else None
     workers = max(1, min(threads or os.cpu_count() or 1, len(candidates)))
     if matcher != "nn":
@@ -91,7 +91,8 @@ def verify_candidates(query: Features, candidates: Sequence[Candidate], *, match
             # spreading over all of them as well left 2 cores running 4 threads (0.27 s against 0.23 s
             # per 100 candidates here). Torch's thread count is per thread; restored below.
             torch.set_num_threads(1)
-        if matcher == "nn":
+        if q is not None:  # the nn matcher
+            assert isinstance(cfg, NNConfig)
             all_matches = match_nn_batched(q, [candidates[i].descriptors for i in chunk], cfg, query.extractor)
             pairs = [matched_points(query.keypoints, candidates[i].keypoints, mt,
                                     min(query.working_scale, candidates[i].working_scale))

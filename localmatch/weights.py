@@ -98,9 +98,10 @@ def candidate_paths(e: WeightsEntry) -> list[Path]:
     out.append(hub_dir() / e.file)
     if e.kornia_cache_name and e.kornia_cache_name != e.file:
         out.append(hub_dir() / e.kornia_cache_name)
-    spec = find_spec(e.pip_package) if e.pip_package and e.pip_path else None
-    if spec is not None and spec.origin is not None:  # a namespace package has no origin
-        out.append(Path(spec.origin).parent / e.pip_path)
+    if e.pip_package and e.pip_path:
+        spec = find_spec(e.pip_package)
+        if spec is not None and spec.origin is not None:  # a namespace package has no origin
+            out.append(Path(spec.origin).parent / e.pip_path)
     return out
 
 

@@ -32,7 +32,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, TextIO
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -189,7 +189,7 @@ class Database:
         require_flag(readonly, "readonly")
         self.path = Path(path)
         self.readonly = readonly
-        self._lock_file = None
+        self._lock_file: TextIO | None = None
         #: vectors added to or removed from the in-memory index since it matched the saved file (inf: rebuilt)
         self._index_unsaved = 0.0
         if self.path.exists() and not self.path.is_dir():
@@ -257,14 +257,14 @@ class Database:
                 (self.path / INDEX_FILE).unlink(missing_ok=True)
 
     def _take_write_lock(self) -> None:
-        self._lock_file = open(self.path / LOCK_FILE, "a+")
+        lock_file = open(self.path / LOCK_FILE, "a+")
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock_file.close()
-            self._lock_file = None
+            lock_file.close()
             raise DatabaseError(f"{self.path}: another process is writing to this database "
                                 "(open it with readonly=True to search)") from None
+        self._lock_file = lock_file
 
     def _discard_unfinished(self, made_folder: bool) -> None:
         """Undo a creation that failed: the folder was empty (or absent), so what is in it now is ours."""
@@ -565,8 +565,11 @@ class Database:
         removed = 0
         with self._transaction():
             for item in items:
-                column = "id" if isinstance(item, (int, np.integer)) else "path"
-                if column == "path" and not _storable(item):
+                if isinstance(item, (int, np.integer)):
+                    column = "id"
+                elif _storable(item):
+                    column = "path"
+                else:
                     continue  # no stored path can be spelt so
                 removed += self._delete_images(
                     i for (i,) in self._db.execute(f"SELECT id FROM images WHERE {column} = ?", (item,)).fetchall())
@@ -605,6 +608,7 @@ class Database:
         wanted = np.array(self._db.execute("SELECT id FROM images ORDER BY id").fetchall(), np.int64).reshape(-1)
         # a reader maps the file again once a writer has replaced it, rather than keep the old one's disk
         # space and an ever longer list of vectors beside it; a writer's own index is newer than the file
+        index: ShortlistIndex | None
         if self._index is not None and not (self.readonly and self._index.file_replaced()):
             index = self._index
         else:  # an empty index is falsy, hence the explicit None tests
@@ -911,12 +915,14 @@ class Database:
         fewer than ``k``, and none for a query without features.
         """
         if self.representation == "global":
+            if vector is None:
+                raise ConfigError(f"{self.path}: a global shortlist needs the query's global descriptor, not None")
             return self.shortlist(vector, k)
-        inverted_file = self._current_asmk()
-        if inverted_file is None:
+        inverted_file, codebook = self._current_asmk(), self._current_codebook()
+        if inverted_file is None or codebook is None:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         cfg = self.asmk_config
-        query = describe_query(np.asarray(features.descriptors, np.float32), self._current_codebook(), cfg)
+        query = describe_query(np.asarray(features.descriptors, np.float32), codebook, cfg)
         ids, scores = inverted_file.search(query, k, alpha=cfg.alpha, threshold=cfg.threshold, idf=cfg.idf)
         shared = scores > 0
         return ids[shared], scores[shared]

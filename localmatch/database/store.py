@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from localmatch.errors import DatabaseError
 
@@ -20,7 +21,7 @@ from localmatch.errors import DatabaseError
 @dataclass(frozen=True)
 class ArraySpec:
     file_name: str
-    dtype: np.dtype
+    dtype: npt.DTypeLike
     row: int  # values per row
 
     @property
@@ -70,6 +71,7 @@ class AppendOnlyArray:
             self._mapped_rows = size
         if count == 0:
             return np.zeros((0, self.spec.row), self.spec.dtype)
+        assert self._map is not None  # mapped above: the file holds at least end > 0 rows
         return self._map[start_row:end]
 
     def _short(self, size_bytes: int, rows: int) -> DatabaseError:

@@ -57,13 +57,14 @@ def _model(device: str, max_features: int, detection_threshold: float):
     from kornia.feature import (KeyNetDetector, LAFAffNetShapeEstimator, LAFDescriptor, LAFOrienter, OriNet,
                                 TFeat)
 
-    orienter = LAFOrienter(PATCH_SIZE, angle_detector=OriNet(pretrained=False))
-    load_checked(orienter.angle_detector, _learned("orinet"))
+    angle_detector = OriNet(pretrained=False)
+    load_checked(angle_detector, _learned("orinet"))
+    orienter = LAFOrienter(PATCH_SIZE, angle_detector=angle_detector)
     shape = LAFAffNetShapeEstimator(pretrained=False)
     load_checked(shape, _learned("affnet"))
     detector = KeyNetDetector(pretrained=False, num_features=max_features, ori_module=orienter, aff_module=shape,
                               score_threshold=detection_threshold)
-    load_checked(detector.model, _learned("keynet"))
+    load_checked(detector.model, _learned("keynet"))  # type: ignore[arg-type]  # kornia types it as a callable
     tfeat = TFeat(pretrained=False)
     load_checked(tfeat, _hardtfeat_for_kornia(_learned("hardtfeat")))
     describer = LAFDescriptor(tfeat, patch_size=PATCH_SIZE, grayscale_descriptor=True)

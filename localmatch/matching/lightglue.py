@@ -56,7 +56,8 @@ def _model(preset: str, weights: str, device: str, filter_threshold: float, dept
         conf["depth_confidence"] = depth_confidence
     if width_confidence is not None:
         conf["width_confidence"] = width_confidence
-    model = LightGlue(None, mp=mp, **conf)
+    # kornia annotates ``features`` as a str; None makes it skip its own weight download (loaded below)
+    model = LightGlue(None, mp=mp, **conf)  # type: ignore[arg-type]
     state = {k[len("matcher."):] if k.startswith("matcher.") else k: v for k, v in load_state_dict(weights).items()}
     for i in range(model.conf.n_layers):  # the checkpoints' older layout, renamed as kornia does
         state = {k.replace(f"self_attn.{i}", f"transformers.{i}.self_attn")

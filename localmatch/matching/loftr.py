@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,23 +56,24 @@ def _model(pretrained: str, device: str, half: bool, confidence: float):
     from kornia.feature import LoFTR
 
     config = _config_for(pretrained, confidence)
-    if pretrained == "none":
+    weights = PRETRAINED[pretrained]
+    if weights is None:
         with torch.random.fork_rng():
             torch.manual_seed(0)
             model = LoFTR(pretrained=None, config=config)
     else:
         model = LoFTR(pretrained=None, config=config)
-        model.load_state_dict(load_state_dict(PRETRAINED[pretrained])["state_dict"], strict=True)
+        model.load_state_dict(load_state_dict(weights)["state_dict"], strict=True)
     model = model.eval().to(device)
     return model.half() if half else model
 
 
-def _config_for(pretrained: str, confidence: float) -> dict:
+def _config_for(pretrained: str, confidence: float) -> dict[str, Any]:
     from copy import deepcopy
 
     from kornia.feature.loftr.loftr import default_cfg
 
-    cfg = deepcopy(default_cfg)
+    cfg: dict[str, Any] = deepcopy(default_cfg)
     cfg["match_coarse"]["thr"] = confidence  # LoFTR filters by it itself
     if pretrained == "indoor_new":
         cfg["coarse"]["temp_bug_fix"] = True

@@ -60,7 +60,9 @@ class NNConfig(Config):
         check_flag(self, "mutual")
 
     def ratio_for(self, extractor: str | None) -> float:
-        return self.ratio if self.ratio is not None else DEFAULT_RATIO.get(extractor, LEARNED_RATIO)
+        if self.ratio is not None:
+            return self.ratio
+        return LEARNED_RATIO if extractor is None else DEFAULT_RATIO.get(extractor, LEARNED_RATIO)
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,8 +166,8 @@ def _match_pair(qa: QuantizedDescriptors, qb: QuantizedDescriptors, ratio: float
         _, first = np.unique(idx_b, return_index=True)
         first.sort()
         idx_a, idx_b = idx_a[first], idx_b[first]
-    ratio = np.sqrt(d1_sq[idx_a] / np.maximum(d2_sq[idx_a], 1e-12))
-    return Matches(np.stack([idx_a, idx_b], axis=1).astype(np.int64), (1.0 - ratio).astype(np.float32))
+    distance_ratio = np.sqrt(d1_sq[idx_a] / np.maximum(d2_sq[idx_a], 1e-12))
+    return Matches(np.stack([idx_a, idx_b], axis=1).astype(np.int64), (1.0 - distance_ratio).astype(np.float32))
 
 
 def _reduce_block(sim: np.ndarray, start: int, nearest: np.ndarray, best: np.ndarray, second: np.ndarray,
@@ -218,6 +220,6 @@ def _float_product(b: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """``a -> a @ b.T`` in floating point, exactly torch's int8 integers: each sum of ``D`` products of
     int8 values is an integer of at most ``D * 127**2``, which float32 holds exactly up to ``D = 1040``
     in any order of addition (float64 beyond)."""
-    dtype = np.float32 if b.shape[1] * 127 ** 2 < 2 ** 24 else np.float64
+    dtype: type[np.floating] = np.float32 if b.shape[1] * 127 ** 2 < 2 ** 24 else np.float64
     b_t = b.astype(dtype).T
     return lambda a: (a.astype(dtype) @ b_t).astype(np.int32)

@@ -77,9 +77,8 @@ class ShortlistIndex:
         self._index: faiss.IndexIDMap | None = None
         #: how many vectors the index was built (and, for lsh, ivf and whitening, trained) on
         self.built_with = 0
-        #: whether the stored vectors are a read-only memory map of the file the index was loaded from
-        self.mapped = False
-        # the mapped file and what identified it when it was mapped (device, inode, size, modification time)
+        # the mapped file and what identified it when it was mapped (device, inode, size, modification time);
+        # None when the vectors are in memory
         self._mapped_file: tuple[Path, tuple[int, ...]] | None = None
         # vectors added to a mapped index: an exact index beside it (in its whitened space, if whitened) and
         # the vectors as given, to merge into it when it has to be copied anyway
@@ -88,19 +87,33 @@ class ShortlistIndex:
         # sorted ids of removed vectors still stored in the index proper, left out of every search
         self._hidden = np.zeros(0, np.int64)
 
+    @property
+    def mapped(self) -> bool:
+        """Whether the stored vectors are a read-only memory map of the file the index was loaded from."""
+        return self._mapped_file is not None
+
+    @property
+    def _built(self) -> faiss.IndexIDMap:
+        """The index proper; only asked for once it has been built or loaded."""
+        if self._index is None:
+            raise RuntimeError("the shortlist index has not been built or loaded")
+        return self._index
+
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Replace the contents with ``(N, D)`` vectors and their ``(N,)`` ids."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         whitening = self._learn_whitening(vectors)
-        training = None  # what the kind learns from, in the space it indexes (only trained kinds need it)
+        dims = self.dim if whitening is None else whitening.dims
+        # what the kind learns from, in the space it indexes (only trained kinds need it)
+        training = np.zeros((0, dims), np.float32)
         if self.kind in TRAINED_KINDS:
             training = vectors if whitening is None else whitening.apply(vectors)
-        inner = self._empty_index(self.dim if whitening is None else whitening.dims, training)
+        inner = self._empty_index(dims, training)
         if whitening is not None:
             inner = faiss.IndexPreTransform(inner)
             for transform in reversed(whitening.as_faiss()):
                 inner.prepend_transform(transform)
-        self._index, self.mapped = faiss.IndexIDMap(inner), False
+        self._index, self._mapped_file = faiss.IndexIDMap(inner), None
         self._forget_recent()
         self._hidden = np.zeros(0, np.int64)
         self.built_with = len(vectors)
@@ -114,9 +127,9 @@ class ShortlistIndex:
         except ValueError:  # all vectors equal: nothing to learn
             return None
 
-    def _empty_index(self, dim: int, training: np.ndarray | None) -> faiss.Index:
+    def _empty_index(self, dim: int, training: np.ndarray) -> faiss.Index:
         """The kind's empty index over ``dim``-d vectors; :data:`TRAINED_KINDS` learn from the ``(N, dim)``
-        ``training`` vectors."""
+        ``training`` vectors (the others are given none)."""
         if self.kind == "lsh":
             return self._sketch_and_refine(training)
         if self.kind == "hnsw":
@@ -212,19 +225,19 @@ class ShortlistIndex:
         the process on trying), with the vectors added beside them merged in; then drop the hidden vectors
         where faiss can."""
         if self.mapped:
-            self._index, self.mapped = self._read_mapped_file(), False
+            self._index, self._mapped_file = self._read_mapped_file(), None
             if self._recent is not None:
                 self._index.add_with_ids(np.concatenate(self._recent_vectors), self._recent_ids())
             self._forget_recent()
         if self.hidden and not self.hidden_after_save:
-            self._index.remove_ids(self._hidden)
+            self._built.remove_ids(self._hidden)
             self._hidden = np.zeros(0, np.int64)
 
     def _read_mapped_file(self) -> faiss.Index:
         """The mapped index, read into memory: from its file while that is still the file mapped (1 s for
         1.3 GB), else (it was replaced) through faiss's serialisation of the map (19 s for 1.3 GB: faiss grows
         its buffer as it writes)."""
-        if not self.file_replaced():
+        if self._mapped_file is not None and not self.file_replaced():
             try:
                 return faiss.read_index(str(self._mapped_file[0]))
             except RuntimeError:  # replaced between the check and the read
@@ -233,7 +246,7 @@ class ShortlistIndex:
 
     def file_replaced(self) -> bool:
         """Whether the file a mapped index maps has been replaced (or removed) since it was mapped."""
-        if not self.mapped:
+        if self._mapped_file is None:
             return False
         path, identity = self._mapped_file
         try:
@@ -280,7 +293,7 @@ class ShortlistIndex:
         """Set the search depth for a top ``k`` that is asked of faiss as its top ``wanted`` (``k`` plus the
         hidden vectors, at most all it holds)."""
         pretransform = self._pretransform()
-        inner = faiss.downcast_index(self._index.index if pretransform is None else pretransform.index)
+        inner = faiss.downcast_index(self._built.index if pretransform is None else pretransform.index)
         if isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efSearch = self.ef_search
         elif isinstance(inner, faiss.IndexIVF):
@@ -289,7 +302,7 @@ class ShortlistIndex:
             # the sketch's best refine * k candidates plus the hidden ones are re-scored (not refine times the
             # hidden ones too); never ask it for more than it holds: faiss's IndexRefine then returns only -1s
             candidates = self.refine * k + wanted - k
-            inner.k_factor = min(candidates, self._index.ntotal + 0.5) / wanted
+            inner.k_factor = min(candidates, self._built.ntotal + 0.5) / wanted
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` by inner product for one ``(D,)`` query: ``(ids (k',), scores (k',))``, best first."""
@@ -307,11 +320,11 @@ class ShortlistIndex:
     def _search_stored(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` of the index proper (not what waits beside a map) for a ``(1, D)`` query: faiss is
         asked for as many more as are hidden, and those are dropped."""
-        wanted = min(k + self.hidden, int(self._index.ntotal))
+        wanted = min(k + self.hidden, int(self._built.ntotal))
         if wanted == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         self._tune(min(k, wanted), wanted)
-        ids, scores = _top(self._index, query, wanted)
+        ids, scores = _top(self._built, query, wanted)
         if self.hidden:
             visible = ~np.isin(ids, self._hidden)
             ids, scores = ids[visible][:k], scores[visible][:k]
@@ -350,7 +363,7 @@ class ShortlistIndex:
         loaded = faiss.read_index(str(path), flags)
         if loaded.d != dim or not isinstance(loaded, faiss.IndexIDMap):
             raise ValueError(f"{path}: not an id-mapped index of dimension {dim}")
-        index._index, index.mapped = loaded, mapped
+        index._index = loaded
         if mapped:
             index._mapped_file = (Path(path), identity)
         index.built_with = int(loaded.ntotal) if built_with is None else built_with

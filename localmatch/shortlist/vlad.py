@@ -70,7 +70,7 @@ class Vlad:
         sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
         v = sums.ravel()
         v = np.sign(v) * np.sqrt(np.abs(v))
-        return (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
+        return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
 GLOBAL_DESCRIPTORS.add("vlad", Vlad)

@@ -86,15 +86,14 @@ class _Segment:
     offsets: np.ndarray  # (K + 1,) int64
     entry_image: np.ndarray  # (E,) int32 local image index
     vectors: np.ndarray  # (E, B) uint8 or (E, D) float32
-    alive: np.ndarray = field(default=None)  # (n,) bool
+    alive: np.ndarray = field(init=False)  # (n,) bool, all true when made
     _entry_word: np.ndarray | None = None
     word_count: np.ndarray | None = None  # (n,) float64 entries per image, cached
     idf_norm: np.ndarray | None = None  # (n,) summed idf per image, cached for idf_version
     idf_version: int = -1
 
     def __post_init__(self) -> None:
-        if self.alive is None:
-            self.alive = np.ones(len(self.image_ids), bool)
+        self.alive = np.ones(len(self.image_ids), bool)
 
     @property
     def entry_word(self) -> np.ndarray:
@@ -285,8 +284,10 @@ class InvertedFile:
         """
         starts = seg.offsets[query.words]
         lengths = seg.offsets[query.words + 1] - starts
-        if self.binary and compiled.AVAILABLE and _as_64_bit(seg.vectors) is not None:
-            return self._compiled_scores(seg, query, starts, lengths, word_weights, table)
+        stored = _as_64_bit(seg.vectors) if self.binary and compiled.AVAILABLE else None
+        wanted = _as_64_bit(query.vectors) if stored is not None else None
+        if stored is not None and wanted is not None and table is not None:
+            return self._compiled_scores(seg, stored, query, wanted, starts, lengths, word_weights, table)
         bounds = np.searchsorted(np.cumsum(lengths), np.arange(SEARCH_CHUNK, int(lengths.sum()), SEARCH_CHUNK))
         chunks = list(zip([0, *bounds.tolist()], [*bounds.tolist(), len(lengths)]))
         score = functools.partial(self._chunk_scores, seg, query, starts, lengths, word_weights, table, alpha,
@@ -294,10 +295,11 @@ class InvertedFile:
         threads = SEARCH_THREADS if len(chunks) >= 2 * SEARCH_THREADS else 1
         return _summed_in_threads(score, [chunks[i::threads] for i in range(threads)])
 
-    def _compiled_scores(self, seg: _Segment, query: Aggregated, starts: np.ndarray, lengths: np.ndarray,
-                         word_weights: np.ndarray | None, table: np.ndarray) -> np.ndarray:
-        """:meth:`_segment_scores` by the compiled loop, the query words dealt round-robin to the threads."""
-        stored, wanted = _as_64_bit(seg.vectors), _as_64_bit(query.vectors)
+    def _compiled_scores(self, seg: _Segment, stored: np.ndarray, query: Aggregated, wanted: np.ndarray,
+                         starts: np.ndarray, lengths: np.ndarray, word_weights: np.ndarray | None,
+                         table: np.ndarray) -> np.ndarray:
+        """:meth:`_segment_scores` by the compiled loop, the query words dealt round-robin to the threads;
+        ``stored`` and ``wanted`` are the segment's and the query's sign bits as ``uint64`` words."""
         weights = word_weights[query.words] if word_weights is not None else np.ones(len(query.words))
 
         def score(part: slice) -> np.ndarray:
@@ -316,9 +318,10 @@ class InvertedFile:
         n = len(seg.image_ids)
         scores = np.zeros(n)
         stored, wanted = seg.vectors, query.vectors
-        packed = _as_64_bit(stored) if self.binary else None
-        if packed is not None:
-            stored, wanted = packed, _as_64_bit(wanted)
+        packed_stored = _as_64_bit(stored) if self.binary else None
+        packed_wanted = _as_64_bit(wanted) if self.binary else None
+        if packed_stored is not None and packed_wanted is not None:
+            stored, wanted = packed_stored, packed_wanted
         for a, b in chunks:
             lens = lengths[a:b]
             count = int(lens.sum())
@@ -328,7 +331,7 @@ class InvertedFile:
             gathered = np.concatenate([stored[s:e] for s, e in spans])
             images = np.concatenate([seg.entry_image[s:e] for s, e in spans])
             repeated = np.repeat(wanted[a:b], lens, axis=0)
-            if self.binary:
+            if table is not None:  # ASMK*: sign bits
                 gathered ^= repeated
                 distance = np.bitwise_count(gathered[:, 0]).astype(np.intp)
                 for column in range(1, gathered.shape[1]):
