@@ -142,11 +142,7 @@ def verify_pairs(
             cache.move_to_end(path)
         while len(cache) > cache_size:
             cache.popitem(last=False)
-        for found in (found_a, found_b):
-            if isinstance(found, ImageError):
-                raise ImageError(found.source, found.reason)
-        assert isinstance(found_a, Features) and isinstance(found_b, Features)  # for the type checker
-        return found_a, found_b
+        return _raised_if_error(found_a), _raised_if_error(found_b)
 
     def verify_one(a: str, b: str, pool: ThreadPoolExecutor) -> Verification:
         if m.dense:
@@ -172,3 +168,10 @@ def verify_pairs(
                 yield PairResult(a, b, None, str(e))
                 continue
             yield PairResult(a, b, result)
+
+
+def _raised_if_error(found: Features | ImageError) -> Features:
+    """The cached features of an image, or its cached decoding error raised anew (a fresh traceback)."""
+    if isinstance(found, ImageError):
+        raise ImageError(found.source, found.reason)
+    return found

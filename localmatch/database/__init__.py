@@ -850,7 +850,7 @@ class Database:
         scale = working_scale(whole.size, self.feature_config.max_side)
         if scale == 1:
             return self.feature_config
-        return dataclasses.replace(self.feature_config, max_side=max(1, round(max(part.size) * scale)))
+        return self.feature_config.replace(max_side=max(1, round(max(part.size) * scale)))
 
     def search(self, query: ImageSource | Features, k: int = 10, *, shortlist: int = 100, rerank: bool = True,
                matcher: str | None = None, matcher_config: dict | None = None,

@@ -284,14 +284,17 @@ class InvertedFile:
         """
         starts = seg.offsets[query.words]
         lengths = seg.offsets[query.words + 1] - starts
-        stored = _as_64_bit(seg.vectors) if self.binary and compiled.AVAILABLE else None
-        wanted = _as_64_bit(query.vectors) if stored is not None else None
-        if stored is not None and wanted is not None and table is not None:
-            return self._compiled_scores(seg, stored, query, wanted, starts, lengths, word_weights, table)
+        stored, wanted = seg.vectors, query.vectors
+        if table is not None:  # ASMK*: sign bits, compared 64 at a time where they fill whole words
+            packed_stored, packed_wanted = _as_64_bit(stored), _as_64_bit(wanted)
+            if packed_stored is not None and packed_wanted is not None:
+                stored, wanted = packed_stored, packed_wanted
+                if compiled.AVAILABLE:
+                    return self._compiled_scores(seg, stored, query, wanted, starts, lengths, word_weights, table)
         bounds = np.searchsorted(np.cumsum(lengths), np.arange(SEARCH_CHUNK, int(lengths.sum()), SEARCH_CHUNK))
         chunks = list(zip([0, *bounds.tolist()], [*bounds.tolist(), len(lengths)]))
-        score = functools.partial(self._chunk_scores, seg, query, starts, lengths, word_weights, table, alpha,
-                                  threshold)
+        score = functools.partial(self._chunk_scores, seg, stored, query, wanted, starts, lengths, word_weights,
+                                  table, alpha, threshold)
         threads = SEARCH_THREADS if len(chunks) >= 2 * SEARCH_THREADS else 1
         return _summed_in_threads(score, [chunks[i::threads] for i in range(threads)])
 
@@ -311,17 +314,15 @@ class InvertedFile:
         threads = SEARCH_THREADS if int(lengths.sum()) >= 2 * SEARCH_CHUNK else 1
         return _summed_in_threads(score, [slice(i, None, threads) for i in range(threads)])
 
-    def _chunk_scores(self, seg: _Segment, query: Aggregated, starts: np.ndarray, lengths: np.ndarray,
-                      word_weights: np.ndarray | None, table: np.ndarray | None, alpha: float, threshold: float,
+    def _chunk_scores(self, seg: _Segment, stored: np.ndarray, query: Aggregated, wanted: np.ndarray,
+                      starts: np.ndarray, lengths: np.ndarray, word_weights: np.ndarray | None,
+                      table: np.ndarray | None, alpha: float, threshold: float,
                       chunks: list[tuple[int, int]]) -> np.ndarray:
-        """Per-image sums over the query words ``a:b`` of each chunk (see :meth:`_segment_scores`)."""
+        """Per-image sums over the query words ``a:b`` of each chunk (see :meth:`_segment_scores`);
+        ``stored`` and ``wanted`` are the segment's and the query's vectors (sign bits as ``uint64`` words
+        where they pack)."""
         n = len(seg.image_ids)
         scores = np.zeros(n)
-        stored, wanted = seg.vectors, query.vectors
-        packed_stored = _as_64_bit(stored) if self.binary else None
-        packed_wanted = _as_64_bit(wanted) if self.binary else None
-        if packed_stored is not None and packed_wanted is not None:
-            stored, wanted = packed_stored, packed_wanted
         for a, b in chunks:
             lens = lengths[a:b]
             count = int(lens.sum())
