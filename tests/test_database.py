@@ -20,6 +20,7 @@ import localmatch
 import localmatch.database as database_module
 from conftest import shared_data
 from localmatch.database import Database, DatabaseError, expand_image_paths
+from localmatch.database.lock import FileLock
 from localmatch.evaluate import evaluate, ground_truth_from_folders
 from localmatch.rerank import verify_candidates
 from localmatch.shortlist.index import CAN_MAP, ShortlistIndex
@@ -229,6 +230,18 @@ def test_one_writer_many_readers(small_db, ukbench_paths):
             Database(small_db, readonly=True).add(ukbench_paths[:1])
         assert len(writer) == len(ukbench_paths)
     Database(small_db).close()  # the lock is released on close
+
+
+def test_the_write_lock_is_exclusive_until_released(tmp_path):
+    path = tmp_path / "write.lock"
+    lock = FileLock.try_acquire(path)
+    assert lock is not None
+    assert FileLock.try_acquire(path) is None  # held, even by another open file in this process
+    lock.release()
+    lock.release()  # a second release does nothing
+    again = FileLock.try_acquire(path)
+    assert again is not None
+    again.release()
 
 
 def test_settings_and_folders_are_checked(tmp_path, small_db):

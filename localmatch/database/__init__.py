@@ -14,7 +14,7 @@ On disk (one folder):
   also ``codebook.hnsw``, the faiss HNSW graph a query's words are found with) and ``asmk.npz``, a cache of
   the inverted file brought up to date with the images table (images added or removed since it was saved
   are added or removed).
-- ``write.lock``: held (``flock``) by the one process allowed to write.
+- ``write.lock``: locked (:mod:`.lock`) by the one process allowed to write.
 
 An image is committed by one SQLite transaction after its bytes are on disk (fsync), so a process
 killed at any moment leaves a database holding exactly the images committed before the kill.
@@ -23,7 +23,6 @@ killed at any moment leaves a database holding exactly the images committed befo
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -32,7 +31,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, TextIO
+from typing import Iterable, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -40,6 +39,7 @@ from tqdm import tqdm
 
 from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.config import Config, build_config, require_flag, require_whole
+from localmatch.database.lock import FileLock
 from localmatch.database.store import AppendOnlyArray, ArraySpec
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.features import FEATURES
@@ -189,7 +189,7 @@ class Database:
         require_flag(readonly, "readonly")
         self.path = Path(path)
         self.readonly = readonly
-        self._lock_file: TextIO | None = None
+        self._write_lock: FileLock | None = None
         #: vectors added to or removed from the in-memory index since it matched the saved file (inf: rebuilt)
         self._index_unsaved = 0.0
         if self.path.exists() and not self.path.is_dir():
@@ -257,14 +257,10 @@ class Database:
                 (self.path / INDEX_FILE).unlink(missing_ok=True)
 
     def _take_write_lock(self) -> None:
-        lock_file = open(self.path / LOCK_FILE, "a+")
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.close()
+        self._write_lock = FileLock.try_acquire(self.path / LOCK_FILE)
+        if self._write_lock is None:
             raise DatabaseError(f"{self.path}: another process is writing to this database "
-                                "(open it with readonly=True to search)") from None
-        self._lock_file = lock_file
+                                "(open it with readonly=True to search)")
 
     def _discard_unfinished(self, made_folder: bool) -> None:
         """Undo a creation that failed: the folder was empty (or absent), so what is in it now is ours."""
@@ -397,10 +393,9 @@ class Database:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
-            if self._lock_file is not None:
-                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-                self._lock_file.close()
-                self._lock_file = None
+            if self._write_lock is not None:
+                self._write_lock.release()
+                self._write_lock = None
 
     def __enter__(self) -> "Database":
         return self
