@@ -203,7 +203,7 @@ def _decode(fileobj, source: str, max_pixels: int) -> np.ndarray:
             raise
         except PIL.Image.DecompressionBombError as e:
             raise ImageError(source, f"too many pixels (decompression bomb?): {e}") from None
-        except (OSError, SyntaxError, ValueError) as e:
+        except Exception as e:  # OSError, SyntaxError, ValueError; RuntimeError from the AVIF plugin...
             raise ImageError(source, f"corrupt image header: {e}") from None
         width, height = img.size
         if width <= 0 or height <= 0:
@@ -307,7 +307,8 @@ def _array_to_rgb8(arr: np.ndarray, source: str, max_pixels: int | None) -> np.n
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageError(source, "array holds NaN or infinite values")
-        out = (_unit_range(arr.astype(np.float32)) * 255.0 + 0.5).astype(np.uint8)
+        unit = _unit_range(arr.astype(np.promote_types(arr.dtype, np.float32), copy=False))  # float64 stays
+        out = (unit.astype(np.float32) * 255.0 + 0.5).astype(np.uint8)
     else:
         raise ImageError(source, f"unsupported array dtype {arr.dtype}; use uint8, uint16 or float")
     if out.ndim == 2:
@@ -336,7 +337,9 @@ def _unit_range(arr: np.ndarray) -> np.ndarray:
     low, high = float(arr.min()), float(arr.max())
     if low >= 0.0 and high <= 1.0:
         return arr
-    return (arr - low) / max(high - low, 1e-12)
+    # Halved first: the span of values near the type's largest (corrupt or scientific data) overflows it.
+    half_span = max(high / 2 - low / 2, 1e-12)
+    return (arr * arr.dtype.type(0.5) - arr.dtype.type(low / 2)) / arr.dtype.type(half_span)
 
 
 @dataclass(frozen=True, eq=False)

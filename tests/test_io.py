@@ -140,6 +140,9 @@ def test_float_tiff_is_stretched_from_its_own_range(tmp_path):
     for name, stored in (("unit.tif", values), ("wide.tif", values * 4000.0 - 1000.0)):
         PIL.Image.fromarray(stored).save(tmp_path / name)
         np.testing.assert_array_equal(load_image(tmp_path / name).pixels[..., 0], [[0, 128, 255, 64]] * 2)
+    # values near float32's largest: their span overflows float32, which gave NaN pixels
+    PIL.Image.fromarray(np.array([[-3.4e38, 0.0, 3.4e38]], np.float32)).save(tmp_path / "extreme.tif")
+    np.testing.assert_array_equal(load_image(tmp_path / "extreme.tif").pixels[..., 0], [[0, 128, 255]])
     PIL.Image.fromarray(np.array([[1.0, np.nan]], np.float32)).save(tmp_path / "nan.tif")
     with pytest.raises(ImageError, match="nan.tif.*NaN"):
         load_image(tmp_path / "nan.tif")
@@ -156,6 +159,8 @@ def test_float_array_outside_unit_range_is_stretched_not_clipped_white():
     photo[1:4, 2:] = (255, 128, 0)
     np.testing.assert_array_equal(load_image(photo.astype(np.float32)).pixels, photo)
     np.testing.assert_array_equal(load_image(photo.astype(np.float64) / 255.0).pixels, photo)
+    # float64 beyond float32's range is stretched in float64, not cast to infinity first
+    np.testing.assert_array_equal(load_image(np.array([[-1e300, 0.0, 1e300]])).pixels[..., 0], [[0, 128, 255]])
 
 
 def test_alpha_is_composited_over_white(tmp_path):
@@ -182,12 +187,14 @@ def test_palette_and_cmyk_and_grayscale(tmp_path, photo):
 
 
 HEIC = Path(__file__).with_name("data") / "astronaut_rotated.heic"  # made by tests/data/make_heic.py
+needs_heif_plugin = pytest.mark.skipif(
+    importlib.util.find_spec("pi_heif") is None and importlib.util.find_spec("pillow_heif") is None,
+    reason="no HEIF plugin installed (pip install pi-heif: localmatch's heif extra, also in its test extra)")
 
 
+@needs_heif_plugin
 def test_heic_decodes_with_its_rotation():
     """What phones save: a 256 x 200 crop of the astronaut, stored rotated 90 degrees clockwise."""
-    if importlib.util.find_spec("pi_heif") is None and importlib.util.find_spec("pillow_heif") is None:
-        pytest.skip("no HEIF plugin installed (pip install pi-heif: localmatch's heif extra, also in its test extra)")
     image = load_image(HEIC)
     crop = skimage.data.astronaut()[0:256, 100:300]
     assert image.size == (256, 200)
@@ -239,6 +246,26 @@ def test_bad_input_raises_image_error_naming_the_file(tmp_path, photo):
         assert str(path) in str(info.value) and info.value.reason, name
     with pytest.raises(ImageError, match="directory"):
         load_image(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow: "Corrupt EXIF data" and the like
+@pytest.mark.parametrize("kind", ["PNG", "JPEG", "TIFF", "WEBP", "AVIF", "JPEG2000", "GIF", "BMP"])
+def test_every_one_byte_corruption_of_the_header_decodes_or_names_the_file(photo, kind):
+    """Flipping any one of the first 256 bytes gives pixels or an ImageError, never another exception
+    (Pillow's AVIF plugin raised RuntimeError from a corrupt header)."""
+    encoded = io.BytesIO()
+    try:
+        PIL.Image.fromarray(photo).save(encoded, kind)
+    except (KeyError, OSError) as e:
+        pytest.skip(f"this Pillow cannot write {kind}: {e}")
+    good = encoded.getvalue()
+    for i in range(min(256, len(good))):
+        corrupt = bytearray(good)
+        corrupt[i] ^= 0xFF
+        try:
+            decode_bytes(bytes(corrupt), f"flipped-{i}.{kind.lower()}")
+        except ImageError as e:
+            assert f"flipped-{i}." in str(e) and e.reason
 
 
 def test_pixel_limit_is_configurable(tmp_path, photo):
