@@ -7,7 +7,8 @@ centre at ``(j, i)``.
 
 Decoding goes through Pillow, which reads the header (and so the pixel count) before it decodes,
 applies EXIF orientation, and knows 16-bit, palette, alpha and CMYK images (16-bit colour, which it
-reads at 8 bits, is decoded again by OpenCV), and HEIF/HEIC through the optional pillow-heif plugin. Every failure a file can cause is turned into one
+reads at 8 bits, is decoded again by OpenCV), and HEIF/HEIC through the optional pillow-heif plugin
+(in a child process: :mod:`localmatch.heif`). Every failure a file can cause is turned into one
 :class:`~localmatch.errors.ImageError` that names the file and the reason.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import io as _io
 import logging
 import os
@@ -193,7 +195,22 @@ def _open(fileobj, source: str) -> PIL.Image.Image:
         raise ImageError(source, "a corrupt HEIF (HEIC) image: pillow-heif cannot read its header") from None
 
 
+@functools.lru_cache(maxsize=None)
+def _heif_plugin_installed() -> bool:
+    return any(importlib.util.find_spec(name) is not None for name in ("pi_heif", "pillow_heif"))
+
+
 def _decode(fileobj, source: str, max_pixels: int) -> np.ndarray:
+    """``(H, W, 3) uint8`` RGB of an encoded file; HEIF in a child process (:mod:`localmatch.heif`)."""
+    if _is_heif(fileobj) and _heif_plugin_installed():
+        from localmatch.heif import decode_in_child
+
+        return decode_in_child(fileobj.read(), source, max_pixels)
+    return decode_here(fileobj, source, max_pixels)
+
+
+def decode_here(fileobj, source: str, max_pixels: int) -> np.ndarray:
+    """:func:`_decode` in this process, whatever the format (the HEIF child calls it)."""
     with warnings.catch_warnings():
         # We apply our own limit below; Pillow's warning would only repeat it.
         warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)

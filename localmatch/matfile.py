@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-from pathlib import Path
 
+from localmatch.child import child_command, describe_crash
 from localmatch.errors import GroundTruthError
 
 _CHILD_FAILED = 3  # exit status of a child that could not read the file (its reason is on stderr)
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # the folder holding this localmatch package
-_CHILD = "import sys; sys.path.insert(0, sys.argv[1]); from localmatch.matfile import child_main; child_main(sys.argv[2])"
 
 
 def read_revisited_mat(path: str | os.PathLike) -> dict:
@@ -30,14 +27,13 @@ def read_revisited_mat(path: str | os.PathLike) -> dict:
     Raises ``GroundTruthError`` naming the file and the reason when it cannot be read.
     """
     path = os.fspath(path)
-    child = subprocess.run([sys.executable, "-c", _CHILD, _PACKAGE_ROOT, path], capture_output=True, text=True)
+    child = subprocess.run(child_command(__name__, "child_main", path), capture_output=True, text=True)
     if child.returncode == 0:
         return json.loads(child.stdout)
     if child.returncode == _CHILD_FAILED:
         reason = child.stderr.strip().splitlines()[-1]
     elif child.returncode < 0:
-        reason = (f"scipy's MAT reader crashed on it ({signal.Signals(-child.returncode).name}); "
-                  "the file is corrupt")
+        reason = f"scipy's MAT reader crashed on it ({describe_crash(child.returncode)}); the file is corrupt"
     else:
         reason = f"the reader failed (exit status {child.returncode}): {child.stderr.strip()[-500:]}"
     raise GroundTruthError(f"{path}: {reason}")

@@ -70,6 +70,9 @@ def test_add_is_incremental_resumable_and_reports_bad_files(tmp_path, ukbench_pa
     (bad / "empty.jpg").write_bytes(b"")
     (bad / "text.png").write_bytes(b"not an image")
     (bad / "trunc.jpg").write_bytes(Path(ukbench_paths[0]).read_bytes()[:3000])
+    heic = bytearray((Path(__file__).with_name("data") / "astronaut_rotated.heic").read_bytes())
+    heic[176] ^= 0xFF  # libheif 1.23.0 (pi-heif 1.4.0) crashes on it: decoded in a child process, it is reported
+    (bad / "crash.heic").write_bytes(heic)
     with Database(tmp_path / "db", feature_config=SMALL) as db:
         first = db.add(ukbench_paths[:3])
         second = db.add([*ukbench_paths[:5], str(bad)])
@@ -78,7 +81,7 @@ def test_add_is_incremental_resumable_and_reports_bad_files(tmp_path, ukbench_pa
         assert second.same_as == {p: p for p in ukbench_paths[:3]}
         (tmp_path / "copy.jpg").write_bytes(Path(ukbench_paths[1]).read_bytes())
         assert db.add([tmp_path / "copy.jpg"]).same_as == {str(tmp_path / "copy.jpg"): ukbench_paths[1]}
-        assert {Path(p).name for p, _ in second.failed} == {"empty.jpg", "text.png", "trunc.jpg"}
+        assert {Path(p).name for p, _ in second.failed} == {"crash.heic", "empty.jpg", "text.png", "trunc.jpg"}
         assert all(reason for _, reason in second.failed)
         assert len(db) == 5
         info = db.info()

@@ -205,6 +205,31 @@ def test_heic_decodes_with_its_rotation():
             decode_bytes(broken, name)
 
 
+@needs_heif_plugin
+def test_a_heic_file_that_crashes_libheif_is_an_image_error_and_the_next_one_decodes():
+    """pi-heif 1.4.0 (libheif 1.23.0) dies of a segmentation fault on this byte of the ``iinf`` box; HEIF is
+    decoded in a child process (localmatch.heif), so this process lives on and names the file."""
+    corrupt = bytearray(HEIC.read_bytes())
+    corrupt[176] ^= 0xFF
+    with pytest.raises(ImageError, match="flipped.heic: "):  # "...crashed on it (SIGSEGV)" where libheif crashes
+        decode_bytes(bytes(corrupt), "flipped.heic")
+    assert load_image(HEIC).size == (256, 200)
+
+
+@needs_heif_plugin
+def test_a_heif_child_that_dies_mid_request_is_reported_and_replaced(monkeypatch):
+    from localmatch import heif
+
+    heif._child.stop()
+    dying = [sys.executable, "-c", "import os, sys; sys.stdin.buffer.read(24); os.abort()"]
+    monkeypatch.setattr(heif, "child_command", lambda *args: dying)
+    with pytest.raises(ImageError, match=r"x\.heic: the HEIF decoder \(libheif\) crashed on it \((SIGABRT|exit status)"):
+        heif.decode_in_child(b"\0" * 64, "x.heic", 1000)
+    assert heif._child.process is None  # the next file starts a new child
+    monkeypatch.undo()
+    assert heif.decode_in_child(HEIC.read_bytes(), "ok.heic", 1000 * 1000).shape == (200, 256, 3)  # (H, W, 3)
+
+
 def test_heic_without_a_plugin_says_which_to_install():
     code = ("import sys; sys.modules['pi_heif'] = sys.modules['pillow_heif'] = None\n"
             "import localmatch\n"
