@@ -37,24 +37,27 @@ _LENGTH = struct.Struct("<Q")
 
 
 class _Child:
-    """The running child, started on first use (and again in a forked process, which must not share it)."""
+    """The running child, started on first use."""
 
     def __init__(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        """No child yet, and a lock no thread holds: what a forked process starts from (its parent's child
+        is not its own to talk to)."""
         self.lock = threading.Lock()
         self.process: subprocess.Popen | None = None
-        self.owner = 0  # pid of the process that started it
 
     def running(self) -> subprocess.Popen:
-        if self.process is None or self.owner != os.getpid() or self.process.poll() is not None:
+        if self.process is None or self.process.poll() is not None:
             self.process = subprocess.Popen(child_command(__name__, "child_main"), stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE)
-            self.owner = os.getpid()
         return self.process
 
     def stop(self) -> None:
         """End the child (it also ends by itself when this process closes its end of the pipe)."""
         process, self.process = self.process, None
-        if process is not None and self.owner == os.getpid():
+        if process is not None:
             for pipe in (process.stdin, process.stdout):
                 if pipe is not None:
                     pipe.close()
@@ -67,6 +70,8 @@ class _Child:
 
 _child = _Child()
 atexit.register(_child.stop)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_child.forget)
 
 
 def decode_in_child(data: bytes, source: str, max_pixels: int) -> np.ndarray:
@@ -91,7 +96,7 @@ def decode_in_child(data: bytes, source: str, max_pixels: int) -> np.ndarray:
             pixels = np.empty((height, width, 3), np.uint8)
             if cast(io.BufferedIOBase, process.stdout).readinto(pixels.data.cast("B")) != pixels.nbytes:
                 raise EOFError
-        except (BrokenPipeError, EOFError):
+        except (OSError, EOFError):  # BrokenPipeError, or Windows' EINVAL, writing to a child that has ended
             _child.stop()  # it ended mid-request: the next file gets a new one
             code = process.returncode
             how = describe_crash(code) if code is not None else "it stopped answering"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import re
 import struct
 import subprocess
@@ -228,6 +229,24 @@ def test_a_heif_child_that_dies_mid_request_is_reported_and_replaced(monkeypatch
     assert heif._child.process is None  # the next file starts a new child
     monkeypatch.undo()
     assert heif.decode_in_child(HEIC.read_bytes(), "ok.heic", 1000 * 1000).shape == (200, 256, 3)  # (H, W, 3)
+
+
+@needs_heif_plugin
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_process_decodes_heif_through_a_child_of_its_own():
+    from localmatch import heif
+
+    assert load_image(HEIC).size == (256, 200)  # the parent's child is running
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the forked process reports through its exit status)
+        try:
+            forgot = heif._child.process is None and not heif._child.lock.locked()
+            os._exit(0 if forgot and load_image(HEIC).size == (256, 200) else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert load_image(HEIC).size == (256, 200)  # and the parent's still answers the parent
 
 
 def test_heic_without_a_plugin_says_which_to_install():
