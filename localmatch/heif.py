@@ -7,7 +7,8 @@ when resumed. So one long-lived child Python decodes HEIF files for the whole pr
 :func:`localmatch.io._decode` (pillow-heif plugin, orientation, bit depth) as every other format: it
 starts with the first HEIF file (about 0.3 s), serves one file at a time (a lock), and is started again
 after a crash, which becomes :class:`~localmatch.errors.ImageError` naming the file. Passing the file and
-its pixels through the pipes costs 40-80 ms for a 12 MP photograph, which takes 0.6 s to decode.
+its pixels through the pipes costs about 50 ms for a 12 MP photograph, which takes 0.6 s to decode
+(bench/heif_decode.py).
 
 Protocol (no pickle): the parent writes ``max_pixels``, the length of the source's name and the length
 of the file (three little-endian uint64), the name (UTF-8), then the file's bytes; the child answers a
