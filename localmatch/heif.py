@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import io
+import logging
 import os
 import struct
 import subprocess
@@ -31,6 +32,9 @@ import numpy as np
 
 from localmatch.child import child_command, describe_crash
 from localmatch.errors import ImageError
+from localmatch.io import decode_here
+
+log = logging.getLogger(__name__)
 
 _REQUEST = struct.Struct("<QQQ")  # max_pixels, len(name), len(data)
 _PIXELS = struct.Struct("<II")  # height, width
@@ -51,6 +55,8 @@ class _Child:
 
     def running(self) -> subprocess.Popen:
         if self.process is None or self.process.poll() is not None:
+            if not sys.executable:
+                raise OSError("Python does not know its own executable (sys.executable is empty)")
             self.process = subprocess.Popen(child_command(__name__, "child_main"), stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE)
         return self.process
@@ -83,7 +89,11 @@ def decode_in_child(data: bytes, source: str, max_pixels: int) -> np.ndarray:
     """
     name = source.encode("utf-8", "replace")
     with _child.lock:
-        process = _child.running()
+        try:
+            process = _child.running()
+        except OSError as e:  # no Python to start (an embedded interpreter, say): decode here, unprotected
+            log.warning("%s: decoded in this process: the HEIF decoding process cannot start (%s)", source, e)
+            return decode_here(io.BytesIO(data), source, max_pixels)
         assert process.stdin is not None and process.stdout is not None
         try:
             process.stdin.write(_REQUEST.pack(max_pixels, len(name), len(data)) + name)
@@ -120,8 +130,6 @@ def _read(stream: IO[bytes], size: int) -> bytes:
 def child_main() -> None:
     """Run in the child: answer requests until the parent closes the pipe. The protocol has the real standard
     output to itself; anything compiled code prints there goes to standard error instead."""
-    from localmatch import io as localmatch_io
-
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -133,7 +141,7 @@ def child_main() -> None:
         source = requests.read(name_size).decode("utf-8", "replace")
         data = requests.read(data_size)
         try:
-            pixels = localmatch_io.decode_here(io.BytesIO(data), source, max_pixels)
+            pixels = decode_here(io.BytesIO(data), source, max_pixels)
         except ImageError as e:
             reply = e.reason.encode()
         except Exception as e:  # an unforeseen failure is still this file's, not the child's end

@@ -232,6 +232,17 @@ def test_a_heif_child_that_dies_mid_request_is_reported_and_replaced(monkeypatch
 
 
 @needs_heif_plugin
+def test_heif_is_decoded_here_when_no_child_can_start(monkeypatch, caplog):
+    from localmatch import heif
+
+    heif._child.stop()
+    monkeypatch.setattr(heif, "child_command", lambda *args: [str(Path("/nonexistent") / "python")])
+    with caplog.at_level("WARNING", logger="localmatch.heif"):
+        assert load_image(HEIC).size == (256, 200)
+    assert "cannot start" in caplog.text and str(HEIC) in caplog.text
+
+
+@needs_heif_plugin
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_a_forked_process_decodes_heif_through_a_child_of_its_own():
     from localmatch import heif
