@@ -4,8 +4,8 @@ libheif is compiled code that can end the process on a corrupt file: pi-heif 1.4
 newest decoder-only build on PyPI, dies of a segmentation fault when one byte of a HEIC file's ``iinf``
 box is changed. In-process, a collection build would stop there without naming the file, and stop again
 when resumed. So one long-lived child Python decodes HEIF files for the whole process, with the same
-:func:`localmatch.io._decode` (pillow-heif plugin, orientation, bit depth) as every other format: it
-starts with the first HEIF file (about 0.3 s), serves one file at a time (a lock), and is started again
+:func:`localmatch.io.decode_here` (pillow-heif plugin, orientation, bit depth) as every other format: it
+starts with the first HEIF file (about 0.2 s), serves one file at a time (a lock), and is started again
 after a crash, which becomes :class:`~localmatch.errors.ImageError` naming the file. Passing the file and
 its pixels through the pipes costs about 50 ms for a 12 MP photograph, which takes 0.6 s to decode
 (bench/heif_decode.py).
@@ -22,6 +22,7 @@ import atexit
 import io
 import logging
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -129,27 +130,38 @@ def _read(stream: IO[bytes], size: int) -> bytes:
 
 def child_main() -> None:
     """Run in the child: answer requests until the parent closes the pipe. The protocol has the real standard
-    output to itself; anything compiled code prints there goes to standard error instead."""
+    output to itself; anything compiled code prints there goes to standard error instead. Ctrl-C is the
+    parent's to handle: it ends the child by closing the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    while True:
-        header = requests.read(_REQUEST.size)
-        if len(header) < _REQUEST.size:
-            return
-        max_pixels, name_size, data_size = _REQUEST.unpack(header)
-        source = requests.read(name_size).decode("utf-8", "replace")
-        data = requests.read(data_size)
-        try:
-            pixels = decode_here(io.BytesIO(data), source, max_pixels)
-        except ImageError as e:
-            reply = e.reason.encode()
-        except Exception as e:  # an unforeseen failure is still this file's, not the child's end
-            reply = f"the HEIF decoder failed ({type(e).__name__}: {e})".encode()
-        else:
-            replies.write(b"\0" + _PIXELS.pack(*pixels.shape[:2]))
-            replies.write(np.ascontiguousarray(pixels, np.uint8).data)
-            replies.flush()
-            continue
-        replies.write(b"\1" + _LENGTH.pack(len(reply)) + reply)
+    try:
+        while _answer(requests, replies):
+            pass
+    except BrokenPipeError:  # the parent stopped listening mid-reply
+        pass
+
+
+def _answer(requests: IO[bytes], replies: IO[bytes]) -> bool:
+    """Decode one requested file and reply; False when the parent has closed the pipe."""
+    header = requests.read(_REQUEST.size)
+    if len(header) < _REQUEST.size:
+        return False
+    max_pixels, name_size, data_size = _REQUEST.unpack(header)
+    source = requests.read(name_size).decode("utf-8", "replace")
+    data = requests.read(data_size)
+    try:
+        pixels = decode_here(io.BytesIO(data), source, max_pixels)
+    except ImageError as e:
+        reply = e.reason.encode()
+    except Exception as e:  # an unforeseen failure is still this file's, not the child's end
+        reply = f"the HEIF decoder failed ({type(e).__name__}: {e})".encode()
+    else:
+        replies.write(b"\0" + _PIXELS.pack(*pixels.shape[:2]))
+        replies.write(np.ascontiguousarray(pixels, np.uint8).data)
         replies.flush()
+        return True
+    replies.write(b"\1" + _LENGTH.pack(len(reply)) + reply)
+    replies.flush()
+    return True
