@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -233,6 +234,51 @@ def test_one_writer_many_readers(small_db, ukbench_paths):
             Database(small_db, readonly=True).add(ukbench_paths[:1])
         assert len(writer) == len(ukbench_paths)
     Database(small_db).close()  # the lock is released on close
+
+
+def _damaged_copy(small_db, tmp_path, *statements: str) -> Path:
+    """A copy of ``small_db`` changed by SQL the way a damaged file reads: NOT NULL is lifted first (the
+    schema rewritten in place), so that a damaged record's NULL can be stored."""
+    copy = tmp_path / "damaged"
+    shutil.copytree(small_db, copy)
+    connection = sqlite3.connect(copy / "localmatch.sqlite", isolation_level=None)
+    connection.execute("PRAGMA writable_schema=ON")
+    connection.execute("UPDATE sqlite_master SET sql = replace(sql, 'global_row INTEGER NOT NULL', 'global_row INTEGER') "
+                       "WHERE name = 'images'")
+    connection.close()
+    connection = sqlite3.connect(copy / "localmatch.sqlite", isolation_level=None)
+    for statement in statements:
+        connection.execute(statement)
+    connection.close()
+    return copy
+
+
+@pytest.mark.parametrize("statement, says", [
+    ("UPDATE images SET path = CAST(x'2f6eff' AS TEXT) WHERE id = 2", "Could not decode to UTF-8"),
+    ("UPDATE images SET global_row = NULL WHERE id = 2", "holds NULL"),
+    ("UPDATE meta SET value = '{\"max_side\": 4' WHERE key = 'feature_config'", "stored settings cannot be read"),
+    ("DELETE FROM meta WHERE key = 'generation'", "stored settings cannot be read"),
+])
+def test_a_damaged_sqlite_file_is_a_database_error_naming_it(small_db, tmp_path, ukbench_paths, statement, says):
+    damaged = _damaged_copy(small_db, tmp_path, statement)
+    with pytest.raises(DatabaseError, match=re.escape(str(damaged / "localmatch.sqlite")) + ".*" + says):
+        with Database(damaged, readonly=True) as db:
+            db.images()
+            db.search(ukbench_paths[0], k=3)
+
+
+def test_an_image_missing_from_the_table_is_left_out_of_the_results(small_db, tmp_path, ukbench_paths):
+    """Removed by another process between the shortlist and reading its rows (here: deleted behind the
+    database's back, so that its index, up to date a moment ago, still holds it)."""
+    copy = shutil.copytree(small_db, tmp_path / "copy")
+    with Database(copy, readonly=True) as db:
+        assert db.search(ukbench_paths[1], k=1, rerank=False)[0].image_id == 2  # the index is loaded
+        other = sqlite3.connect(copy / "localmatch.sqlite", isolation_level=None)
+        other.execute("DELETE FROM images WHERE id = 2")
+        other.close()
+        for rerank in (False, True):
+            hits = db.search(ukbench_paths[1], k=len(ukbench_paths), rerank=rerank)
+            assert 2 not in [h.image_id for h in hits] and len(hits) == len(ukbench_paths) - 1
 
 
 def test_the_write_lock_is_exclusive_until_released(tmp_path):

@@ -23,6 +23,7 @@ killed at any moment leaves a database holding exactly the images committed befo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -31,7 +32,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Concatenate, Iterable, Mapping, ParamSpec, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -55,6 +56,8 @@ from localmatch.shortlist.index import INDEX_KINDS, ShortlistIndex
 from localmatch.types import Features, Hit
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 FORMAT_VERSION = 1
 #: Re-ranking matcher per local features (mutual NN is weak on learned descriptors).
@@ -125,6 +128,18 @@ def _one_spelling_per_file(paths: list[str]) -> list[str]:
             seen.add(real)
             out.append(path)
     return out
+
+
+def _names_the_file(method: Callable[Concatenate[Database, P], T]) -> Callable[Concatenate[Database, P], T]:
+    """A :class:`Database` method whose SQLite errors (a damaged file: a malformed page, a path no longer
+    UTF-8; a failing disk) become a DatabaseError naming the file."""
+    @functools.wraps(method)
+    def named(self: Database, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # the latter: damaged text
+            raise DatabaseError(f"{self.path / DB_FILE}: SQLite cannot read or write it ({e})") from e
+    return named
 
 
 def _reason(error: Exception) -> str:
@@ -229,6 +244,7 @@ class Database:
 
     # ---- opening, settings, locking ----
 
+    @_names_the_file
     def _open(self, exists: bool, features, feature_config, global_descriptor, index, representation, asmk_config,
               codebook, whitening) -> None:
         """Connect to SQLite, create the tables and settings of a new database, read the settings, and (for a
@@ -237,7 +253,7 @@ class Database:
             self._connection = sqlite3.connect(self.path / DB_FILE, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-        except sqlite3.DatabaseError as e:  # not SQLite, or a damaged file
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # not SQLite, or a damaged file
             raise DatabaseError(f"{self.path / DB_FILE}: cannot open the SQLite database ({e})") from None
         if not exists:
             self._create(features or "sift", feature_config or {}, global_descriptor, index or "flat",
@@ -328,11 +344,35 @@ class Database:
                        whitening) -> None:
         try:
             meta = dict(self._db.execute("SELECT key, value FROM meta"))
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise DatabaseError(f"{self.path}: not a readable localmatch database ({e})") from None
-        version = int(meta.get("format_version", -1))
+        try:
+            version = int(meta.get("format_version", -1))
+        except ValueError:  # damaged
+            version = -1
         if version != FORMAT_VERSION:
             raise DatabaseError(f"{self.path}: format version {version}; this localmatch reads version {FORMAT_VERSION}")
+        try:
+            self._read_stored_settings(meta)
+        except UnknownNameError:  # an extractor this process has not registered, say
+            raise
+        except (KeyError, ValueError, TypeError) as e:
+            raise DatabaseError(f"{self.path / DB_FILE}: its stored settings cannot be read, the file is damaged "
+                                f"({type(e).__name__}: {e})") from None
+        given = {"features": (features, self.features), "global_descriptor": (global_descriptor, self.global_descriptor_name),
+                 "index": (index, self.index_kind), "representation": (representation, self.representation),
+                 "whitening": (whitening, self.whitening)}
+        for name, (wanted, stored) in given.items():
+            if wanted is not None and wanted != stored:
+                raise DatabaseError(f"{self.path}: the database uses {name}={stored!r}, not {wanted!r}")
+        if feature_config and build_config(type(self.feature_config), feature_config, {}, self.features) != self.feature_config:
+            raise DatabaseError(f"{self.path}: the database was built with other feature options ({meta['feature_config']})")
+        if asmk_config and build_config(AsmkConfig, asmk_config, {}, "asmk") != self.asmk_config:
+            raise DatabaseError(f"{self.path}: the database was built with other ASMK options ({meta['asmk_config']})")
+
+    def _read_stored_settings(self, meta: dict[str, str]) -> None:
+        """Set the settings attributes from the ``meta`` table; KeyError, ValueError or TypeError where a value
+        is missing or unreadable."""
         self.features = meta["features"]
         self.feature_config = build_config(FEATURES.get(self.features).config_type,
                                            json.loads(meta["feature_config"]), {}, self.features)
@@ -346,20 +386,15 @@ class Database:
         self.whitening = int(meta.get("whitening", 0))
         self.representation = meta.get("representation", "global")
         self.asmk_config = build_config(AsmkConfig, json.loads(meta.get("asmk_config", "{}")), {}, "asmk")
-        given = {"features": (features, self.features), "global_descriptor": (global_descriptor, self.global_descriptor_name),
-                 "index": (index, self.index_kind), "representation": (representation, self.representation),
-                 "whitening": (whitening, self.whitening)}
-        for name, (wanted, stored) in given.items():
-            if wanted is not None and wanted != stored:
-                raise DatabaseError(f"{self.path}: the database uses {name}={stored!r}, not {wanted!r}")
-        if feature_config and build_config(type(self.feature_config), feature_config, {}, self.features) != self.feature_config:
-            raise DatabaseError(f"{self.path}: the database was built with other feature options ({meta['feature_config']})")
-        if asmk_config and build_config(AsmkConfig, asmk_config, {}, "asmk") != self.asmk_config:
-            raise DatabaseError(f"{self.path}: the database was built with other ASMK options ({meta['asmk_config']})")
         self._descriptor = get_global_descriptor(self.global_descriptor_name)
+        for key in ("feature_rows", "global_rows", "generation"):
+            int(meta[key])  # read as they are needed (_meta_int)
 
     def _meta_int(self, key: str) -> int:
-        return int(self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None or not str(row[0]).lstrip("-").isdigit():
+            raise sqlite3.DatabaseError(f"the setting {key!r} is missing or not a number: the file is damaged")
+        return int(row[0])
 
     def _transaction(self):
         db = self._db
@@ -403,6 +438,7 @@ class Database:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @_names_the_file
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
@@ -412,6 +448,7 @@ class Database:
         if self.readonly:
             raise DatabaseError(f"{self.path}: opened read-only")
 
+    @_names_the_file
     def add(self, paths: Iterable[str | os.PathLike], *, progress: bool | None = None,
             boxes: Mapping[str, ArrayLike] | None = None) -> AddReport:
         """Add image files (and the images under folders); already indexed content is skipped.
@@ -554,6 +591,7 @@ class Database:
     def _set_meta(self, **values) -> None:
         self._db.executemany("UPDATE meta SET value = ? WHERE key = ?", [(str(v), k) for k, v in values.items()])
 
+    @_names_the_file
     def remove(self, items: Iterable[str | int]) -> int:
         """Remove images by path (as added) or id; returns how many were removed."""
         self._require_writable()
@@ -577,9 +615,12 @@ class Database:
     # ---- the shortlist index ----
 
     def _rows(self, where: str = "", args: tuple = ()) -> list[tuple]:
-        return self._db.execute(
+        rows = self._db.execute(
             "SELECT id, path, width, height, num_features, feature_row, descriptor_scale, working_scale, global_row"
             f" FROM images {where} ORDER BY id", args).fetchall()
+        if any(None in row for row in rows):  # every column is NOT NULL: a damaged record reads as NULL
+            raise sqlite3.DatabaseError("a row of the images table holds NULL where a value must be: the file is damaged")
+        return rows
 
     def _global_vectors(self, rows: list[tuple]) -> np.ndarray:
         """``(len(rows), D) float32`` stored global descriptors of image rows."""
@@ -694,6 +735,7 @@ class Database:
             self._asmk = None
         return self._codebook
 
+    @_names_the_file
     def train_codebook(self, size: int | None = None) -> Codebook:
         """Train the visual codebook on the stored descriptors and rebuild the inverted file with it.
 
@@ -795,10 +837,12 @@ class Database:
             descriptors=QuantizedDescriptors(np.array(self._arrays["descriptors"].read(feature_row, n)), scale),
             working_scale=working_scale, image_size=(width, height))
 
+    @_names_the_file
     def images(self) -> list[tuple[int, str]]:
         """``(id, path)`` of every image, in the order they were added."""
         return [(r[0], r[1]) for r in self._rows()]
 
+    @_names_the_file
     def global_of(self, image_id: int) -> np.ndarray:
         """The stored ``(D,) float32`` global descriptor of an image (``representation="global"`` only)."""
         self._require_global("global descriptors")
@@ -812,6 +856,7 @@ class Database:
             raise DatabaseError(f"{self.path}: this database shortlists with {self.representation!r} and keeps no "
                                 f"{what}; use shortlist_for() or search()")
 
+    @_names_the_file
     def features_of(self, image_id: int) -> Candidate:
         rows = self._rows("WHERE id = ?", (int(image_id),))
         if not rows:
@@ -847,6 +892,7 @@ class Database:
             return self.feature_config
         return self.feature_config.replace(max_side=max(1, round(max(part.size) * scale)))
 
+    @_names_the_file
     def search(self, query: ImageSource | Features, k: int = 10, *, shortlist: int = 100, rerank: bool = True,
                matcher: str | None = None, matcher_config: dict | None = None,
                geometry: str = DEFAULT_RERANK_GEOMETRY, backend: str = "opencv",
@@ -885,7 +931,10 @@ class Database:
             image, offset = crop(whole, box)
             features, vector = self._describe_query(image, with_global, self._part_config(whole, image))
         ids, scores = self.shortlist_for(features, vector, max(k, shortlist if rerank else k))
-        by_id = {r[0]: r for r in self._rows_for(ids)}
+        by_id = self._rows_for(ids)
+        if len(by_id) < len(ids):
+            keep = np.array([int(i) in by_id for i in ids], bool)
+            ids, scores = ids[keep], scores[keep]
         if not rerank:
             return [Hit(by_id[i][1], int(i), rank + 1, float(s), float(s)) for rank, (i, s) in enumerate(zip(ids[:k], scores))]
         candidates = [self._candidate(by_id[i]) for i in ids]
@@ -895,12 +944,14 @@ class Database:
         hits = fuse_ranking(candidates, scores, results, min_inliers)[:k]
         return hits if offset is None else [_from_crop(hit, offset) for hit in hits]
 
+    @_names_the_file
     def shortlist(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` images whose global descriptors are nearest to ``vector``: ``(ids, scores)``, best first
         (``representation="global"`` only; :meth:`shortlist_for` takes any)."""
         self._require_global("global index")
         return self._current_index().search(vector, k)
 
+    @_names_the_file
     def shortlist_for(self, features: Features, vector: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best candidates by the database's representation: ``(ids, scores)``, best first.
 
@@ -922,12 +973,15 @@ class Database:
         shared = scores > 0
         return ids[shared], scores[shared]
 
-    def _rows_for(self, ids: np.ndarray) -> list[tuple]:
+    def _rows_for(self, ids: np.ndarray) -> dict[int, tuple]:
+        """The images table's row of each id the shortlist gave, by id. An id without one (removed by a writer
+        since the shortlist was searched, or a damaged row) is left out."""
         if len(ids) == 0:
-            return []
+            return {}
         marks = ",".join("?" * len(ids))
-        return self._rows(f"WHERE id IN ({marks})", tuple(int(i) for i in ids))
+        return {r[0]: r for r in self._rows(f"WHERE id IN ({marks})", tuple(int(i) for i in ids))}
 
+    @_names_the_file
     def info(self) -> dict:
         """Images, local features and bytes on disk (total and per image)."""
         n = len(self)
