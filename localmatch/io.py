@@ -165,11 +165,15 @@ def _is_heif(fileobj) -> bool:
     return len(head) == 12 and head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
 
 
+#: The pillow-heif plugins, in the order they are tried.
+HEIF_PLUGINS = ("pi_heif", "pillow_heif")
+
+
 @functools.lru_cache(maxsize=None)
 def _register_heif_opener() -> bool:
     """Let Pillow open HEIF files through the pillow-heif plugin, where it is installed (once per process):
     ``pi-heif`` (its decoder alone, LGPL; the ``heif`` extra) or ``pillow-heif`` (with an encoder, GPL)."""
-    for name in ("pi_heif", "pillow_heif"):
+    for name in HEIF_PLUGINS:
         try:
             plugin = importlib.import_module(name)
         except ImportError:
@@ -197,7 +201,7 @@ def _open(fileobj, source: str) -> PIL.Image.Image:
 
 @functools.lru_cache(maxsize=None)
 def _heif_plugin_installed() -> bool:
-    return any(importlib.util.find_spec(name) is not None for name in ("pi_heif", "pillow_heif"))
+    return any(importlib.util.find_spec(name) is not None for name in HEIF_PLUGINS)
 
 
 def _decode(fileobj, source: str, max_pixels: int) -> np.ndarray:
