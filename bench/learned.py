@@ -2,7 +2,14 @@
 pose AUC on scannet_sample_superglue, extraction time per image and matching time per pair (CPU).
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/learned.py
-     [--only oxford|scannet|loftr|ensemble] [--combos sift+nn,aliked+lightglue,...]
+     [--only oxford|scannet|loftr|ensemble|multiview] [--combos sift+nn,aliked+lightglue,...]
+
+A combination is ``features+matcher``, optionally with feature options after ``:`` and matcher options after
+``@``: ``aliked+lightglue:detection_threshold=0``, ``keynet-affnet+nn@ratio=0.85``.
+
+``--only multiview`` (not part of the default run) counts verified pairs on multiview_dev: 37 pairs of one
+scene, which should verify, and 136 of different scenes, which should not, with the largest inlier count
+among the latter (how close chance comes to the 15 that verify).
 
 ``--only ensemble`` asks how far pooling several combinations goes on oxford_affine_vgg: per pair, each
 combination's refined inliers are pooled and one homography is fitted to them all (MAGSAC++, 1 px).
@@ -29,7 +36,7 @@ import localmatch
 from localmatch.geometry import HOMOGRAPHY, RansacConfig, estimate
 from localmatch.matching import MATCHERS
 from localmatch.refine import refine_homography
-from common import data_dir, mean_accuracy, parse_options
+from common import data_dir, mean_accuracy, multiview_pairs, parse_options
 from oxford_homography import THRESHOLDS, corner_error, pairs as oxford_pairs
 
 COMBOS = ["sift+nn", "disk+nn", "disk+lightglue", "aliked+nn", "aliked+lightglue", "xfeat+nn", "xfeat+lighterglue",
@@ -39,11 +46,13 @@ COMBOS = ["sift+nn", "disk+nn", "disk+lightglue", "aliked+nn", "aliked+lightglue
 ENSEMBLE = ["sift+nn", "keynet-affnet+nn", "disk+lightglue", "aliked+lightglue", "xfeat+lighterglue"]
 
 
-def parse_combo(combo: str) -> tuple[str, str, dict]:
-    """``features+matcher[:option=value,...]`` -> (features, matcher, feature options)."""
+def parse_combo(combo: str) -> tuple[str, str, dict, dict]:
+    """``features+matcher[:option=value,...][@option=value,...]`` -> (features, matcher, feature options,
+    matcher options); for example ``keynet-affnet+nn@ratio=0.85``."""
+    combo, _, matcher_options = combo.partition("@")
     pair, _, options = combo.partition(":")
     features, matcher = pair.split("+")
-    return features, matcher, parse_options(options)
+    return features, matcher, parse_options(options), parse_options(matcher_options)
 
 
 def timed_extract(path, features, options, times):
@@ -53,9 +62,9 @@ def timed_extract(path, features, options, times):
     return f
 
 
-def timed_match(fa, fb, matcher, times):
+def timed_match(fa, fb, matcher, matcher_options, times):
     start = time.perf_counter()
-    m = localmatch.match(fa, fb, matcher)
+    m = localmatch.match(fa, fb, matcher, matcher_options or None)
     times.append(time.perf_counter() - start)
     return m
 
@@ -64,16 +73,17 @@ def oxford_verifications(combo: str, t_extract: list, t_match: list):
     """Per oxford pair: its name, the true homography, A's size, the combination's verification and the same
     refined (``refine=True``: pairs whose homography tilts A by 1.1 or more are matched again on B warped
     into A's frame). Extraction and matching times are appended to the lists."""
-    features, matcher, options = parse_combo(combo)
+    features, matcher, options, matcher_options = parse_combo(combo)
     cache = {}
     for name, path_a, path_b, H_true in oxford_pairs():
         for p in (path_a, path_b):
             if p not in cache:
                 cache[p] = timed_extract(p, features, options, t_extract)
         fa, fb = cache[path_a], cache[path_b]
-        result = localmatch.verify_matches(fa, fb, timed_match(fa, fb, matcher, t_match), geometry="homography")
+        matches = timed_match(fa, fb, matcher, matcher_options, t_match)
+        result = localmatch.verify_matches(fa, fb, matches, geometry="homography")
         refined = refine_homography(result, fa, fb, path_a, path_b, features=features, feature_config=options,
-                                    matcher=MATCHERS.get(matcher), matcher_config=None)
+                                    matcher=MATCHERS.get(matcher), matcher_config=matcher_options or None)
         yield name, H_true, fa.image_size, result, refined
 
 
@@ -182,18 +192,47 @@ def scannet(combos: list[str]) -> None:
     print("| features + matcher | AUC@5 | AUC@10 | AUC@20 | median s extraction / image | median s matching / pair |")
     print("|---|---|---|---|---|---|")
     for combo in combos:
-        features, matcher, options = parse_combo(combo)
+        features, matcher, options, matcher_options = parse_combo(combo)
         t_extract, t_match, errors = [], [], []
         for path_a, path_b, K_a, K_b, T in scannet_pairs():
             (ia, sa), (ib, sb) = load_640(path_a), load_640(path_b)
             fa = timed_extract(ia, features, {"max_side": 640, **options}, t_extract)
             fb = timed_extract(ib, features, {"max_side": 640, **options}, t_extract)
-            m = timed_match(fa, fb, matcher, t_match)
+            m = timed_match(fa, fb, matcher, matcher_options, t_match)
             corr = localmatch.api.correspondences_of(fa, fb, m)
             errors.append(relative_pose_error(corr.points_a, corr.points_b, scale_K(K_a, *sa), scale_K(K_b, *sb), T))
         auc = pose_auc(errors)
         print(f"| {combo} | {auc[0]:.1f} | {auc[1]:.1f} | {auc[2]:.1f} | {statistics.median(t_extract):.3f} "
               f"| {statistics.median(t_match):.3f} |")
+
+
+def multiview(combos: list[str]) -> None:
+    """Verified pairs of one scene (should match) and of different scenes (should not) on multiview_dev, and
+    the largest inlier count among the latter: how close chance comes to the 15 that verify."""
+    same, different = multiview_pairs()
+    print(f"\n## multiview_dev: pairs verified (geometry auto; {len(same)} of one scene, {len(different)} of "
+          "different scenes)\n")
+    print("| features + matcher | same scene verified | different scenes verified | largest inlier count, "
+          "different scenes |")
+    print("|---|---|---|---|")
+    for combo in combos:
+        features, matcher, options, matcher_options = parse_combo(combo)
+        cache: dict = {}
+
+        def extracted(path):
+            if path not in cache:
+                cache[path] = localmatch.extract(str(path), features, **options)
+            return cache[path]
+
+        def inliers(a, b) -> int:
+            fa, fb = extracted(a), extracted(b)
+            matches = localmatch.match(fa, fb, matcher, matcher_options or None)
+            return localmatch.verify_matches(fa, fb, matches, geometry="auto").num_inliers
+
+        same_counts = [inliers(a, b) for a, b in same]
+        different_counts = [inliers(a, b) for a, b in different]
+        print(f"| {combo} | {sum(c >= 15 for c in same_counts)} | {sum(c >= 15 for c in different_counts)} "
+              f"| {max(different_counts)} |", flush=True)
 
 
 def loftr_cost() -> None:
@@ -216,7 +255,7 @@ def loftr_cost() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("oxford", "scannet", "loftr", "ensemble"))
+    parser.add_argument("--only", choices=("oxford", "scannet", "loftr", "ensemble", "multiview"))
     parser.add_argument("--combos", help=f"default: {','.join(COMBOS)}; with --only ensemble: {','.join(ENSEMBLE)}")
     args = parser.parse_args()
     combos = args.combos.split(",") if args.combos else COMBOS
@@ -226,6 +265,8 @@ def main() -> None:
         scannet(combos)
     if args.only in (None, "loftr"):
         loftr_cost()
+    if args.only == "multiview":
+        multiview(combos)
     if args.only == "ensemble":
         ensemble(combos if args.combos else ENSEMBLE)
 
