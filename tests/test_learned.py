@@ -131,6 +131,26 @@ def test_keynet_affnet_holds_a_strong_viewpoint_change_that_sift_misses():
     assert covariant.is_match and corner_error(covariant.matrix, H_true, 800, 640) < 5.0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["aliked", "disk"])
+def test_lightglue_does_not_verify_look_alike_buildings(name):
+    """British Museum and St Paul's, two classical facades: at kornia's match threshold of 0.1 LightGlue pairs
+    their pediments and a fundamental matrix takes 66-76 inliers; at the default none are kept. Two photos
+    of the British Museum still verify."""
+    needs_weights(*WEIGHTS_OF[name])
+    root = shared_data("multiview_dev")
+    museum, museum_again = root / "british_museum/29057984_287139632.jpg", root / "british_museum/32630292_7166579210.jpg"
+    cathedral = root / "st_pauls_cathedral/1.jpg"
+    fm, fm2, fc = (localmatch.extract(p, name) for p in (museum, museum_again, cathedral))
+
+    def verified(fa, fb, config=None):
+        return localmatch.verify_matches(fa, fb, localmatch.match(fa, fb, "lightglue", config)).is_match
+
+    assert verified(fm, fc, {"filter_threshold": 0.1})  # what the default guards against
+    assert not verified(fm, fc)
+    assert verified(fm, fm2)
+
+
 def test_matchers_refuse_features_they_were_not_trained_for(astronaut):
     sift = localmatch.extract(astronaut, max_features=100)
     with pytest.raises(ValueError, match="disk, aliked"):
@@ -189,7 +209,9 @@ def test_loftr_pretrained_outdoor(astronaut, warped):
 def test_database_with_learned_features_and_lightglue_reranking(tmp_path):
     needs_weights(*WEIGHTS_OF["aliked"])
     images = [str(p) for p in sorted((shared_data("ukbench_subset") / "images").glob("*.jpg"))[:8]]
-    with Database(tmp_path / "db", features="aliked", feature_config={"max_side": 480, "max_features": 1024}) as db:
+    # at the images' own 640 x 480: at 480 x 360, view 3 kept 18 LightGlue inliers at kornia's match threshold
+    # (0.1) and none at localmatch's stricter default
+    with Database(tmp_path / "db", features="aliked", feature_config={"max_side": 640, "max_features": 1024}) as db:
         db.add(images)
         assert db.global_descriptor_name == "gem"
         hits = db.search(images[1], k=4)  # LightGlue by default for ALIKED

@@ -19,27 +19,37 @@ from localmatch.weights import load_state_dict
 PRESETS = {"disk": ("disk", "disk-lightglue"), "aliked": ("aliked", "aliked-lightglue"),
            "xfeat": ("xfeat", "xfeat-lighterglue")}
 
+#: extractor name -> the least assignment score of a match kept by default. kornia's (and LightGlue's) 0.1
+#: keeps low-confidence matches on look-alike structure: on multiview_dev, 19 (ALIKED) and 17 (DISK) of 136
+#: pairs of photographs of different places verified, with up to 76 inliers (British Museum's pediment
+#: matched to St Paul's). At 0.4 none does and no pair of one scene is lost, with oxford_affine_vgg and
+#: ScanNet accuracy within their noise. LighterGlue is less confident on true matches (ScanNet pose
+#: AUC@20 29.2 at 0.1, 28.5 at 0.3, 14.1 at 0.4), so XFeat keeps 0.3: 1 of the 136 still verifies
+#: (4 at 0.1). Measured by ``bench/learned.py --only multiview``; see BENCHMARKS.md.
+DEFAULT_FILTER_THRESHOLD = {"disk": 0.4, "aliked": 0.4, "xfeat": 0.3}
+
 
 @dataclass(frozen=True)
 class LightGlueConfig(Config):
     """Options of the LightGlue matchers.
 
     Attributes:
-        filter_threshold: keep matches whose assignment score is above this.
+        filter_threshold: keep matches whose assignment score is above this (None: the extractor's value
+            in :data:`DEFAULT_FILTER_THRESHOLD`, 0.4 for DISK and ALIKED, 0.3 for XFeat).
         depth_confidence: early stop of the layers (-1 off; None: the preset's value).
         width_confidence: point pruning (-1 off; None: the preset's value).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         half: mixed precision on CUDA.
     """
 
-    filter_threshold: float = 0.1
+    filter_threshold: float | None = None
     depth_confidence: float | None = None
     width_confidence: float | None = None
     device: str = "auto"
     half: bool = True
 
     def __post_init__(self) -> None:
-        check_number(self, "filter_threshold", 0, 1)
+        check_number(self, "filter_threshold", 0, 1, optional=True)
         for name in ("depth_confidence", "width_confidence"):
             if getattr(self, name) != -1:
                 check_number(self, name, 0, 1, optional=True)
@@ -85,7 +95,9 @@ def match_lightglue(features_a: Features, features_b: Features, config: LightGlu
         return Matches.empty()
     preset, weights = PRESETS[features_a.extractor]
     device = select_device(config.device)
-    model = _model(preset, weights, str(device), config.filter_threshold, config.depth_confidence,
+    threshold = DEFAULT_FILTER_THRESHOLD[features_a.extractor] if config.filter_threshold is None \
+        else config.filter_threshold
+    model = _model(preset, weights, str(device), threshold, config.depth_confidence,
                    config.width_confidence, device.type == "cuda" and config.half)
     with torch.inference_mode():
         out = model({"image0": _as_input(features_a, device), "image1": _as_input(features_b, device)})
