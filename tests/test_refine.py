@@ -69,7 +69,7 @@ def test_learned_features_are_refined_with_their_own_extractor_and_matcher(coffe
     assert refined.refined and refined.features == "xfeat" and refined.is_match
     assert "warped" in described[-1][0] and described[-1][1].max_features == 1500
     before, after = corner_error(first.matrix, H_TILTED, *a.size), corner_error(refined.matrix, H_TILTED, *a.size)
-    assert after < 0.5 * before  # measured: 4.26 -> 1.30 px
+    assert after < 0.5 * before  # measured: 5.59 -> 2.21 px (4.26 -> 1.30 at LighterGlue's old threshold, 0.1)
 
 
 @pytest.fixture(scope="module")
