@@ -64,7 +64,7 @@ def timed_extract(path, features, options, times):
 
 def timed_match(fa, fb, matcher, matcher_options, times):
     start = time.perf_counter()
-    m = localmatch.match(fa, fb, matcher, matcher_options or None)
+    m = localmatch.match(fa, fb, matcher, matcher_options)
     times.append(time.perf_counter() - start)
     return m
 
@@ -83,7 +83,7 @@ def oxford_verifications(combo: str, t_extract: list, t_match: list):
         matches = timed_match(fa, fb, matcher, matcher_options, t_match)
         result = localmatch.verify_matches(fa, fb, matches, geometry="homography")
         refined = refine_homography(result, fa, fb, path_a, path_b, features=features, feature_config=options,
-                                    matcher=MATCHERS.get(matcher), matcher_config=matcher_options or None)
+                                    matcher=MATCHERS.get(matcher), matcher_config=matcher_options)
         yield name, H_true, fa.image_size, result, refined
 
 
@@ -226,7 +226,7 @@ def multiview(combos: list[str]) -> None:
 
         def inliers(a, b) -> int:
             fa, fb = extracted(a), extracted(b)
-            matches = localmatch.match(fa, fb, matcher, matcher_options or None)
+            matches = localmatch.match(fa, fb, matcher, matcher_options)
             return localmatch.verify_matches(fa, fb, matches, geometry="auto").num_inliers
 
         same_counts = [inliers(a, b) for a, b in same]

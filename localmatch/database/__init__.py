@@ -60,6 +60,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 FORMAT_VERSION = 1
+#: What reading a damaged SQLite file raises: SQLite's errors, and UnicodeDecodeError for damaged text.
+_UNREADABLE = (sqlite3.DatabaseError, UnicodeDecodeError)
 #: Re-ranking matcher per local features (mutual NN is weak on learned descriptors).
 DEFAULT_RERANK_MATCHER = {"disk": "lightglue", "aliked": "lightglue", "xfeat": "lighterglue"}
 DB_FILE = "localmatch.sqlite"
@@ -137,7 +139,7 @@ def _names_the_file(method: Callable[Concatenate[Database, P], T]) -> Callable[C
     def named(self: Database, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return method(self, *args, **kwargs)
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # the latter: damaged text
+        except _UNREADABLE as e:
             raise DatabaseError(f"{self.path / DB_FILE}: SQLite cannot read or write it ({e})") from e
     return named
 
@@ -253,7 +255,7 @@ class Database:
             self._connection = sqlite3.connect(self.path / DB_FILE, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # not SQLite, or a damaged file
+        except _UNREADABLE as e:  # not SQLite, or a damaged file
             raise DatabaseError(f"{self.path / DB_FILE}: cannot open the SQLite database ({e})") from None
         if not exists:
             self._create(features or "sift", feature_config or {}, global_descriptor, index or "flat",
@@ -344,7 +346,7 @@ class Database:
                        whitening) -> None:
         try:
             meta = dict(self._db.execute("SELECT key, value FROM meta"))
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+        except _UNREADABLE as e:
             raise DatabaseError(f"{self.path}: not a readable localmatch database ({e})") from None
         try:
             version = int(meta.get("format_version", -1))

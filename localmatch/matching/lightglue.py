@@ -55,6 +55,11 @@ class LightGlueConfig(Config):
                 check_number(self, name, 0, 1, optional=True)
         check_device(self)
 
+    def filter_threshold_for(self, extractor: str) -> float:
+        if self.filter_threshold is not None:
+            return self.filter_threshold
+        return DEFAULT_FILTER_THRESHOLD[extractor]
+
 
 @lru_cache(maxsize=8)
 def _model(preset: str, weights: str, device: str, filter_threshold: float, depth_confidence, width_confidence, mp: bool):
@@ -95,10 +100,8 @@ def match_lightglue(features_a: Features, features_b: Features, config: LightGlu
         return Matches.empty()
     preset, weights = PRESETS[features_a.extractor]
     device = select_device(config.device)
-    threshold = DEFAULT_FILTER_THRESHOLD[features_a.extractor] if config.filter_threshold is None \
-        else config.filter_threshold
-    model = _model(preset, weights, str(device), threshold, config.depth_confidence,
-                   config.width_confidence, device.type == "cuda" and config.half)
+    model = _model(preset, weights, str(device), config.filter_threshold_for(features_a.extractor),
+                   config.depth_confidence, config.width_confidence, device.type == "cuda" and config.half)
     with torch.inference_mode():
         out = model({"image0": _as_input(features_a, device), "image1": _as_input(features_b, device)})
     matches0 = out["matches0"][0].cpu().numpy()
