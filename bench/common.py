@@ -32,6 +32,16 @@ def multiview_pairs() -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]
     return same, different
 
 
+def ukbench_pairs() -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """ukbench_subset's 14 objects of 4 views each: ``(pairs of one object, pairs of the objects' first
+    views)``; the first should verify, the second should not (84 and 91 pairs)."""
+    paths = sorted(data_dir("ukbench_subset").glob("images/ukbench*.jpg"))
+    groups = [paths[i:i + 4] for i in range(0, len(paths), 4)]
+    same = [pair for group in groups for pair in itertools.combinations(group, 2)]
+    different = list(itertools.combinations([group[0] for group in groups], 2))
+    return same, different
+
+
 def parse_options(text: str) -> dict:
     """``"key=value,key=value"`` (numbers) -> ``{key: int or float}``; ``""`` -> ``{}``."""
     options = {}

@@ -2,14 +2,15 @@
 pose AUC on scannet_sample_superglue, extraction time per image and matching time per pair (CPU).
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/learned.py
-     [--only oxford|scannet|loftr|ensemble|multiview] [--combos sift+nn,aliked+lightglue,...]
+     [--only oxford|scannet|loftr|ensemble|multiview|ukbench] [--combos sift+nn,aliked+lightglue,...]
 
 A combination is ``features+matcher``, optionally with feature options after ``:`` and matcher options after
 ``@``: ``aliked+lightglue:detection_threshold=0``, ``keynet-affnet+nn@ratio=0.85``.
 
 ``--only multiview`` (not part of the default run) counts verified pairs on multiview_dev: 37 pairs of one
 scene, which should verify, and 136 of different scenes, which should not, with the largest inlier count
-among the latter (how close chance comes to the 15 that verify).
+among the latter (how close chance comes to the 15 that verify). ``--only ukbench`` does the same on
+ukbench_subset: 84 pairs of one object and 91 pairs of the objects' first views.
 
 ``--only ensemble`` asks how far pooling several combinations goes on oxford_affine_vgg: per pair, each
 combination's refined inliers are pooled and one homography is fitted to them all (MAGSAC++, 1 px).
@@ -36,7 +37,7 @@ import localmatch
 from localmatch.geometry import HOMOGRAPHY, RansacConfig, estimate
 from localmatch.matching import MATCHERS
 from localmatch.refine import refine_homography
-from common import data_dir, mean_accuracy, multiview_pairs, parse_options
+from common import data_dir, mean_accuracy, multiview_pairs, parse_options, ukbench_pairs
 from oxford_homography import THRESHOLDS, corner_error, pairs as oxford_pairs
 
 COMBOS = ["sift+nn", "disk+nn", "disk+lightglue", "aliked+nn", "aliked+lightglue", "xfeat+nn", "xfeat+lighterglue",
@@ -206,14 +207,14 @@ def scannet(combos: list[str]) -> None:
               f"| {statistics.median(t_match):.3f} |")
 
 
-def multiview(combos: list[str]) -> None:
-    """Verified pairs of one scene (should match) and of different scenes (should not) on multiview_dev, and
-    the largest inlier count among the latter: how close chance comes to the 15 that verify."""
-    same, different = multiview_pairs()
-    print(f"\n## multiview_dev: pairs verified (geometry auto; {len(same)} of one scene, {len(different)} of "
-          "different scenes)\n")
-    print("| features + matcher | same scene verified | different scenes verified | largest inlier count, "
-          "different scenes |")
+def verified_pairs(name: str, pairs, combos: list[str]) -> None:
+    """Verified pairs that show one scene or object (should match) and pairs that show different ones
+    (should not), and the largest inlier count among the latter: how close chance comes to the 15 that
+    verify. ``pairs`` is ``(same, different)``."""
+    same, different = pairs
+    print(f"\n## {name}: pairs verified (geometry auto; {len(same)} of one scene or object, {len(different)} "
+          "of different ones)\n")
+    print("| features + matcher | same verified | different verified | largest inlier count, different |")
     print("|---|---|---|---|")
     for combo in combos:
         features, matcher, options, matcher_options = parse_combo(combo)
@@ -255,7 +256,7 @@ def loftr_cost() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("oxford", "scannet", "loftr", "ensemble", "multiview"))
+    parser.add_argument("--only", choices=("oxford", "scannet", "loftr", "ensemble", "multiview", "ukbench"))
     parser.add_argument("--combos", help=f"default: {','.join(COMBOS)}; with --only ensemble: {','.join(ENSEMBLE)}")
     args = parser.parse_args()
     combos = args.combos.split(",") if args.combos else COMBOS
@@ -266,7 +267,9 @@ def main() -> None:
     if args.only in (None, "loftr"):
         loftr_cost()
     if args.only == "multiview":
-        multiview(combos)
+        verified_pairs("multiview_dev", multiview_pairs(), combos)
+    if args.only == "ukbench":
+        verified_pairs("ukbench_subset", ukbench_pairs(), combos)
     if args.only == "ensemble":
         ensemble(combos if args.combos else ENSEMBLE)
 

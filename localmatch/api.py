@@ -11,7 +11,7 @@ from localmatch.config import Config, build_config, require_whole
 from localmatch.features import FEATURES, extract_pair, load_for, stages_of_pair
 from localmatch.geometry import Model, RansacConfig, estimate
 from localmatch.io import ImageSource, load_image
-from localmatch.matching import MATCHERS, Matcher
+from localmatch.matching import MATCHERS, Matcher, default_matcher
 from localmatch.refine import check_refinable, refine_homography
 from localmatch.types import Correspondences, Features, Matches, Verification
 
@@ -24,7 +24,7 @@ def verify(
     b: ImageSource | Features,
     *,
     features: str = "sift",
-    matcher: str = "nn",
+    matcher: str | None = None,
     geometry: str = "auto",
     backend: str = "opencv",
     min_inliers: int = DEFAULT_MIN_INLIERS,
@@ -40,7 +40,9 @@ def verify(
         a, b: image paths, encoded bytes, RGB arrays, loaded images, or features already extracted.
         features: extractor name (``localmatch.FEATURES.names()``), used for images given as sources.
         matcher: matcher name (``localmatch.MATCHERS.names()``); a dense matcher (``"loftr"``) takes the
-            images themselves and ignores ``features``.
+            images themselves and ignores ``features``. By default the features' own
+            (:func:`~localmatch.matching.default_matcher`): ``"nn"`` for SIFT and KeyNet + AffNet,
+            ``"lightglue"`` for DISK and ALIKED, ``"lighterglue"`` for XFeat.
         geometry: ``"auto"`` (homography or fundamental matrix, whichever the data supports),
             ``"homography"``, ``"fundamental"`` or ``"affine"``.
         backend: robust estimator, ``"opencv"`` (USAC MAGSAC++) or ``"pycolmap"`` (LO-RANSAC).
@@ -68,6 +70,8 @@ def verify(
         UnknownNameError: a features, matcher, geometry or backend name is not registered.
     """
     check_min_inliers(min_inliers)  # before any extraction
+    given = a if isinstance(a, Features) else b if isinstance(b, Features) else None
+    matcher = matcher or default_matcher(features if given is None else given.extractor)
     m = MATCHERS.get(matcher)
     if refine:
         check_refinable(m)

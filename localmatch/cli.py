@@ -91,7 +91,8 @@ def _config(args: argparse.Namespace, kind: str) -> dict | None:
 
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default="sift", help=f"feature extractor ({', '.join(FEATURES.names())})")
-    p.add_argument("--matcher", default="nn", help=f"matcher ({', '.join(MATCHERS.names())})")
+    p.add_argument("--matcher", default=None, help=f"matcher ({', '.join(MATCHERS.names())}; default: nn for SIFT and "
+                   "KeyNet-AffNet, lightglue for DISK and ALIKED, lighterglue for XFeat)")
     p.add_argument("--geometry", default="auto", choices=GEOMETRIES, help="model to fit (default: auto)")
     p.add_argument("--backend", default="opencv", help=f"robust estimator ({', '.join(GEOMETRY_BACKENDS.names())})")
     p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS, help="inliers needed for a match")
@@ -463,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1",
                    help="search with this part of the query image (original pixels; one query)")
     p.add_argument("--matcher", default=None, help=f"re-ranking matcher ({', '.join(MATCHERS.names())}; "
-                   "default: nn for SIFT, LightGlue for learned features)")
+                   "default: nn for SIFT, LightGlue or LighterGlue for learned features)")
     p.add_argument("--geometry", default=DEFAULT_RERANK_GEOMETRY, choices=GEOMETRIES)
     p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS)
     _add_config_options(p, "matcher", "ransac")

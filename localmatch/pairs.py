@@ -21,7 +21,7 @@ from localmatch.config import Config
 from localmatch.errors import ImageError, LocalmatchError
 from localmatch.features import FEATURES, extract, load_for
 from localmatch.geometry import RansacConfig
-from localmatch.matching import MATCHERS
+from localmatch.matching import MATCHERS, default_matcher
 from localmatch.refine import check_refinable, refine_homography
 from localmatch.types import Features, Verification
 
@@ -86,7 +86,7 @@ def verify_pairs(
     pairs: Iterable[tuple[str | os.PathLike, str | os.PathLike]],
     *,
     features: str = "sift",
-    matcher: str = "nn",
+    matcher: str | None = None,
     geometry: str = "auto",
     backend: str = "opencv",
     min_inliers: int = DEFAULT_MIN_INLIERS,
@@ -117,6 +117,7 @@ def verify_pairs(
     """
     if cache_size < 2:
         raise ValueError(f"cache_size must be at least 2 (the two images of a pair), got {cache_size}")
+    matcher = matcher or default_matcher(features)
     m = MATCHERS.get(matcher)
     extractor = FEATURES.get(features)
     if fallback_features is not None:

@@ -151,6 +151,26 @@ def test_lightglue_does_not_verify_look_alike_buildings(name):
     assert verified(fm, fm2)
 
 
+def test_learned_features_are_matched_by_their_lightglue_unless_told_otherwise():
+    """Mutual NN on XFeat descriptors verifies 12 of multiview_dev's 136 pairs of different places (this one
+    with 18 inliers); LighterGlue, XFeat's default matcher, none of them. The default follows the extractor
+    whether images or features are given, in ``verify`` and in ``match``."""
+    needs_weights(*WEIGHTS_OF["xfeat"])
+    assert [localmatch.matching.default_matcher(f) for f in ("xfeat", "aliked", "disk", "rootsift", "keynet-affnet")] \
+        == ["lighterglue", "lightglue", "lightglue", "nn", "nn"]
+    root = shared_data("multiview_dev")
+    facade, cathedral = root / "building_facade_dsc/DSC_0410.JPG", root / "st_pauls_cathedral/1.jpg"
+    fa, fb = localmatch.extract(facade, "xfeat"), localmatch.extract(cathedral, "xfeat")
+    assert localmatch.verify(fa, fb, matcher="nn").is_match  # what the default guards against
+    by_default = localmatch.verify(facade, cathedral, features="xfeat")
+    assert not by_default.is_match
+    lighterglue = localmatch.verify(fa, fb, matcher="lighterglue")
+    assert localmatch.verify(fa, fb).num_inliers == by_default.num_inliers == lighterglue.num_inliers
+    assert np.array_equal(localmatch.match(fa, fb).indices, localmatch.match(fa, fb, "lighterglue").indices)
+    again = localmatch.verify(cathedral, root / "st_pauls_cathedral/2.jpg", features="xfeat")
+    assert again.is_match
+
+
 def test_matchers_refuse_features_they_were_not_trained_for(astronaut):
     sift = localmatch.extract(astronaut, max_features=100)
     with pytest.raises(ValueError, match="disk, aliked"):

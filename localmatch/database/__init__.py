@@ -46,6 +46,7 @@ from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNam
 from localmatch.features import FEATURES
 from localmatch.geometry import RansacConfig
 from localmatch.io import Image, ImageSource, crop, decode_bytes, load_image, working_scale
+from localmatch.matching import default_matcher
 from localmatch.matching.nn import QuantizedDescriptors, quantize
 from localmatch.rerank import DEFAULT_RERANK_GEOMETRY, Candidate, fuse_ranking, verify_candidates
 from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, FALLBACK_GLOBAL_DESCRIPTOR, get_global_descriptor
@@ -62,8 +63,6 @@ T = TypeVar("T")
 FORMAT_VERSION = 1
 #: What reading a damaged SQLite file raises: SQLite's errors, and UnicodeDecodeError for damaged text.
 _UNREADABLE = (sqlite3.DatabaseError, UnicodeDecodeError)
-#: Re-ranking matcher per local features (mutual NN is weak on learned descriptors).
-DEFAULT_RERANK_MATCHER = {"disk": "lightglue", "aliked": "lightglue", "xfeat": "lighterglue"}
 DB_FILE = "localmatch.sqlite"
 INDEX_FILE = "shortlist.faiss"
 CODEBOOK_FILE = "codebook.npy"
@@ -907,7 +906,8 @@ class Database:
         come first by inliers (ties by global score), then the others by global score. ``matcher`` picks the
         re-ranking matcher: ``"nn"`` (batched), ``"lightglue"``/``"lighterglue"`` for learned features, or
         ``"loftr"`` (dense; re-reads each candidate's image, so every pair costs a network pass); by default
-        ``"nn"`` for SIFT and the LightGlue trained for the database's learned features.
+        the features' own (:func:`~localmatch.matching.default_matcher`): ``"nn"`` for SIFT, the LightGlue
+        trained for the database's learned features.
 
         ``box`` ``(x0, y0, x1, y1)`` in the query's original pixels searches with that part of the query image
         alone (an object in a cluttered photo; see :func:`~localmatch.io.crop` for the convention), described
@@ -919,7 +919,7 @@ class Database:
         if rerank:
             require_whole(shortlist, "shortlist (candidates re-ranked)", 1)
             check_min_inliers(min_inliers)
-        matcher = matcher or DEFAULT_RERANK_MATCHER.get(self.features, "nn")
+        matcher = matcher or default_matcher(self.features)
         image = None if isinstance(query, Features) else load_image(query, max_pixels=self.feature_config.max_pixels)
         # ASMK databases shortlist with the local features alone: no global descriptor on their query path
         with_global = self.representation == "global"

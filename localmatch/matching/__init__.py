@@ -60,9 +60,22 @@ MATCHERS.add_lazy("lighterglue", "localmatch.matching.lightglue")
 MATCHERS.add_lazy("loftr", "localmatch.matching.loftr")
 
 
-def match(features_a: Features, features_b: Features, matcher: str = "nn",
+#: The matcher for features when none is named: the LightGlue trained for them, else mutual NN. Mutual NN on
+#: DISK, ALIKED or XFeat descriptors verifies fewer pairs of one scene and, for XFeat, pairs of different
+#: places (BENCHMARKS.md, "The default matcher of learned features").
+DEFAULT_MATCHER = {"disk": "lightglue", "aliked": "lightglue", "xfeat": "lighterglue"}
+
+
+def default_matcher(features: str) -> str:
+    """The matcher used for ``features`` (an extractor name, or :attr:`Features.extractor`) when none is named."""
+    return DEFAULT_MATCHER.get(features, "nn")
+
+
+def match(features_a: Features, features_b: Features, matcher: str | None = None,
           config: Config | dict | None = None, **overrides: Any) -> Matches:
-    """Match the features of two images with a registered sparse matcher (see ``MATCHERS.names()``)."""
+    """Match the features of two images with a registered sparse matcher (see ``MATCHERS.names()``); by
+    default the one their extractor is matched with (:func:`default_matcher`)."""
+    matcher = matcher or default_matcher(features_a.extractor)
     m = MATCHERS.get(matcher)
     if m.dense:
         raise ValueError(f"{matcher!r} matches images, not features: use localmatch.verify(a, b, matcher={matcher!r})")
@@ -70,5 +83,5 @@ def match(features_a: Features, features_b: Features, matcher: str = "nn",
     return m.run(features_a, features_b, m.make_config(config, **overrides))
 
 
-__all__ = ["MATCHERS", "Matcher", "NNConfig", "match", "match_nn",
+__all__ = ["DEFAULT_MATCHER", "MATCHERS", "Matcher", "NNConfig", "default_matcher", "match", "match_nn",
            "match_nn_batched", "quantize", "quantized"]
