@@ -43,11 +43,14 @@ def ukbench_pairs() -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
 
 
 def parse_options(text: str) -> dict:
-    """``"key=value,key=value"`` (numbers) -> ``{key: int or float}``; ``""`` -> ``{}``."""
-    options = {}
+    """``"key=value,key=value"`` (numbers, ``true``, ``false``) -> ``{key: int, float or bool}``; ``""`` -> ``{}``."""
+    options: dict = {}
     for item in filter(None, text.split(",")):
         key, value = item.split("=")
-        options[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        if value in ("true", "false"):
+            options[key] = value == "true"
+        else:
+            options[key] = int(value) if value.lstrip("-").isdigit() else float(value)
     return options
 
 

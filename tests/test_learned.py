@@ -171,6 +171,42 @@ def test_learned_features_are_matched_by_their_lightglue_unless_told_otherwise()
     assert again.is_match
 
 
+def test_lightglue_mixed_precision_only_where_asked_and_the_hardware_has_it(monkeypatch):
+    import torch
+
+    from localmatch.matching import lightglue
+    from localmatch.matching.lightglue import LightGlueConfig
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert lightglue.mixed_precision(cuda, LightGlueConfig())
+    assert not lightglue.mixed_precision(cuda, LightGlueConfig(half=False))
+    for has_bfloat16 in (True, False):
+        monkeypatch.setattr(lightglue, "_cpu_has_bfloat16", lambda: has_bfloat16)
+        assert lightglue.mixed_precision(cpu, LightGlueConfig(cpu_bfloat16=True)) == has_bfloat16
+        assert not lightglue.mixed_precision(cpu, LightGlueConfig())  # off by default
+    with pytest.raises(ValueError, match="cpu_bfloat16"):
+        LightGlueConfig(cpu_bfloat16="yes")
+
+
+def test_lightglue_in_bfloat16_keeps_float32s_matches():
+    """With ``cpu_bfloat16`` on a CPU that has bfloat16 instructions, the matches of two British Museum
+    photos (362) are nearly float32's, and the pair verifies with as many inliers."""
+    from localmatch.matching import lightglue
+
+    needs_weights(*WEIGHTS_OF["aliked"])
+    if not lightglue._cpu_has_bfloat16():
+        pytest.skip("this CPU has no bfloat16 instructions: LightGlue runs in float32 on it")
+    root = shared_data("multiview_dev")
+    fa, fb = (localmatch.extract(root / "british_museum" / name, "aliked", max_side=640)
+              for name in ("29057984_287139632.jpg", "32630292_7166579210.jpg"))
+    half, full = (localmatch.match(fa, fb, "lightglue", {"device": "cpu", "cpu_bfloat16": h}) for h in (True, False))
+    common = {tuple(r) for r in half.indices} & {tuple(r) for r in full.indices}
+    assert len(common) >= 0.85 * max(len(half), len(full)) and len(full) >= 50
+    assert len(common) < len(full)  # bfloat16 did run: measured 346 of 362 in common
+    inliers = [localmatch.verify_matches(fa, fb, m).num_inliers for m in (half, full)]
+    assert abs(inliers[0] - inliers[1]) <= 0.1 * inliers[1], inliers
+
+
 def test_matchers_refuse_features_they_were_not_trained_for(astronaut):
     sift = localmatch.extract(astronaut, max_features=100)
     with pytest.raises(ValueError, match="disk, aliked"):
