@@ -41,8 +41,8 @@ def verify(
         features: extractor name (``localmatch.FEATURES.names()``), used for images given as sources.
         matcher: matcher name (``localmatch.MATCHERS.names()``); a dense matcher (``"loftr"``) takes the
             images themselves and ignores ``features``. By default the features' own
-            (:func:`~localmatch.matching.default_matcher`): ``"nn"`` for SIFT and KeyNet + AffNet,
-            ``"lightglue"`` for DISK and ALIKED, ``"lighterglue"`` for XFeat.
+            (:func:`~localmatch.matching.default_matcher`): ``"lightglue"`` for DISK and ALIKED,
+            ``"lighterglue"`` for XFeat, ``"nn"`` for the others.
         geometry: ``"auto"`` (homography or fundamental matrix, whichever the data supports),
             ``"homography"``, ``"fundamental"`` or ``"affine"``.
         backend: robust estimator, ``"opencv"`` (USAC MAGSAC++) or ``"pycolmap"`` (LO-RANSAC).

@@ -18,7 +18,7 @@ from localmatch.errors import ConfigError, ImageError, LocalmatchError
 from localmatch.features import FEATURES
 from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS
 from localmatch.io import Image, crop, describe_source, load_image
-from localmatch.matching import MATCHERS
+from localmatch.matching import DEFAULT_MATCHER, MATCHERS
 from localmatch.rerank import DEFAULT_RERANK_GEOMETRY
 from localmatch.shortlist.asmk import REPRESENTATIONS
 from localmatch.shortlist.index import INDEX_KINDS
@@ -89,10 +89,15 @@ def _config(args: argparse.Namespace, kind: str) -> dict | None:
     return dict(pairs) if pairs else None
 
 
+def _matcher_help(what: str) -> str:
+    """``--matcher``'s help: the matchers, and the default of each extractor (from ``DEFAULT_MATCHER``)."""
+    defaults = ", ".join(f"{matcher} for {features}" for features, matcher in DEFAULT_MATCHER.items())
+    return f"{what} ({', '.join(MATCHERS.names())}; default: {defaults}, nn for the others)"
+
+
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default="sift", help=f"feature extractor ({', '.join(FEATURES.names())})")
-    p.add_argument("--matcher", default=None, help=f"matcher ({', '.join(MATCHERS.names())}; default: nn for SIFT and "
-                   "KeyNet-AffNet, lightglue for DISK and ALIKED, lighterglue for XFeat)")
+    p.add_argument("--matcher", default=None, help=_matcher_help("matcher"))
     p.add_argument("--geometry", default="auto", choices=GEOMETRIES, help="model to fit (default: auto)")
     p.add_argument("--backend", default="opencv", help=f"robust estimator ({', '.join(GEOMETRY_BACKENDS.names())})")
     p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS, help="inliers needed for a match")
@@ -463,8 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rerank", action="store_true", help="global shortlist order only")
     p.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1",
                    help="search with this part of the query image (original pixels; one query)")
-    p.add_argument("--matcher", default=None, help=f"re-ranking matcher ({', '.join(MATCHERS.names())}; "
-                   "default: nn for SIFT, LightGlue or LighterGlue for learned features)")
+    p.add_argument("--matcher", default=None, help=_matcher_help("re-ranking matcher"))
     p.add_argument("--geometry", default=DEFAULT_RERANK_GEOMETRY, choices=GEOMETRIES)
     p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS)
     _add_config_options(p, "matcher", "ransac")
