@@ -1,7 +1,7 @@
 """ASMK benchmark: accuracy of global vs ASMK* vs R-ASMK*, bytes per image, query time at 10k/100k images.
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/aggregated.py
-     [--only accuracy|learned|settings|delf|whitening|float|idf|cropped|boxes|reextract|bytes|latency]
+     [--only accuracy|learned|settings|bfloat16|delf|whitening|float|idf|cropped|boxes|reextract|bytes|latency]
      [--features sift,aliked,disk,delf]
      [--accuracy-features sift|delf|aliked:detection_threshold=0,max_features=4096|...] [--accuracy-matcher nn]
 
@@ -14,6 +14,8 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
    features extracted once); ``--features`` picks the extractors (here, in settings and in whitening).
    settings: each feature's extraction settings (features kept, detection threshold, working size, image
    pyramid) by ASMK* mAP over 6 codebook seeds, then each at its best setting over codebook sizes.
+   bfloat16: each learned feature at its retrieval setting extracted in float32 and with ``cpu_bfloat16``
+   (bfloat16 autocast on a CPU that has bfloat16 instructions), by ASMK* mAP over 6 codebook seeds.
    delf: how pairs of DELF-style features verify on multiview_dev next to RootSIFT's (37 same-scene and
    136 different-scene pairs, as bench/asift_fallback.py takes them).
 3. whitening: the same ASMK* over local descriptors PCA-whitened on the database's own descriptors (as HOW
@@ -207,6 +209,22 @@ def extraction_settings(names: tuple[str, ...]) -> None:
             print(f"| {LABELS.get(name, name)} | {label} | {mean_sd(maps)} "
                   f"| {np.mean([len(f.keypoints) for f in features]):.0f} | {entries:.0f} | {seconds:.3f} |",
                   flush=True)
+
+
+def bfloat16_extraction(names: tuple[str, ...]) -> None:
+    print(f"\n## ASMK* over features extracted in float32 and in bfloat16 (multiview_dev, each feature at its "
+          f"retrieval setting, 1024 words, {len(CODEBOOK_SEEDS)} codebook seeds, before re-ranking)\n")
+    print("| features | setting | precision | ASMK* mAP | s extraction / image |\n|---|---|---|---|---|")
+    paths, truth = multiview_truth()
+    for name in names:
+        if name == "sift":
+            continue  # OpenCV's SIFT has no bfloat16 path
+        for precision, cpu_bfloat16 in (("float32", False), ("bfloat16", True)):
+            options = RETRIEVAL_SETTINGS.get(name, {})
+            features, seconds = timed_multiview_features(name, **options, cpu_bfloat16=cpu_bfloat16)
+            maps, _ = seed_maps(features, paths, truth, 1024, CODEBOOK_SEEDS)
+            print(f"| {LABELS.get(name, name)} | {setting_label(name, options)} | {precision} | {mean_sd(maps)} "
+                  f"| {seconds:.3f} |", flush=True)
 
 
 def codebook_sizes(names: tuple[str, ...]) -> None:
@@ -728,11 +746,11 @@ def query_word_search(words: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("accuracy", "learned", "settings", "delf", "whitening", "float", "idf",
+    parser.add_argument("--only", choices=("accuracy", "learned", "settings", "bfloat16", "delf", "whitening", "float", "idf",
                                            "cropped", "boxes", "reextract", "bytes", "latency"),
                         help="run one part")
     parser.add_argument("--features", default="sift,aliked,disk,delf",
-                        help="extractors of the learned, settings, whitening, cropped and reextract parts")
+                        help="extractors of the learned, settings, bfloat16, whitening, cropped and reextract parts")
     parser.add_argument("--accuracy-features", default="sift",
                         help="the local features of the accuracy part, with options after a colon")
     parser.add_argument("--accuracy-matcher", help="its re-ranking matcher (default: the features' default)")
@@ -745,6 +763,8 @@ def main() -> None:
         if args.only in (None, "settings"):
             extraction_settings(tuple(args.features.split(",")))
             codebook_sizes(tuple(args.features.split(",")))
+        if args.only in (None, "bfloat16"):
+            bfloat16_extraction(tuple(args.features.split(",")))
         if args.only in (None, "delf"):
             delf_pairs()
         if args.only in (None, "whitening"):

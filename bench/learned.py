@@ -56,6 +56,19 @@ def parse_combo(combo: str) -> tuple[str, str, dict, dict]:
     return features, matcher, parse_options(options), parse_options(matcher_options)
 
 
+def split_combos(text: str) -> list[str]:
+    """Comma-separated combinations, whose options are comma-separated too: a part without ``+`` is one more
+    option of the combination before it (``aliked+lightglue:detection_threshold=0,max_features=4096,disk+nn``
+    is two combinations)."""
+    combos: list[str] = []
+    for part in text.split(","):
+        if "+" in part or not combos:
+            combos.append(part)
+        else:
+            combos[-1] += "," + part
+    return combos
+
+
 def timed_extract(path, features, options, times):
     start = time.perf_counter()
     f = localmatch.extract(path, features, **options)
@@ -259,7 +272,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("oxford", "scannet", "loftr", "ensemble", "multiview", "ukbench"))
     parser.add_argument("--combos", help=f"default: {','.join(COMBOS)}; with --only ensemble: {','.join(ENSEMBLE)}")
     args = parser.parse_args()
-    combos = args.combos.split(",") if args.combos else COMBOS
+    combos = split_combos(args.combos) if args.combos else COMBOS
     if args.only in (None, "oxford"):
         oxford(combos)
     if args.only in (None, "scannet"):

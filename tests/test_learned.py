@@ -181,7 +181,7 @@ def test_lightglue_mixed_precision_only_where_asked_and_the_hardware_has_it(monk
     assert lightglue.mixed_precision(cuda, LightGlueConfig())
     assert not lightglue.mixed_precision(cuda, LightGlueConfig(half=False))
     for has_bfloat16 in (True, False):
-        monkeypatch.setattr(lightglue, "_cpu_has_bfloat16", lambda: has_bfloat16)
+        monkeypatch.setattr(lightglue, "cpu_has_bfloat16", lambda: has_bfloat16)
         assert lightglue.mixed_precision(cpu, LightGlueConfig(cpu_bfloat16=True)) == has_bfloat16
         assert not lightglue.mixed_precision(cpu, LightGlueConfig())  # off by default
     with pytest.raises(ValueError, match="cpu_bfloat16"):
@@ -194,7 +194,7 @@ def test_lightglue_in_bfloat16_keeps_float32s_matches():
     from localmatch.matching import lightglue
 
     needs_weights(*WEIGHTS_OF["aliked"])
-    if not lightglue._cpu_has_bfloat16():
+    if not lightglue.cpu_has_bfloat16():
         pytest.skip("this CPU has no bfloat16 instructions: LightGlue runs in float32 on it")
     root = shared_data("multiview_dev")
     fa, fb = (localmatch.extract(root / "british_museum" / name, "aliked", max_side=640)
@@ -205,6 +205,51 @@ def test_lightglue_in_bfloat16_keeps_float32s_matches():
     assert len(common) < len(full)  # bfloat16 did run: measured 346 of 362 in common
     inliers = [localmatch.verify_matches(fa, fb, m).num_inliers for m in (half, full)]
     assert abs(inliers[0] - inliers[1]) <= 0.1 * inliers[1], inliers
+
+
+def test_extraction_autocast_only_where_asked_and_the_hardware_has_it(monkeypatch):
+    import torch
+
+    from localmatch.features import _torch
+    from localmatch.features._torch import LearnedConfig
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+
+    def dtype(device, config, **options):
+        context = _torch.autocast(device, config, **options)
+        return context.fast_dtype if isinstance(context, torch.autocast) else None
+
+    for has_bfloat16 in (True, False):
+        monkeypatch.setattr(_torch, "cpu_has_bfloat16", lambda: has_bfloat16)
+        assert dtype(cpu, LearnedConfig(cpu_bfloat16=True)) == (torch.bfloat16 if has_bfloat16 else None)
+        assert dtype(cpu, LearnedConfig()) is None  # off by default
+    if torch.cuda.is_available():  # torch.autocast("cuda") would only warn and disable itself here
+        assert dtype(cuda, LearnedConfig(), cuda_half=True) == torch.float16
+    assert dtype(cuda, LearnedConfig()) is None  # a model without float16 support
+    assert dtype(cuda, LearnedConfig(half=False), cuda_half=True) is None
+    with pytest.raises(ValueError, match="cpu_bfloat16"):
+        LearnedConfig(cpu_bfloat16="yes")
+
+
+@pytest.mark.parametrize("name", ["disk", "aliked"])
+def test_extraction_in_bfloat16_keeps_float32s_keypoints(name):
+    """With ``cpu_bfloat16`` on a CPU that has bfloat16 instructions, DISK's and ALIKED's keypoints on a
+    British Museum photo are nearly float32's, and the pair still verifies with about as many inliers."""
+    from localmatch.features._torch import cpu_has_bfloat16
+
+    needs_weights(*WEIGHTS_OF[name])
+    if not cpu_has_bfloat16():
+        pytest.skip("this CPU has no bfloat16 instructions: extraction runs in float32 on it")
+    root = shared_data("multiview_dev") / "british_museum"
+    paths = [root / n for n in ("29057984_287139632.jpg", "32630292_7166579210.jpg")]
+    half, full = ([localmatch.extract(p, name, device="cpu", max_side=640, cpu_bfloat16=h) for p in paths]
+                  for h in (True, False))
+    assert half[0].descriptors.dtype == np.float32 and len(half[0]) >= 0.9 * len(full[0])
+    distance = np.linalg.norm(half[0].keypoints[:, None] - full[0].keypoints[None], axis=2).min(axis=1)
+    assert (distance <= 1).mean() >= 0.85
+    assert not np.array_equal(half[0].keypoints, full[0].keypoints)  # bfloat16 did run
+    inliers = [localmatch.verify(a, b, matcher="lightglue").num_inliers for a, b in (half, full)]
+    assert inliers[1] >= 50 and abs(inliers[0] - inliers[1]) <= 0.15 * inliers[1], inliers
 
 
 def test_matchers_refuse_features_they_were_not_trained_for(astronaut):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -27,15 +29,20 @@ class LearnedConfig(ExtractorConfig):
             0 keeps the ``max_features`` strongest maxima whatever their score.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
         half: run in float16 on CUDA where the model supports it (ignored on the CPU).
+        cpu_bfloat16: run under bfloat16 autocast on a CPU that has bfloat16 instructions (AVX512-BF16 or
+            AMX; ignored on other CPUs, which would emulate it). Off by default: see BENCHMARKS.md,
+            "Extraction in bfloat16 on the CPU", for what it gains and costs per extractor.
     """
 
     detection_threshold: float | None = None
     device: str = "auto"
     half: bool = True
+    cpu_bfloat16: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_number(self, "detection_threshold", 0, optional=True)
+        check_flag(self, "cpu_bfloat16")
         check_device(self)
 
 
@@ -51,6 +58,25 @@ def select_device(name: str) -> torch.device:
     if name not in DEVICES:
         raise ConfigError(f"unknown device {name!r}; valid: {', '.join(DEVICES)}")
     return torch.device(name)
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX); torch's private checks, read through
+    getattr so that a torch without them answers False."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
+
+
+def autocast(device: torch.device, config: LearnedConfig, *,
+             cuda_half: bool = False) -> contextlib.AbstractContextManager:
+    """Torch's autocast for one extraction: bfloat16 on a CPU with ``config.cpu_bfloat16`` that has bfloat16
+    instructions, float16 on CUDA with ``config.half`` for models that support it (``cuda_half``); else none."""
+    if device.type == "cpu" and config.cpu_bfloat16 and cpu_has_bfloat16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if device.type == "cuda" and config.half and cuda_half:
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 def working_tensor(image: Image, config: LearnedConfig, multiple: int, device: torch.device,

@@ -7,7 +7,7 @@ from functools import lru_cache
 import torch
 
 from localmatch.features import FEATURES, FeatureExtractor
-from localmatch.features._torch import LearnedConfig, load_checked, select_device, to_features, working_tensor
+from localmatch.features._torch import LearnedConfig, autocast, load_checked, select_device, to_features, working_tensor
 from localmatch.io import Image
 from localmatch.types import Features
 from localmatch.weights import load_state_dict
@@ -30,7 +30,7 @@ def extract_aliked(image: Image, config: LearnedConfig) -> Features:
     tensor, work = working_tensor(image, config, 32, device)
     threshold = DETECTION_THRESHOLD if config.detection_threshold is None else config.detection_threshold
     model = _model(str(device), config.max_features, threshold)
-    with torch.inference_mode(), torch.autocast("cuda", enabled=device.type == "cuda" and config.half):
+    with torch.inference_mode(), autocast(device, config, cuda_half=True):
         out = model(tensor)[0]
     return to_features(image, work, out.keypoints, out.keypoint_scores, out.descriptors, "aliked", config.max_features)
 

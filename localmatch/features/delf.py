@@ -38,7 +38,7 @@ import torch
 
 from localmatch.errors import ConfigError
 from localmatch.features import FEATURES, FeatureExtractor
-from localmatch.features._torch import LearnedConfig, select_device, to_features
+from localmatch.features._torch import LearnedConfig, autocast, select_device, to_features
 from localmatch.io import Image, Resized, resize_to_working
 from localmatch.shortlist.efficientnet_lite import EfficientNetLite0, input_tensor, pretrained
 from localmatch.types import Features
@@ -94,7 +94,7 @@ def _cells(image: Image, config: DelfConfig, scale: float,
     work = resize_to_working(image.pixels, max(min(round(base * scale), own), 1), multiple=STRIDE)
     half = config.half and device.type == "cuda"
     tensor = input_tensor(work.pixels).to(device)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, config):
         cells = _network(str(device), half).stride16_features(tensor.half() if half else tensor)[0].float().cpu()
     dim, rows, cols = cells.shape
     cells = cells.reshape(dim, rows * cols).T

@@ -7,7 +7,8 @@ from functools import lru_cache
 import torch
 
 from localmatch.features import FEATURES, FeatureExtractor
-from localmatch.features._torch import LearnedConfig, empty_features, select_device, to_features, working_tensor
+from localmatch.features._torch import (LearnedConfig, autocast, empty_features, select_device, to_features,
+                                       working_tensor)
 from localmatch.io import Image
 from localmatch.types import Features
 from localmatch.weights import load_state_dict
@@ -32,7 +33,7 @@ def extract_disk(image: Image, config: LearnedConfig) -> Features:
     tensor, work = working_tensor(image, config, STRIDE, device)
     if tensor.shape[-2] * tensor.shape[-1] < 2 * STRIDE ** 2:  # a 16 x 16 working image: too small to describe
         return empty_features(image, work, DESCRIPTOR_DIM, "disk")
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, config):
         out = _model(str(device))(tensor, n=config.max_features, window_size=5, pad_if_not_divisible=True,
                                   score_threshold=config.detection_threshold or 0.0)[0]
     return to_features(image, work, out.keypoints, out.detection_scores, out.descriptors, "disk", config.max_features)

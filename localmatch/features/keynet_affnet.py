@@ -15,8 +15,8 @@ from functools import lru_cache
 import torch
 
 from localmatch.features import FEATURES, FeatureExtractor
-from localmatch.features._torch import (LearnedConfig, empty_features, load_checked, select_device, to_features,
-                                       working_tensor)
+from localmatch.features._torch import (LearnedConfig, autocast, empty_features, load_checked, select_device,
+                                       to_features, working_tensor)
 from localmatch.io import Image
 from localmatch.types import Features
 from localmatch.weights import load_state_dict
@@ -85,7 +85,7 @@ def extract_keynet_affnet(image: Image, config: LearnedConfig) -> Features:
         return empty_features(image, work, DESCRIPTOR_DIM, "keynet-affnet")
     threshold = 0.0 if config.detection_threshold is None else config.detection_threshold
     detector, describer = _model(str(device), config.max_features, threshold)
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, config):
         lafs, responses = detector(tensor)
         # The detector always returns max_features slots; those no detection filled hold an all-zero frame
         # (and, described, one shared descriptor): on a low-texture image, most of them. (kornia's own test,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from localmatch.features import FEATURES, FeatureExtractor
-from localmatch.features._torch import LearnedConfig, select_device, to_features, working_tensor
+from localmatch.features._torch import LearnedConfig, autocast, select_device, to_features, working_tensor
 from localmatch.io import Image
 from localmatch.types import Features
 from localmatch.weights import load_state_dict
@@ -24,8 +24,9 @@ def extract_xfeat(image: Image, config: LearnedConfig) -> Features:
     """XFeat keypoints (integer pixels of a working image whose sides are multiples of 32), in original pixels."""
     device = select_device(config.device)
     tensor, work = working_tensor(image, config, 32, device)
-    out = _model(str(device)).detectAndCompute(tensor, top_k=config.max_features,
-                                               detection_threshold=config.detection_threshold)[0]
+    with autocast(device, config):
+        out = _model(str(device)).detectAndCompute(tensor, top_k=config.max_features,
+                                                   detection_threshold=config.detection_threshold)[0]
     return to_features(image, work, out["keypoints"], out["scores"], out["descriptors"], "xfeat", config.max_features)
 
 
