@@ -9,7 +9,9 @@ import re
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -303,7 +305,6 @@ def test_bad_input_raises_image_error_naming_the_file(tmp_path, photo):
         load_image(tmp_path)
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow: "Corrupt EXIF data" and the like
 @pytest.mark.parametrize("kind", ["PNG", "JPEG", "TIFF", "WEBP", "AVIF", "JPEG2000", "GIF", "BMP"])
 def test_every_one_byte_corruption_of_the_header_decodes_or_names_the_file(photo, kind):
     """Flipping any one of the first 256 bytes gives pixels or an ImageError, never another exception
@@ -321,6 +322,37 @@ def test_every_one_byte_corruption_of_the_header_decodes_or_names_the_file(photo
             decode_bytes(bytes(corrupt), f"flipped-{i}.{kind.lower()}")
         except ImageError as e:
             assert f"flipped-{i}." in str(e) and e.reason
+
+
+def _with_truncated_exif(tmp_path, photo) -> Path:
+    exif = PIL.Image.Exif()
+    exif[271] = "A" * 40  # the camera's make, cut short below
+    path = tmp_path / "truncated_exif.jpg"
+    PIL.Image.fromarray(photo).save(path, "JPEG", exif=exif.tobytes()[:-20])
+    return path
+
+
+def test_pillows_warnings_are_logged_with_the_file_name(tmp_path, photo, caplog):
+    """Pillow warns "Truncated File Read" about a cut EXIF block without naming the file: it is logged with
+    the path instead, the pixels still come, and no warning escapes to the caller."""
+    path = _with_truncated_exif(tmp_path, photo)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that escaped would raise here
+        with caplog.at_level("WARNING", logger="localmatch.io"):
+            image = load_image(path)
+    assert image.size == (227, 201)
+    assert f"{path}: Truncated File Read" in caplog.text
+
+
+def test_decoding_in_threads_leaves_the_warning_filters_as_they_were(tmp_path, photo):
+    """``warnings.catch_warnings`` is process-wide state: decoding from several threads at once (as pairs are
+    decoded side by side) must not leave one decoder's filters installed after all have returned."""
+    paths = [_with_truncated_exif(tmp_path, photo), _save(tmp_path, photo, "plain.png")]
+    before = list(warnings.filters)
+    with ThreadPoolExecutor(4) as pool:
+        sizes = set(pool.map(lambda i: load_image(paths[i % 2]).size, range(200)))
+    assert sizes == {(227, 201)}
+    assert warnings.filters == before
 
 
 def test_pixel_limit_is_configurable(tmp_path, photo):
