@@ -219,8 +219,8 @@ def bfloat16_extraction(names: tuple[str, ...]) -> None:
     for name in names:
         if name == "sift":
             continue  # OpenCV's SIFT has no bfloat16 path
+        options = RETRIEVAL_SETTINGS.get(name, {})
         for precision, cpu_bfloat16 in (("float32", False), ("bfloat16", True)):
-            options = RETRIEVAL_SETTINGS.get(name, {})
             features, seconds = timed_multiview_features(name, **options, cpu_bfloat16=cpu_bfloat16)
             maps, _ = seed_maps(features, paths, truth, 1024, CODEBOOK_SEEDS)
             print(f"| {LABELS.get(name, name)} | {setting_label(name, options)} | {precision} | {mean_sd(maps)} "

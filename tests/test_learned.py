@@ -174,6 +174,7 @@ def test_learned_features_are_matched_by_their_lightglue_unless_told_otherwise()
 def test_lightglue_mixed_precision_only_where_asked_and_the_hardware_has_it(monkeypatch):
     import torch
 
+    from localmatch.features import _torch
     from localmatch.matching import lightglue
     from localmatch.matching.lightglue import LightGlueConfig
 
@@ -181,7 +182,7 @@ def test_lightglue_mixed_precision_only_where_asked_and_the_hardware_has_it(monk
     assert lightglue.mixed_precision(cuda, LightGlueConfig())
     assert not lightglue.mixed_precision(cuda, LightGlueConfig(half=False))
     for has_bfloat16 in (True, False):
-        monkeypatch.setattr(lightglue, "cpu_has_bfloat16", lambda: has_bfloat16)
+        monkeypatch.setattr(_torch, "cpu_has_bfloat16", lambda: has_bfloat16)
         assert lightglue.mixed_precision(cpu, LightGlueConfig(cpu_bfloat16=True)) == has_bfloat16
         assert not lightglue.mixed_precision(cpu, LightGlueConfig())  # off by default
     with pytest.raises(ValueError, match="cpu_bfloat16"):
@@ -191,10 +192,10 @@ def test_lightglue_mixed_precision_only_where_asked_and_the_hardware_has_it(monk
 def test_lightglue_in_bfloat16_keeps_float32s_matches():
     """With ``cpu_bfloat16`` on a CPU that has bfloat16 instructions, the matches of two British Museum
     photos (362) are nearly float32's, and the pair verifies with as many inliers."""
-    from localmatch.matching import lightglue
+    from localmatch.features._torch import cpu_has_bfloat16
 
     needs_weights(*WEIGHTS_OF["aliked"])
-    if not lightglue.cpu_has_bfloat16():
+    if not cpu_has_bfloat16():
         pytest.skip("this CPU has no bfloat16 instructions: LightGlue runs in float32 on it")
     root = shared_data("multiview_dev")
     fa, fb = (localmatch.extract(root / "british_museum" / name, "aliked", max_side=640)

@@ -68,11 +68,17 @@ def cpu_has_bfloat16() -> bool:
     return any(check is not None and check() for check in checks)
 
 
+def bfloat16_on_cpu(device: torch.device, cpu_bfloat16: bool) -> bool:
+    """Whether a model asked to run in bfloat16 on the CPU (``cpu_bfloat16``, an extractor's or a matcher's
+    option) does so on ``device``: only a CPU with bfloat16 instructions, where it is not emulated."""
+    return device.type == "cpu" and cpu_bfloat16 and cpu_has_bfloat16()
+
+
 def autocast(device: torch.device, config: LearnedConfig, *,
              cuda_half: bool = False) -> contextlib.AbstractContextManager:
     """Torch's autocast for one extraction: bfloat16 on a CPU with ``config.cpu_bfloat16`` that has bfloat16
     instructions, float16 on CUDA with ``config.half`` for models that support it (``cuda_half``); else none."""
-    if device.type == "cpu" and config.cpu_bfloat16 and cpu_has_bfloat16():
+    if bfloat16_on_cpu(device, config.cpu_bfloat16):
         return torch.autocast("cpu", dtype=torch.bfloat16)
     if device.type == "cuda" and config.half and cuda_half:
         return torch.autocast("cuda", dtype=torch.float16)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from localmatch.config import Config, check_flag, check_number
-from localmatch.features._torch import check_device, cpu_has_bfloat16, load_checked, select_device
+from localmatch.features._torch import bfloat16_on_cpu, check_device, load_checked, select_device
 from localmatch.matching import MATCHERS, Matcher
 from localmatch.types import Features, Matches
 from localmatch.weights import load_state_dict
@@ -105,7 +105,7 @@ def mixed_precision(device: torch.device, config: LightGlueConfig) -> bool:
     a CPU with ``cpu_bfloat16`` when the CPU has bfloat16 instructions (elsewhere it would be emulated)."""
     if device.type == "cuda":
         return config.half
-    return device.type == "cpu" and config.cpu_bfloat16 and cpu_has_bfloat16()
+    return bfloat16_on_cpu(device, config.cpu_bfloat16)
 
 
 def match_lightglue(features_a: Features, features_b: Features, config: LightGlueConfig) -> Matches:
