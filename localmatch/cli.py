@@ -24,7 +24,7 @@ from localmatch.shortlist.asmk import REPRESENTATIONS
 from localmatch.shortlist.index import INDEX_KINDS
 from localmatch.types import Hit, Verification
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
+EXIT_OK, EXIT_DAMAGED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a program killed by SIGPIPE
 SEARCH_JSON_KEYS = ("rank", "path", "score", "global_score", "num_inliers", "geometry", "verified")
 
@@ -285,6 +285,28 @@ def cmd_index_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_index_check(args: argparse.Namespace) -> int:
+    """Exit status 1 when damage was found, 0 when none."""
+    with _open_database(args.db, readonly=True) as db:
+        report = db.check(quick=args.quick, progress=None if not args.json else False)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return EXIT_OK if report.ok else EXIT_DAMAGED
+    for image in report.damaged:
+        print(f"damaged: image {image.image_id} ({image.path}): {image.reason}")
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    for note in report.notes:
+        print(f"note: {note}")
+    how = "records only" if args.quick else f"{report.checksummed} against their checksums"
+    print(f"checked {report.images} images ({how}): "
+          + ("no damage found" if report.ok else f"{len(report.damaged)} damaged, {len(report.problems)} other problems"))
+    if report.damaged:
+        ids = " ".join(str(image.image_id) for image in report.damaged)
+        print(f"remove the damaged images with `localmatch index remove {args.db} {ids}`, then add their files again")
+    return EXIT_OK if report.ok else EXIT_DAMAGED
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """Search each query (a folder: each image in it); one that cannot be read is reported (``error``, and on
     stderr) and the rest go on."""
@@ -459,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("db")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_index_info)
+    p = index.add_parser("check", help="look for damaged images and files (exit status 1 when any is found)")
+    p.add_argument("db")
+    p.add_argument("--quick", action="store_true", help="check the records and files, not every image's stored "
+                                                        "features against its checksum")
+    p.add_argument("--json", action="store_true", help='print {"ok", "images", "checksummed", "damaged": [...], '
+                                                       '"problems", "notes"}')
+    p.set_defaults(run=cmd_index_check)
 
     p = sub.add_parser("search", help="find database images showing what the queries show")
     p.add_argument("db")

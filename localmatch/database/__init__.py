@@ -3,7 +3,8 @@
 On disk (one folder):
 
 - ``localmatch.sqlite``: SQLite in WAL mode. ``meta`` (format version, settings, committed lengths of
-  the arrays, a generation counter) and ``images`` (path as given, content hash, size, row offsets).
+  the arrays, a generation counter) and ``images`` (path as given, content hash, size, row offsets, and the
+  CRC-32 of the image's rows in the arrays; NULL for images added before session 28, which kept none).
 - ``keypoints.f32``, ``descriptors.i8``, ``global.f16``: append-only arrays (see :mod:`.store`).
 - ``shortlist.faiss``: a cache of the faiss index, rebuilt from ``global.f16`` when stale. It may lag the
   images table by up to ``SAVED_INDEX_MAX_LAG`` of the collection: whoever opens the database maps the file,
@@ -40,6 +41,7 @@ from tqdm import tqdm
 
 from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.config import Config, build_config, require_flag, require_whole
+from localmatch.database.check import CheckReport, DamagedImage, check_database
 from localmatch.database.lock import FileLock
 from localmatch.database.store import AppendOnlyArray, ArraySpec
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
@@ -267,11 +269,19 @@ class Database:
             "global": AppendOnlyArray(self.path, ArraySpec("global.f16", np.float16, self.global_dim)),
         }
         if not self.readonly:
+            if not self.keeps_checksums:  # made before session 28: images added from now on get one
+                self._db.execute("ALTER TABLE images ADD COLUMN checksum INTEGER")
             self._arrays["keypoints"].truncate(self._meta_int("feature_rows"))
             self._arrays["descriptors"].truncate(self._meta_int("feature_rows"))
             self._arrays["global"].truncate(self._meta_int("global_rows"))
             if self.representation != "global":  # made before session 9, which kept a global index unused
                 (self.path / INDEX_FILE).unlink(missing_ok=True)
+
+    @property
+    def keeps_checksums(self) -> bool:
+        """Whether the images table has the ``checksum`` column (databases made before session 28 gain it when
+        a writer first opens them; their older images keep none)."""
+        return any(row[1] == "checksum" for row in self._db.execute("PRAGMA table_info(images)"))
 
     def _take_write_lock(self) -> None:
         self._write_lock = FileLock.try_acquire(self.path / LOCK_FILE)
@@ -334,7 +344,7 @@ class Database:
                 "CREATE TABLE images (id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, "
                 "content_hash TEXT NOT NULL UNIQUE, width INTEGER NOT NULL, height INTEGER NOT NULL, "
                 "num_features INTEGER NOT NULL, feature_row INTEGER NOT NULL, descriptor_scale REAL NOT NULL, "
-                "working_scale REAL NOT NULL, global_row INTEGER NOT NULL)")
+                "working_scale REAL NOT NULL, global_row INTEGER NOT NULL, checksum INTEGER)")
             self._db.execute("CREATE INDEX images_path ON images(path)")
             self._db.execute("CREATE TABLE regions (image_id INTEGER NOT NULL, x0 REAL NOT NULL, y0 REAL NOT NULL, "
                              "x1 REAL NOT NULL, y1 REAL NOT NULL)")
@@ -549,19 +559,20 @@ class Database:
         features = FEATURES.get(self.features).run(image, self.feature_config)
         q = quantize(features.descriptors)
         feature_row, global_rows = self._meta_int("feature_rows"), self._meta_int("global_rows")
-        self._arrays["keypoints"].append(feature_row, features.keypoints)
-        self._arrays["descriptors"].append(feature_row, q.values)
+        checksum = self._arrays["keypoints"].append(feature_row, features.keypoints)
+        checksum = self._arrays["descriptors"].append(feature_row, q.values, checksum)
         global_row = -1  # ASMK databases shortlist with the local features alone
         if self.representation == "global":
             global_row, global_rows = global_rows, global_rows + 1
-            self._arrays["global"].append(global_row, self._descriptor.describe(image, features).astype(np.float16))
+            checksum = self._arrays["global"].append(
+                global_row, self._descriptor.describe(image, features).astype(np.float16), checksum)
         with self._transaction():
             stale = self._delete_images(self._ids_under(path))  # a changed file, or the same with other boxes
             self._db.execute(
                 "INSERT INTO images (path, content_hash, width, height, num_features, feature_row, descriptor_scale,"
-                " working_scale, global_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " working_scale, global_row, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (path, digest, image.width, image.height, len(features), feature_row, q.scale,
-                 features.working_scale, global_row))
+                 features.working_scale, global_row, checksum))
             if boxes is not None:
                 image_id = self._db.execute("SELECT last_insert_rowid()").fetchone()[0]
                 self._db.executemany("INSERT INTO regions VALUES (?, ?, ?, ?, ?)",
@@ -982,6 +993,21 @@ class Database:
             return {}
         marks = ",".join("?" * len(ids))
         return {r[0]: r for r in self._rows(f"WHERE id IN ({marks})", tuple(int(i) for i in ids))}
+
+    @_names_the_file
+    def check(self, *, quick: bool = False, progress: bool | None = None) -> CheckReport:
+        """Look for damage that opening and searching cannot see, such as a bit flipped in an image's stored
+        features, and change nothing (:mod:`localmatch.database.check` lists what is checked).
+
+        Every image's rows are read and compared with the CRC-32 recorded when it was added: about as long as
+        reading the arrays' files. ``quick`` checks the records and files alone. Images in
+        ``CheckReport.damaged`` are best removed (:meth:`remove`, by id) and their files added again.
+
+        Args:
+            progress: show a progress bar (default: when stderr is a terminal).
+        """
+        require_flag(quick, "quick")
+        return check_database(self, quick=quick, progress=sys.stderr.isatty() if progress is None else progress)
 
     @_names_the_file
     def info(self) -> dict:

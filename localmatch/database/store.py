@@ -3,12 +3,14 @@
 Three flat binary files grow at their ends: ``keypoints.f32`` (rows of 2 float32), ``descriptors.i8``
 (rows of D int8) and ``global.f16`` (rows of G float16). Offsets and committed lengths live in SQLite;
 bytes past the committed length (left by a killed writer) are never read and are cut off when the next
-writer opens. Readers memory-map the files; nothing is unpickled.
+writer opens. Readers memory-map the files; nothing is unpickled. Each image's record in SQLite keeps the
+CRC-32 (:func:`crc32`) of the rows written for it, which ``Database.check`` compares them with.
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,11 @@ import numpy as np
 import numpy.typing as npt
 
 from localmatch.errors import DatabaseError
+
+
+def crc32(values: np.ndarray, crc: int = 0) -> int:
+    """CRC-32 of an array's bytes in C order, continuing ``crc`` (so one image's rows of several files chain)."""
+    return zlib.crc32(np.ascontiguousarray(values).data, crc)
 
 
 @dataclass(frozen=True)
@@ -51,14 +58,16 @@ class AppendOnlyArray:
                 raise self._short(size, rows)
             f.truncate(rows * self.spec.row_bytes)
 
-    def append(self, start_row: int, values: np.ndarray) -> None:
-        """Write ``values`` at ``start_row`` (the committed end) and make them durable."""
+    def append(self, start_row: int, values: np.ndarray, crc: int = 0) -> int:
+        """Write ``values`` at ``start_row`` (the committed end) and make them durable; returns the CRC-32 of
+        the bytes written, continuing ``crc``."""
         data = np.ascontiguousarray(values, dtype=self.spec.dtype).reshape(-1, self.spec.row)
         with open(self.path, "r+b") as f:
             f.seek(start_row * self.spec.row_bytes)
             f.write(data.tobytes())
             f.flush()
             os.fsync(f.fileno())
+        return crc32(data, crc)
 
     def read(self, start_row: int, count: int) -> np.ndarray:
         """A read-only ``(count, row)`` view (memory-mapped)."""
@@ -81,3 +90,7 @@ class AppendOnlyArray:
 
     def nbytes(self) -> int:
         return self.path.stat().st_size
+
+    def rows(self) -> int:
+        """Whole rows the file holds now (committed or not)."""
+        return self.nbytes() // self.spec.row_bytes

@@ -1,0 +1,238 @@
+"""Checking a database folder for damage: :meth:`Database.check` and ``localmatch index check``.
+
+Opening a database and searching it already refuse what they can see is broken (a damaged SQLite file, an
+array file cut short). What they cannot see is a bit flipped inside an image's rows of ``keypoints.f32``,
+``descriptors.i8`` or ``global.f16`` (a failing disk, a bad copy): such an image would still be searched,
+with wrong features. A check reads everything once and reports, without changing anything:
+
+- SQLite's own consistency (``PRAGMA integrity_check``; ``quick_check`` when ``quick``);
+- that each array file holds the rows the database committed;
+- each image's record: a size, scales, row ranges inside what was committed, no rows shared with another
+  image, finite region boxes;
+- unless ``quick``, each image's rows against the CRC-32 recorded when it was added. Images added before
+  session 28 have none; their keypoints and global descriptor are checked for values no extractor makes
+  (not finite, or keypoints outside the image);
+- the files the search uses beside them: the codebook (which a search cannot do without), and the caches
+  (faiss index, inverted file), which are rebuilt when next used and so are reported as notes, not damage.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm import tqdm
+
+from localmatch.database.store import crc32
+from localmatch.shortlist.asmk import Codebook, InvertedFile
+from localmatch.shortlist.index import ShortlistIndex
+
+if TYPE_CHECKING:
+    from localmatch.database import Database
+
+#: how far (pixels) a stored keypoint may lie outside its image, whose pixel centres run from 0 to size - 1
+KEYPOINT_MARGIN = 1.0
+
+
+@dataclass(frozen=True)
+class DamagedImage:
+    """An image whose stored record or rows are damaged: remove it (by id) and add its file again."""
+
+    image_id: int
+    path: str
+    reason: str
+
+
+@dataclass
+class CheckReport:
+    """What :meth:`Database.check` found.
+
+    Attributes:
+        images: images in the database.
+        checksummed: images whose rows were compared with their recorded CRC-32 (0 with ``quick``).
+        damaged: images whose record or rows are damaged (search would use wrong features for them).
+        problems: damage that is not one image's: SQLite's own check, an array file cut short, an unreadable
+            codebook.
+        notes: what is not damage and needs nothing done: caches rebuilt when next used, images stored
+            without a checksum.
+    """
+
+    path: str
+    images: int = 0
+    checksummed: int = 0
+    damaged: list[DamagedImage] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and not self.problems
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, **asdict(self)}
+
+
+def check_database(db: "Database", *, quick: bool = False, progress: bool = False) -> CheckReport:
+    """Check ``db`` (see the module's docstring) in one read transaction, so that a writer adding images
+    meanwhile changes nothing that is checked."""
+    report = CheckReport(str(db.path))
+    connection = db._db
+    connection.execute("BEGIN")
+    try:
+        _check_sqlite(connection, quick, report)
+        rows = _image_rows(db, report)
+        report.images = len(rows)
+        committed = {"keypoints": db._meta_int("feature_rows"), "descriptors": db._meta_int("feature_rows"),
+                     "global": db._meta_int("global_rows")}
+        for name, array in db._arrays.items():
+            if array.rows() < committed[name]:
+                report.problems.append(f"{array.path}: holds {array.rows()} rows where the database committed "
+                                       f"{committed[name]}: the file was cut short")
+        damaged: dict[int, str] = {}
+        _check_records(db, rows, committed, damaged)
+        _check_regions(db, damaged, report)
+        if not quick:
+            for row in tqdm(rows, desc="checking", unit="img", disable=not progress):
+                if row[0] not in damaged:
+                    reason = _check_rows(db, row)
+                    if reason:
+                        damaged[row[0]] = reason
+            report.checksummed = sum(1 for row in rows if row[9] is not None and row[0] not in damaged)
+            unchecksummed = sum(1 for row in rows if row[9] is None)
+            if unchecksummed:
+                report.notes.append(f"{unchecksummed} images were added before localmatch kept checksums: only "
+                                    "their values were checked")
+        paths = {row[0]: row[1] for row in rows}
+        report.damaged = [DamagedImage(image_id, paths[image_id], reason) for image_id, reason in sorted(damaged.items())]
+        _check_search_files(db, report)
+    finally:
+        connection.execute("ROLLBACK")
+    return report
+
+
+def _check_sqlite(connection: sqlite3.Connection, quick: bool, report: CheckReport) -> None:
+    pragma = "quick_check" if quick else "integrity_check"
+    found = [str(row[0]) for row in connection.execute(f"PRAGMA {pragma}(20)")]
+    if found != ["ok"]:  # lines such as "Page 7 is never used", under a header naming the schema
+        lines = [line for text in found for line in text.splitlines() if line and not line.startswith("***")]
+        report.problems += [f"SQLite {pragma}: {line}" for line in lines]
+
+
+def _image_rows(db: "Database", report: CheckReport) -> list[tuple]:
+    """Every image's record, NULL checksum where none was kept: ``(id, path, width, height, num_features,
+    feature_row, descriptor_scale, working_scale, global_row, checksum)``."""
+    checksum = "checksum" if db.keeps_checksums else "NULL"
+    return db._db.execute(
+        "SELECT id, path, width, height, num_features, feature_row, descriptor_scale, working_scale, global_row, "
+        f"{checksum} FROM images ORDER BY id").fetchall()
+
+
+def _check_records(db: "Database", rows: list[tuple], committed: dict[str, int], damaged: dict[int, str]) -> None:
+    """What each record says of its image, and that no two images' rows overlap."""
+    for row in rows:
+        image_id, path, width, height, n, feature_row, scale, working_scale, global_row, checksum = row
+        if None in row[:9] or not isinstance(path, str):
+            damaged[image_id] = "its record holds NULL or unreadable text where a value must be"
+        elif not all(isinstance(v, int) for v in (width, height, n, feature_row, global_row)) or width < 1 or height < 1:
+            damaged[image_id] = f"its record gives a size of {width} x {height} pixels"
+        elif not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (scale, working_scale)):
+            damaged[image_id] = f"its record gives a descriptor scale of {scale} and a working scale of {working_scale}"
+        elif n < 0 or feature_row < 0 or feature_row + n > committed["keypoints"]:
+            damaged[image_id] = (f"its features lie at rows {feature_row} to {feature_row + n}, past the "
+                                 f"{committed['keypoints']} the database committed")
+        elif (db.representation == "global" or global_row != -1) and not 0 <= global_row < committed["global"]:
+            damaged[image_id] = f"its global descriptor lies at row {global_row} of {committed['global']} committed"
+        elif checksum is not None and not isinstance(checksum, int):
+            damaged[image_id] = f"its record holds {checksum!r} where a checksum must be"
+    valid = [row for row in rows if row[0] not in damaged]
+    _flag_shared_rows([(row[5], row[5] + row[4], row[0]) for row in valid if row[4] > 0], "feature", damaged)
+    _flag_shared_rows([(row[8], row[8] + 1, row[0]) for row in valid if row[8] >= 0], "global descriptor", damaged)
+
+
+def _flag_shared_rows(spans: list[tuple[int, int, int]], what: str, damaged: dict[int, str]) -> None:
+    """Images whose ``[start, end)`` rows overlap another image's: every image has rows of its own."""
+    reach, owner = -1, -1  # the furthest end of the spans before, and whose span it is
+    for start, end, image_id in sorted(spans):
+        if start < reach:
+            damaged.setdefault(image_id, f"its {what} rows overlap those of image {owner}")
+            damaged.setdefault(owner, f"its {what} rows overlap those of image {image_id}")
+        if end > reach:
+            reach, owner = end, image_id
+
+
+def _check_regions(db: "Database", damaged: dict[int, str], report: CheckReport) -> None:
+    rows = db._db.execute("SELECT image_id, x0, y0, x1, y1, image_id IN (SELECT id FROM images) FROM regions").fetchall()
+    orphans = {row[0] for row in rows if not row[5]}
+    if orphans:
+        report.notes.append(f"the regions table holds boxes of {len(orphans)} images that are not in the database "
+                            "(unused)")
+    for image_id, *box, _ in (row for row in rows if row[5]):
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box) or box[2] < box[0] or box[3] < box[1]:
+            damaged.setdefault(image_id, f"one of its region boxes is {box}")
+
+
+def _check_rows(db: "Database", row: tuple) -> str:
+    """Why the image's stored rows are damaged ("" when they are not)."""
+    image_id, _, width, height, n, feature_row, _, _, global_row, checksum = row
+    arrays = db._arrays
+    if feature_row + n > min(arrays["keypoints"].rows(), arrays["descriptors"].rows()) or \
+            global_row >= 0 and global_row >= arrays["global"].rows():
+        return "its rows lie past the end of a file that was cut short"
+    keypoints = arrays["keypoints"].read(feature_row, n)
+    descriptors = arrays["descriptors"].read(feature_row, n)
+    stored_global = arrays["global"].read(global_row, 1) if global_row >= 0 else None
+    if checksum is not None:
+        found = crc32(descriptors, crc32(keypoints))
+        if stored_global is not None:
+            found = crc32(stored_global, found)
+        return "" if found == checksum else (f"its stored features differ from what was written (CRC-32 "
+                                             f"{found:08x}, recorded {checksum:08x})")
+    if not np.isfinite(keypoints).all():
+        return "keypoints that are not finite numbers"
+    x, y = keypoints[:, 0], keypoints[:, 1]
+    outside = (x < -KEYPOINT_MARGIN) | (x > width - 1 + KEYPOINT_MARGIN) | (y < -KEYPOINT_MARGIN) | \
+        (y > height - 1 + KEYPOINT_MARGIN)
+    if outside.any():
+        return f"{int(outside.sum())} keypoints outside the image's {width} x {height} pixels"
+    if stored_global is not None and not np.isfinite(stored_global).all():
+        return "a global descriptor whose values are not finite numbers"
+    return ""
+
+
+def _check_search_files(db: "Database", report: CheckReport) -> None:
+    """The files beside the arrays: an unreadable codebook stops searches; the rest are caches."""
+    from localmatch.database import ASMK_FILE, CODEBOOK_FILE, INDEX_FILE
+
+    if db.representation == "global":
+        path = db.path / INDEX_FILE
+        if path.exists():
+            try:
+                ShortlistIndex.load(path, db.global_dim, db.index_kind, mapped=True)
+            except (OSError, RuntimeError, ValueError) as e:
+                report.notes.append(f"{path}: unreadable ({e}); it is rebuilt when the database is next opened")
+        return
+    path = db.path / CODEBOOK_FILE
+    if not path.exists():
+        given = db._codebook_version() == "-1"
+        if given:
+            report.problems.append(f"{path}: the codebook given when the database was made is missing; the next "
+                                   "change to the database trains one on its own descriptors instead")
+        elif report.images:
+            report.notes.append(f"{path}: no codebook yet; it is trained when the database is next changed")
+        return
+    try:
+        codebook = Codebook.load(path)
+    except ValueError as e:
+        report.problems.append(f"{e}: searches fail until it is trained again (Database.train_codebook)")
+        return
+    if codebook.dim != db.descriptor_dim:
+        report.problems.append(f"{path}: {codebook.dim}-d words for {db.descriptor_dim}-d descriptors")
+    path = db.path / ASMK_FILE
+    if path.exists():
+        try:
+            InvertedFile.load(path)
+        except ValueError as e:
+            report.notes.append(f"{e}; it is rebuilt when next used")

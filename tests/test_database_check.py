@@ -1,0 +1,185 @@
+"""Checking a database for damage that opening and searching cannot see (Database.check, `index check`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import shared_data
+from localmatch.cli import main
+from localmatch.database import CheckReport, Database
+
+SMALL = {"max_side": 400, "max_features": 500}  # small working size keeps the tests quick
+
+
+@pytest.fixture(scope="module")
+def ukbench_paths() -> list[str]:
+    return [str(p) for p in sorted((shared_data("ukbench_subset") / "images").glob("*.jpg"))][:8]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, ukbench_paths) -> Path:
+    path = tmp_path_factory.mktemp("check") / "db"
+    with Database(path, feature_config=SMALL) as db:
+        assert len(db.add(ukbench_paths).added) == len(ukbench_paths)
+    return path
+
+
+def copy_of(db: Path, tmp_path: Path, name: str = "copy") -> Path:
+    return Path(shutil.copytree(db, tmp_path / name))
+
+
+def record(db: Path, image_id: int) -> dict:
+    connection = sqlite3.connect(db / "localmatch.sqlite")
+    connection.row_factory = sqlite3.Row
+    row = dict(connection.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone())
+    connection.close()
+    return row
+
+
+def execute(db: Path, *statements: str) -> None:
+    connection = sqlite3.connect(db / "localmatch.sqlite", isolation_level=None)
+    for statement in statements:
+        connection.execute(statement)
+    connection.close()
+
+
+def flip_bit(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ 0x10]))
+
+
+def check(db: Path, **options) -> CheckReport:
+    with Database(db, readonly=True) as opened:
+        return opened.check(**options)
+
+
+def test_a_sound_database_checks_clean_against_every_checksum(built, ukbench_paths, capsys):
+    report = check(built)
+    assert report.ok and report.images == report.checksummed == len(ukbench_paths)
+    assert report.damaged == report.problems == report.notes == []
+    assert main(["index", "check", str(built)]) == 0
+    assert "checked 8 images (8 against their checksums): no damage found" in capsys.readouterr().out
+    with Database(built) as writer:  # a writer may check too, and nothing changes
+        assert writer.check(quick=True).ok and writer.check().checksummed == len(ukbench_paths)
+
+
+def test_a_flipped_bit_in_any_array_names_its_image_and_removing_and_adding_it_again_mends_it(
+        built, tmp_path, ukbench_paths, capsys):
+    db = copy_of(built, tmp_path)
+    keypoints, descriptors, global_descriptor = record(db, 2), record(db, 5), record(db, 7)
+    flip_bit(db / "keypoints.f32", keypoints["feature_row"] * 8 + 8 * 10 + 3)  # 10th keypoint's x
+    flip_bit(db / "descriptors.i8", descriptors["feature_row"] * 128 + 128 * (descriptors["num_features"] - 1))
+    flip_bit(db / "global.f16", global_descriptor["global_row"] * 3328 * 2 + 4000)
+
+    assert check(db, quick=True).ok  # the records are sound: only reading the rows tells
+    report = check(db)
+    assert [(d.image_id, d.path) for d in report.damaged] == [(2, ukbench_paths[1]), (5, ukbench_paths[4]),
+                                                              (7, ukbench_paths[6])]
+    assert all("differ from what was written" in d.reason for d in report.damaged)
+    assert report.checksummed == len(ukbench_paths) - 3 and not report.problems
+
+    assert main(["index", "check", str(db), "--json"]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ok"] is False and [d["image_id"] for d in printed["damaged"]] == [2, 5, 7]
+    assert main(["index", "check", str(db)]) == 1
+    out = capsys.readouterr().out
+    assert f"damaged: image 5 ({ukbench_paths[4]}): its stored features differ" in out
+    assert f"`localmatch index remove {db} 2 5 7`" in out
+
+    assert main(["index", "remove", str(db), "2", "5", "7"]) == 0
+    assert main(["index", "add", str(db), ukbench_paths[1], ukbench_paths[4], ukbench_paths[6], "-q"]) == 0
+    assert check(db).ok
+    with Database(db, readonly=True) as opened:
+        assert opened.search(ukbench_paths[4], k=1)[0].path == ukbench_paths[4]
+
+
+@pytest.mark.parametrize("statement, damaged, says", [
+    ("UPDATE images SET feature_row = (SELECT feature_row FROM images WHERE id = 3) + 5, num_features = 10 WHERE id = 6",
+     {3, 6},
+     "its feature rows overlap those of image"),
+    ("UPDATE images SET num_features = num_features + 100000 WHERE id = 4", {4}, "past the"),
+    ("UPDATE images SET global_row = 99 WHERE id = 2", {2}, "its global descriptor lies at row 99"),
+    ("UPDATE images SET width = 0 WHERE id = 1", {1}, "a size of 0 x"),
+    ("UPDATE images SET descriptor_scale = 'x' WHERE id = 8", {8}, "a descriptor scale of x"),
+    ("UPDATE images SET checksum = checksum + 1 WHERE id = 3", {3}, "differ from what was written"),
+])
+def test_damaged_records_are_reported_by_image(built, tmp_path, statement, damaged, says):
+    db = copy_of(built, tmp_path)
+    execute(db, statement)
+    report = check(db)
+    assert {d.image_id for d in report.damaged} == damaged and not report.problems
+    assert all(says in d.reason for d in report.damaged), report.damaged
+
+
+def test_a_file_cut_short_and_a_damaged_sqlite_file_are_problems(built, tmp_path):
+    cut = copy_of(built, tmp_path, "cut")
+    last = record(cut, 8)
+    size = (cut / "descriptors.i8").stat().st_size
+    (cut / "descriptors.i8").write_bytes((cut / "descriptors.i8").read_bytes()[:size - 128])
+    report = check(cut)
+    assert [d.image_id for d in report.damaged] == [8] and "past the end of a file that was cut short" in \
+        report.damaged[0].reason
+    assert len(report.problems) == 1 and "descriptors.i8: holds" in report.problems[0]
+    assert last["num_features"] > 0
+
+    orphan_index = copy_of(built, tmp_path, "sqlite")  # SQLite's own check: pages no table owns
+    execute(orphan_index, "PRAGMA writable_schema=ON", "DELETE FROM sqlite_schema WHERE name = 'images_path'")
+    report = check(orphan_index, quick=True)
+    assert len(report.problems) == 1 and re.fullmatch(r"SQLite quick_check: Page \d+ is never used", report.problems[0])
+    assert not report.damaged and not report.ok
+
+
+def test_images_added_before_checksums_get_their_values_checked_and_new_ones_a_checksum(built, tmp_path,
+                                                                                         ukbench_paths):
+    old = copy_of(built, tmp_path)
+    execute(old, "ALTER TABLE images DROP COLUMN checksum")  # what a database made before session 28 holds
+    report = check(old)
+    assert report.ok and report.checksummed == 0
+    assert report.notes == ["8 images were added before localmatch kept checksums: only their values were checked"]
+
+    outside, not_finite = record(old, 2), record(old, 4)
+    with open(old / "keypoints.f32", "r+b") as f:
+        f.seek(outside["feature_row"] * 8)
+        f.write(np.array([outside["width"] + 5, 10], np.float32).tobytes())
+        f.seek(not_finite["feature_row"] * 8 + 4)
+        f.write(np.array([np.nan], np.float32).tobytes())
+    report = check(old)
+    assert [(d.image_id, d.reason) for d in report.damaged] == [
+        (2, "1 keypoints outside the image's 640 x 480 pixels"), (4, "keypoints that are not finite numbers")]
+
+    with Database(old) as writer:  # a writer adds the column; what it adds from then on is checksummed
+        assert writer.keeps_checksums
+        writer.remove([2, 4])
+        writer.add([ukbench_paths[1]])
+    report = check(old)
+    assert report.ok and report.checksummed == 1 and report.images == 7
+
+
+def test_asmk_codebook_and_caches(tmp_path, ukbench_paths):
+    db = tmp_path / "asmk"
+    with Database(db, representation="asmk", feature_config=SMALL, asmk_config={"codebook_size": 64}) as writer:
+        writer.add(ukbench_paths[:4])
+    assert check(db).ok
+    (db / "asmk.npz").write_bytes(b"not an npz")
+    report = check(db)
+    assert report.ok and len(report.notes) == 1 and "asmk.npz: not a readable inverted file" in report.notes[0]
+    (db / "codebook.npy").write_bytes((db / "codebook.npy").read_bytes()[:200])
+    report = check(db)
+    assert not report.ok and "codebook.npy: not a readable codebook" in report.problems[0]
+
+
+def test_an_unreadable_faiss_index_is_a_note_as_it_is_rebuilt(built, tmp_path):
+    db = copy_of(built, tmp_path)
+    (db / "shortlist.faiss").write_bytes(b"\0" * 64)
+    report = check(db)
+    assert report.ok and len(report.notes) == 1 and "shortlist.faiss: unreadable" in report.notes[0]
