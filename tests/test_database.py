@@ -95,11 +95,11 @@ def test_a_full_disk_keeps_what_was_added_and_names_the_reason(tmp_path, ukbench
     real_append = database_module.AppendOnlyArray.append
     calls = []
 
-    def append_until_full(self, start_row, values):
+    def append_until_full(self, start_row, values, crc=0):
         calls.append(1)
         if len(calls) > 4:  # two arrays per image (keypoints, descriptors) and a global vector: the 2nd image fails
             raise OSError(28, "No space left on device")
-        real_append(self, start_row, values)
+        return real_append(self, start_row, values, crc)
 
     path = tmp_path / "db"
     with Database(path, feature_config=SMALL) as db:
@@ -129,6 +129,7 @@ def test_a_full_disk_keeps_what_was_added_and_names_the_reason(tmp_path, ukbench
         db._connection = connection
     with Database(path, feature_config=SMALL) as db:
         assert db.add(ukbench_paths[:4]).added == ukbench_paths[1:4]
+        assert db.check().ok  # the failed attempts' bytes were never committed, and are not read
 
     def write_fails(index, name):
         open(name, "wb").write(b"partial")
@@ -460,6 +461,8 @@ def test_killed_writer_leaves_exactly_the_committed_images(tmp_path, ukbench_pat
             for path in stored:  # every committed image is whole: found first, by itself
                 hit = db.search(path, k=1, rerank=False)[0]
                 assert hit.path == path and hit.global_score > 0.99
+            report = db.check()  # and its rows are the bytes written for it, whatever the kill left past them
+            assert report.ok and report.checksummed == len(stored), (attempt, report)
             committed = stored
     with Database(db_path, feature_config={"max_side": 320, "max_features": 300}) as db:
         db.add(ukbench_paths)
