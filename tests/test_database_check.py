@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 import sqlite3
 from pathlib import Path
 
@@ -183,3 +185,23 @@ def test_an_unreadable_faiss_index_is_a_note_as_it_is_rebuilt(built, tmp_path):
     (db / "shortlist.faiss").write_bytes(b"\0" * 64)
     report = check(db)
     assert report.ok and len(report.notes) == 1 and "shortlist.faiss: unreadable" in report.notes[0]
+
+
+def test_a_check_beside_a_writer_sees_a_consistent_database(built, tmp_path, ukbench_paths):
+    """Each check reads one snapshot: images the writer commits meanwhile, and the array bytes it appends
+    ahead of committing them, are never half seen."""
+    db = copy_of(built, tmp_path)
+    with Database(db) as writer:
+        writer.remove(list(range(3, 9)))
+    writer_script = ("import sys\nfrom localmatch.database import Database\n"
+                     "with Database(sys.argv[1]) as db:\n"
+                     "    for path in sys.argv[2:]:\n"
+                     "        db.add([path])\n"
+                     "        db.remove([1]) if path == sys.argv[3] else None\n")
+    child = subprocess.Popen([sys.executable, "-c", writer_script, str(db), *ukbench_paths[2:]])
+    while child.poll() is None:
+        report = check(db)
+        assert report.ok, report
+    assert child.returncode == 0
+    final = check(db)
+    assert final.ok and final.images == len(ukbench_paths) - 1 == final.checksummed
