@@ -20,11 +20,15 @@ Run: LOCALMATCH_DATA=../shared/data python bench/database.py [--skip-100k]
    arrays and saved index are filled with 100k simulated images (random global descriptors, 2 local
    features each), then a reader's open + first shortlist, a writer adding one real image and closing, a
    writer removing one image and the readers after it, and the rewrite of the index file.
+7. ``Database.check`` (``--only check``) on 10k simulated images of 2048 local features each (2.8 GB of
+   arrays) beside reading the array files end to end, and the quick check.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import statistics
 import tempfile
 import time
@@ -35,6 +39,7 @@ import numpy as np
 
 from common import data_dir, numba_loop, timed
 from localmatch.database import Database
+from localmatch.database.store import crc32
 from localmatch.evaluate import QueryTruth, evaluate, ground_truth_from_folders
 from localmatch.matching import compiled
 from localmatch.rerank import verify_candidates
@@ -202,25 +207,82 @@ def searching_with_removed(file: Path, dim: int, kind: str, probes: np.ndarray, 
     return rows
 
 
-def simulated_database(path: Path, n: int, index: str = "flat") -> int:
-    """A gem+vlad database of ``n`` simulated images: rows, arrays and the saved index written the
-    way ``Database.add`` writes them, without decoding ``n`` images (random unit global descriptors, 2 zero
-    local features each; a bench helper reaching into the database's internals). Returns the global dimension."""
+def simulated_database(path: Path, n: int, index: str = "flat", features: int = 2) -> int:
+    """A gem+vlad database of ``n`` simulated images: rows (with their checksums), arrays and the saved index
+    written the way ``Database.add`` writes them, without decoding ``n`` images (random unit global
+    descriptors, ``features`` random local features each; a bench helper reaching into the database's
+    internals). Returns the global dimension."""
     rng = np.random.default_rng(0)
+    chunk = max(1, 2_000_000 // features)  # images written at a time: about 256 MB of descriptors
     with Database(path, index=index) as db:
-        vectors = rng.standard_normal((n, db.global_dim), dtype=np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        db._arrays["keypoints"].append(0, np.zeros((2 * n, 2), np.float32))
-        db._arrays["descriptors"].append(0, np.zeros((2 * n, 128), np.int8))
-        db._arrays["global"].append(0, vectors.astype(np.float16))
+        records = []
+        for first in range(0, n, chunk):
+            m = min(chunk, n - first)
+            keypoints = (rng.random((m * features, 2), np.float32) * [639, 479]).astype(np.float32)
+            descriptors = rng.integers(-128, 128, (m * features, 128), np.int8)
+            vectors = rng.standard_normal((m, db.global_dim), dtype=np.float32)
+            vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16)
+            db._arrays["keypoints"].append(first * features, keypoints)
+            db._arrays["descriptors"].append(first * features, descriptors)
+            db._arrays["global"].append(first, vectors)
+            for j in range(m):
+                rows = slice(j * features, (j + 1) * features)
+                checksum = crc32(vectors[j:j + 1], crc32(descriptors[rows], crc32(keypoints[rows])))
+                i = first + j
+                records.append((f"simulated/{i:06d}.jpg", f"{i:064x}", features, features * i, i, checksum))
         with db._transaction():
             db._db.executemany(
                 "INSERT INTO images (path, content_hash, width, height, num_features, feature_row, descriptor_scale,"
-                " working_scale, global_row) VALUES (?, ?, 640, 480, 2, ?, 1.0, 1.0, ?)",
-                ((f"simulated/{i:06d}.jpg", f"{i:064x}", 2 * i, i) for i in range(n)))
-            db._set_meta(feature_rows=2 * n, global_rows=n, generation=n)
+                " working_scale, global_row, checksum) VALUES (?, ?, 640, 480, ?, ?, 1.0, 1.0, ?, ?)", records)
+            db._set_meta(feature_rows=features * n, global_rows=n, generation=n)
         db._save_faiss_index()  # built from the stored vectors: written at once
         return db.global_dim
+
+
+def checking(n: int = 10_000, features: int = 2048) -> None:
+    """``Database.check`` on ``n`` simulated images of ``features`` local features, beside reading the
+    three array files end to end (what any check of their contents must do), in one run: with the files
+    in the page cache, and evicted from it before each step (``posix_fadvise(DONTNEED)``, which needs no
+    privileges; what the virtual disk's host caches is beyond it)."""
+    print(f"\n## Checking a database of {n} simulated images, {features} local features each\n")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "db"
+        _, made = timed(simulated_database, path, n, "flat", features)
+        files = [path / name for name in ("keypoints.f32", "descriptors.i8", "global.f16")]
+        print(f"made in {made:.0f} s; arrays {sum(f.stat().st_size for f in files) / 1e9:.2f} GB\n")
+
+        def read_files() -> None:
+            buffer = bytearray(1 << 24)
+            for file in files:
+                with open(file, "rb", buffering=0) as f:
+                    while f.readinto(buffer):
+                        pass
+
+        def evict() -> None:
+            for file in files:
+                fd = os.open(file, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+
+        print("| run | files | reading the three files: s | check(): s | check(quick=True): s | check() / reading |")
+        print("|---|---|---|---|---|---|")
+        for run in (1, 2, 3):
+            for cached in (False, True):
+                if not cached:
+                    evict()
+                _, reading = timed(read_files)
+                if not cached:
+                    evict()
+                with Database(path, readonly=True) as db:
+                    report, full = timed(db.check, progress=False)
+                    assert report.ok and report.checksummed == n, report
+                    _, quick = timed(db.check, quick=True, progress=False)
+                del db  # unmaps the arrays: mapped pages would stay in the cache
+                gc.collect()
+                where = "in the page cache" if cached else "evicted"
+                print(f"| {run} | {where} | {reading:.2f} | {full:.2f} | {quick:.2f} | {full / reading:.2f} |")
 
 
 def opening(n: int = 100_000, index: str = "flat") -> None:
@@ -349,7 +411,8 @@ def shortlist_map(vectors: np.ndarray, paths: list[str], truth: list[QueryTruth]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-100k", action="store_true", help="skip the 100k-image latency part")
-    parser.add_argument("--only", choices=("accuracy", "throughput", "latency", "recall", "whitening", "open"), help="run one part")
+    parser.add_argument("--only", choices=("accuracy", "throughput", "latency", "recall", "whitening", "open", "check"),
+                        help="run one part")
     parser.add_argument("--index", nargs="+", choices=INDEX_KINDS,
                         help="index kinds of the latency part (default: all) and of the open part (default: flat)")
     args = parser.parse_args()
@@ -369,6 +432,8 @@ def main() -> None:
     if args.only in (None, "open") and not args.skip_100k:
         for kind in args.index or ["flat"]:
             opening(index=kind)
+    if args.only in (None, "check") and not args.skip_100k:
+        checking()
 
 
 if __name__ == "__main__":
