@@ -205,3 +205,17 @@ def test_a_check_beside_a_writer_sees_a_consistent_database(built, tmp_path, ukb
     assert child.returncode == 0
     final = check(db)
     assert final.ok and final.images == len(ukbench_paths) - 1 == final.checksummed
+
+
+def test_text_that_is_not_utf8_and_a_null_are_reported_not_raised(built, tmp_path):
+    db = copy_of(built, tmp_path)
+    execute(db, "PRAGMA writable_schema=ON",  # lifts NOT NULL, so that a damaged record's NULL can be stored
+            "UPDATE sqlite_schema SET sql = replace(sql, 'working_scale REAL NOT NULL', 'working_scale REAL') "
+            "WHERE name = 'images'")
+    execute(db, "UPDATE images SET path = CAST(x'2f6eff2e6a7067' AS TEXT) WHERE id = 2",  # "/n\xff.jpg"
+            "UPDATE images SET working_scale = NULL WHERE id = 3")
+    report = check(db)
+    assert [(d.image_id, d.path, d.reason) for d in report.damaged] == [
+        (2, "/n\ufffd.jpg", "its path is not UTF-8 text (damaged bytes)"),
+        (3, record(db, 3)["path"], "its record holds NULL where a value must be")]
+    json.dumps(report.to_dict())  # printable as it is

@@ -83,7 +83,11 @@ def check_database(db: "Database", *, quick: bool = False, progress: bool = Fals
     connection.execute("BEGIN")
     try:
         _check_sqlite(connection, quick, report)
-        rows = _image_rows(db, report)
+        try:
+            rows = _image_rows(db)
+        except sqlite3.DatabaseError as e:  # a malformed page: SQLite's own check has said where
+            report.problems.append(f"{db.path / 'localmatch.sqlite'}: the images table cannot be read ({e})")
+            return report
         report.images = len(rows)
         committed = {"keypoints": db._meta_int("feature_rows"), "descriptors": db._meta_int("feature_rows"),
                      "global": db._meta_int("global_rows")}
@@ -105,7 +109,7 @@ def check_database(db: "Database", *, quick: bool = False, progress: bool = Fals
             if unchecksummed:
                 report.notes.append(f"{unchecksummed} images were added before localmatch kept checksums: only "
                                     "their values were checked")
-        paths = {row[0]: row[1] for row in rows}
+        paths = {row[0]: _printable(row[1] or "") for row in rows}
         report.damaged = [DamagedImage(image_id, paths[image_id], reason) for image_id, reason in sorted(damaged.items())]
         _check_search_files(db, report)
     finally:
@@ -121,21 +125,35 @@ def _check_sqlite(connection: sqlite3.Connection, quick: bool, report: CheckRepo
         report.problems += [f"SQLite {pragma}: {line}" for line in lines]
 
 
-def _image_rows(db: "Database", report: CheckReport) -> list[tuple]:
+def _image_rows(db: "Database") -> list[tuple]:
     """Every image's record, NULL checksum where none was kept: ``(id, path, width, height, num_features,
-    feature_row, descriptor_scale, working_scale, global_row, checksum)``."""
+    feature_row, descriptor_scale, working_scale, global_row, checksum)``. A path's bytes that are not UTF-8
+    (damaged text, which reading it as text would raise on) come back as lone surrogates (``surrogateescape``)."""
     checksum = "checksum" if db.keeps_checksums else "NULL"
-    return db._db.execute(
-        "SELECT id, path, width, height, num_features, feature_row, descriptor_scale, working_scale, global_row, "
-        f"{checksum} FROM images ORDER BY id").fetchall()
+    rows = db._db.execute(
+        "SELECT id, CAST(path AS BLOB), width, height, num_features, feature_row, descriptor_scale, working_scale, "
+        f"global_row, {checksum} FROM images ORDER BY id").fetchall()
+    return [(row[0], None if row[1] is None else bytes(row[1]).decode("utf-8", "surrogateescape"), *row[2:])
+            for row in rows]
+
+
+def _undecodable(path: str) -> bool:
+    return any("\udc80" <= c <= "\udcff" for c in path)
+
+
+def _printable(path: str) -> str:
+    """``path`` with bytes that were not UTF-8 shown as U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _check_records(db: "Database", rows: list[tuple], committed: dict[str, int], damaged: dict[int, str]) -> None:
     """What each record says of its image, and that no two images' rows overlap."""
     for row in rows:
         image_id, path, width, height, n, feature_row, scale, working_scale, global_row, checksum = row
-        if None in row[:9] or not isinstance(path, str):
-            damaged[image_id] = "its record holds NULL or unreadable text where a value must be"
+        if None in row[:9]:
+            damaged[image_id] = "its record holds NULL where a value must be"
+        elif _undecodable(path):
+            damaged[image_id] = "its path is not UTF-8 text (damaged bytes)"
         elif not all(isinstance(v, int) for v in (width, height, n, feature_row, global_row)) or width < 1 or height < 1:
             damaged[image_id] = f"its record gives a size of {width} x {height} pixels"
         elif not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (scale, working_scale)):
