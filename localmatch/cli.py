@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sqlite3
 import sys
 from typing import Any
@@ -303,7 +304,8 @@ def cmd_index_check(args: argparse.Namespace) -> int:
           + ("no damage found" if report.ok else f"{len(report.damaged)} damaged, {len(report.problems)} other problems"))
     if report.damaged:
         ids = " ".join(str(image.image_id) for image in report.damaged)
-        print(f"remove the damaged images with `localmatch index remove {args.db} {ids}`, then add their files again")
+        print(f"remove the damaged images with `localmatch index remove {shlex.quote(args.db)} {ids}`, then add their "
+              "files again")
     return EXIT_OK if report.ok else EXIT_DAMAGED
 
 
