@@ -39,7 +39,7 @@ import numpy as np
 
 from common import data_dir, numba_loop, timed
 from localmatch.database import Database
-from localmatch.database.store import crc32
+from localmatch.database.store import image_checksum
 from localmatch.evaluate import QueryTruth, evaluate, ground_truth_from_folders
 from localmatch.matching import compiled
 from localmatch.rerank import verify_candidates
@@ -227,7 +227,7 @@ def simulated_database(path: Path, n: int, index: str = "flat", features: int = 
             db._arrays["global"].append(first, vectors)
             for j in range(m):
                 rows = slice(j * features, (j + 1) * features)
-                checksum = crc32(vectors[j:j + 1], crc32(descriptors[rows], crc32(keypoints[rows])))
+                checksum = image_checksum(keypoints[rows], descriptors[rows], vectors[j:j + 1])
                 i = first + j
                 records.append((f"simulated/{i:06d}.jpg", f"{i:064x}", features, features * i, i, checksum))
         with db._transaction():

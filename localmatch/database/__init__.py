@@ -559,6 +559,7 @@ class Database:
         features = FEATURES.get(self.features).run(image, self.feature_config)
         q = quantize(features.descriptors)
         feature_row, global_rows = self._meta_int("feature_rows"), self._meta_int("global_rows")
+        # the record's checksum (store.image_checksum), chained over the bytes each append writes
         checksum = self._arrays["keypoints"].append(feature_row, features.keypoints)
         checksum = self._arrays["descriptors"].append(feature_row, q.values, checksum)
         global_row = -1  # ASMK databases shortlist with the local features alone

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from localmatch.database.store import crc32
+from localmatch.database.store import image_checksum
 from localmatch.shortlist.asmk import Codebook, InvertedFile
 from localmatch.shortlist.index import ShortlistIndex
 
@@ -86,14 +86,17 @@ def check_database(db: "Database", *, quick: bool = False, progress: bool = Fals
         try:
             rows = _image_rows(db)
         except sqlite3.DatabaseError as e:  # a malformed page: SQLite's own check has said where
-            report.problems.append(f"{db.path / 'localmatch.sqlite'}: the images table cannot be read ({e})")
+            from localmatch.database import DB_FILE  # (it imports this module)
+
+            report.problems.append(f"{db.path / DB_FILE}: the images table cannot be read ({e})")
             return report
         report.images = len(rows)
         committed = {"keypoints": db._meta_int("feature_rows"), "descriptors": db._meta_int("feature_rows"),
                      "global": db._meta_int("global_rows")}
+        file_rows = {name: array.rows() for name, array in db._arrays.items()}  # once, not per image
         for name, array in db._arrays.items():
-            if array.rows() < committed[name]:
-                report.problems.append(f"{array.path}: holds {array.rows()} rows where the database committed "
+            if file_rows[name] < committed[name]:
+                report.problems.append(f"{array.path}: holds {file_rows[name]} rows where the database committed "
                                        f"{committed[name]}: the file was cut short")
         damaged: dict[int, str] = {}
         _check_records(db, rows, committed, damaged)
@@ -101,7 +104,7 @@ def check_database(db: "Database", *, quick: bool = False, progress: bool = Fals
         if not quick:
             for row in tqdm(rows, desc="checking", unit="img", disable=not progress):
                 if row[0] not in damaged:
-                    reason = _check_rows(db, row)
+                    reason = _check_rows(db, row, file_rows)
                     if reason:
                         damaged[row[0]] = reason
             report.checksummed = sum(1 for row in rows if row[9] is not None and row[0] not in damaged)
@@ -192,20 +195,19 @@ def _check_regions(db: "Database", damaged: dict[int, str], report: CheckReport)
             damaged.setdefault(image_id, f"one of its region boxes is {box}")
 
 
-def _check_rows(db: "Database", row: tuple) -> str:
-    """Why the image's stored rows are damaged ("" when they are not)."""
+def _check_rows(db: "Database", row: tuple, file_rows: dict[str, int]) -> str:
+    """Why the image's stored rows are damaged ("" when they are not); ``file_rows``: rows each array file
+    holds."""
     image_id, _, width, height, n, feature_row, _, _, global_row, checksum = row
     arrays = db._arrays
-    if feature_row + n > min(arrays["keypoints"].rows(), arrays["descriptors"].rows()) or \
-            global_row >= 0 and global_row >= arrays["global"].rows():
+    if feature_row + n > min(file_rows["keypoints"], file_rows["descriptors"]) or \
+            global_row >= 0 and global_row >= file_rows["global"]:
         return "its rows lie past the end of a file that was cut short"
     keypoints = arrays["keypoints"].read(feature_row, n)
     descriptors = arrays["descriptors"].read(feature_row, n)
     stored_global = arrays["global"].read(global_row, 1) if global_row >= 0 else None
     if checksum is not None:
-        found = crc32(descriptors, crc32(keypoints))
-        if stored_global is not None:
-            found = crc32(stored_global, found)
+        found = image_checksum(keypoints, descriptors, stored_global)
         return "" if found == checksum else (f"its stored features differ from what was written (CRC-32 "
                                              f"{found:08x}, recorded {checksum:08x})")
     if not np.isfinite(keypoints).all():
@@ -222,7 +224,7 @@ def _check_rows(db: "Database", row: tuple) -> str:
 
 def _check_search_files(db: "Database", report: CheckReport) -> None:
     """The files beside the arrays: an unreadable codebook stops searches; the rest are caches."""
-    from localmatch.database import ASMK_FILE, CODEBOOK_FILE, INDEX_FILE
+    from localmatch.database import ASMK_FILE, CODEBOOK_FILE, INDEX_FILE  # (it imports this module)
 
     if db.representation == "global":
         path = db.path / INDEX_FILE
@@ -234,8 +236,7 @@ def _check_search_files(db: "Database", report: CheckReport) -> None:
         return
     path = db.path / CODEBOOK_FILE
     if not path.exists():
-        given = db._codebook_version() == "-1"
-        if given:
+        if db._codebook_version() == "-1":  # given when the database was made
             report.problems.append(f"{path}: the codebook given when the database was made is missing; the next "
                                    "change to the database trains one on its own descriptors instead")
         elif report.images:

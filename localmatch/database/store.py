@@ -25,6 +25,13 @@ def crc32(values: np.ndarray, crc: int = 0) -> int:
     return zlib.crc32(np.ascontiguousarray(values).data, crc)
 
 
+def image_checksum(keypoints: np.ndarray, descriptors: np.ndarray, global_row: np.ndarray | None) -> int:
+    """What an image's record keeps of its stored rows: their CRC-32, chained in the order ``Database.add``
+    appends them (keypoints, descriptors, then the global descriptor where the database keeps one)."""
+    crc = crc32(descriptors, crc32(keypoints))
+    return crc if global_row is None else crc32(global_row, crc)
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     file_name: str
