@@ -167,7 +167,11 @@ def find_duplicates(images: Iterable[str | os.PathLike], *, database: str | os.P
                     if key not in found or _better(pair, found[key]):
                         found[key] = pair
             for copy, stored in copies.items():
-                _add_identical_copy(copy, stored, len(db.features_of(ids[stored]).keypoints), found, tested)
+                try:
+                    num_features = len(db.features_of(ids[stored]).keypoints)
+                except DatabaseError:  # damaged stored features: left out above, with a warning
+                    continue
+                _add_identical_copy(copy, stored, num_features, found, tested)
     report.groups = average_linkage_groups([k for k, p in found.items() if p.relation == "duplicate"], tested)
     report.pairs = agree_with_groups(sorted(found.values(), key=lambda p: (p.a, p.b)), report.groups)
     return report
@@ -246,14 +250,18 @@ def _pairs_of(db: Database, image_id: int, path: str, shortlist: int, min_inlier
     # The image as indexed reuses its stored features; only the mirrored view is extracted anew. ASMK
     # databases shortlist with the local features alone.
     with_global = db.representation == "global"
-    stored = (db.features_of(image_id).as_features(db.extractor), db.global_of(image_id) if with_global else None)
+    try:
+        stored = (db.features_of(image_id).as_features(db.extractor), db.global_of(image_id) if with_global else None)
+    except DatabaseError as e:  # its stored features are damaged (a database given to dedup)
+        log.warning("%s; it is left out", e)
+        return [], set()
     views = [(image, False, stored)]
     if mirror:
         flipped = Image(np.ascontiguousarray(image.pixels[:, ::-1]), path)
         views.append((flipped, True, db.query_features(flipped, with_global=with_global)))
     for view, mirrored, (features, vector) in views:
         ids, _ = db.shortlist_for(features, vector, shortlist + 1)
-        candidates = [c for c in (db.features_of(i) for i in ids) if c.path != path]
+        candidates = [c for c in db.candidates(ids) if c.path != path]
         tested.update(c.path for c in candidates)
         homographies = verify_candidates(features, candidates, geometry="homography", min_inliers=min_inliers)
         rest = [c for c, v in zip(candidates, homographies) if not v.is_match]

@@ -56,8 +56,7 @@ class Candidate:
         """The stored features as :class:`Features` (descriptors dequantised; no scales or orientations)."""
         n = len(self.keypoints)
         zeros = np.zeros(n, np.float32)
-        descriptors = self.descriptors.values.astype(np.float32) / self.descriptors.scale
-        return Features(np.array(self.keypoints, np.float32), zeros, zeros, zeros, descriptors,
+        return Features(np.array(self.keypoints, np.float32), zeros, zeros, zeros, self.descriptors.dequantized(),
                         self.image_size, extractor, self.working_scale)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ import pytest
 from conftest import shared_data
 from localmatch.cli import main
 from localmatch.database import CheckReport, Database
+from localmatch.dedup import find_duplicates
+from localmatch.errors import DatabaseError
 
 SMALL = {"max_side": 400, "max_features": 500}  # small working size keeps the tests quick
 
@@ -105,6 +108,40 @@ def test_a_flipped_bit_in_any_array_names_its_image_and_removing_and_adding_it_a
         assert opened.search(ukbench_paths[4], k=1)[0].path == ukbench_paths[4]
 
 
+def test_searches_leave_an_image_with_damaged_rows_out_and_say_so_once(built, tmp_path, ukbench_paths, caplog):
+    """Before session 29 a search matched damaged rows as if they were the image's: with its first keypoints
+    overwritten the query's own image dropped out of the top 3 with no word said."""
+    db = copy_of(built, tmp_path)
+    flip_bit(db / "descriptors.i8", record(db, 1)["feature_row"] * 128 + 7)
+    with Database(built, readonly=True) as sound:
+        expected = [(h.image_id, h.rank, h.num_inliers, h.global_score) for h in
+                    sound.search(ukbench_paths[0], k=8, shortlist=8) if h.image_id != 1]
+    with Database(db, readonly=True) as opened, caplog.at_level(logging.WARNING, logger="localmatch.database"):
+        for _ in range(2):
+            hits = opened.search(ukbench_paths[0], k=8, shortlist=8)
+            assert [(h.image_id, h.rank + 1, h.num_inliers, h.global_score) for h in hits] == expected
+        warned = [r.getMessage() for r in caplog.records]
+        assert len(warned) == 1, warned  # once per image while the database is open
+        assert f"image 1 ({ukbench_paths[0]}) is damaged: its stored features differ from what was written" in \
+            warned[0] and f"(localmatch index remove {db} 1)" in warned[0] and "left out of searches" in warned[0]
+        with pytest.raises(DatabaseError, match="image 1 .* is damaged"):
+            opened.features_of(1)
+        assert [c.image_id for c in opened.candidates([3, 1, 99, 2])] == [3, 2]
+        assert len(opened.features_of(3).keypoints) == record(db, 3)["num_features"]
+
+
+def test_dedup_over_a_database_with_a_damaged_image_leaves_that_image_out(built, tmp_path, ukbench_paths, caplog):
+    db = copy_of(built, tmp_path)
+    flip_bit(db / "keypoints.f32", record(db, 1)["feature_row"] * 8 + 5)
+    sound = find_duplicates(ukbench_paths, database=copy_of(built, tmp_path, "sound"), mirror=False, progress=False)
+    with caplog.at_level(logging.WARNING, logger="localmatch"):
+        report = find_duplicates(ukbench_paths, database=db, mirror=False, progress=False)
+    assert any(f"image 1 ({ukbench_paths[0]}) is damaged" in r.getMessage() for r in caplog.records)
+    others = [(p.a, p.b, p.relation, p.num_inliers) for p in sound.pairs if ukbench_paths[0] not in (p.a, p.b)]
+    assert [(p.a, p.b, p.relation, p.num_inliers) for p in report.pairs] == others
+    assert len(others) < len(sound.pairs)  # the image had pairs, which went with it
+
+
 @pytest.mark.parametrize("statement, damaged, says", [
     ("UPDATE images SET feature_row = (SELECT feature_row FROM images WHERE id = 3) + 5, num_features = 10 WHERE id = 6",
      {3, 6},
@@ -148,6 +185,8 @@ def test_images_added_before_checksums_get_their_values_checked_and_new_ones_a_c
     report = check(old)
     assert report.ok and report.checksummed == 0
     assert report.notes == ["8 images were added before localmatch kept checksums: only their values were checked"]
+    with Database(old, readonly=True) as reader:  # searched as before, with nothing to compare the rows with
+        assert reader.search(ukbench_paths[1], k=1)[0].path == ukbench_paths[1]
 
     outside, not_finite = record(old, 2), record(old, 4)
     with open(old / "keypoints.f32", "r+b") as f:
@@ -178,6 +217,20 @@ def test_asmk_codebook_and_caches(tmp_path, ukbench_paths):
     (db / "codebook.npy").write_bytes((db / "codebook.npy").read_bytes()[:200])
     report = check(db)
     assert not report.ok and "codebook.npy: not a readable codebook" in report.problems[0]
+
+
+def test_an_asmk_inverted_file_built_again_leaves_a_damaged_image_out(tmp_path, ukbench_paths, caplog):
+    db = tmp_path / "asmk"
+    with Database(db, representation="asmk", feature_config=SMALL, asmk_config={"codebook_size": 64}) as writer:
+        writer.add(ukbench_paths[:4])
+    (db / "asmk.npz").unlink()  # the cache is built again from the stored rows when next searched
+    flip_bit(db / "descriptors.i8", record(db, 2)["feature_row"] * 128 + 3)
+    with Database(db, readonly=True) as opened, caplog.at_level(logging.WARNING, logger="localmatch.database"):
+        hits = opened.search(ukbench_paths[0], k=4, rerank=False)
+        assert [h.image_id for h in hits if h.image_id != 2] == [h.image_id for h in hits] and len(hits) == 3
+        assert len(opened.search(ukbench_paths[0], k=4)) == 3
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and f"image 2 ({ukbench_paths[1]}) is damaged" in warned[0]
 
 
 def test_an_unreadable_faiss_index_is_a_note_as_it_is_rebuilt(built, tmp_path):

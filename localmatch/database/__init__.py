@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import sqlite3
 import sys
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.config import Config, build_config, require_flag, require_whole
 from localmatch.database.check import CheckReport, DamagedImage, check_database
 from localmatch.database.lock import FileLock
-from localmatch.database.store import AppendOnlyArray, ArraySpec
+from localmatch.database.store import AppendOnlyArray, ArraySpec, checksum_mismatch
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.features import FEATURES
 from localmatch.geometry import RansacConfig
@@ -224,6 +225,9 @@ class Database:
         self._connection: sqlite3.Connection | None = None
         self._index: ShortlistIndex | None = None
         self._asmk: InvertedFile | None = None
+        self._checksums_known = False
+        #: ids of images found damaged when read, each warned about once
+        self._damage_reported: set[int] = set()
         try:
             self._open(exists, features, feature_config, global_descriptor, index, representation, asmk_config,
                        codebook, whitening)
@@ -628,10 +632,15 @@ class Database:
     # ---- the shortlist index ----
 
     def _rows(self, where: str = "", args: tuple = ()) -> list[tuple]:
+        """Image records: ``(id, path, width, height, num_features, feature_row, descriptor_scale,
+        working_scale, global_row, checksum)``, checksum None for images stored without one."""
+        if not self._checksums_known:  # the column, once there, stays; a writer may add it while we read
+            self._checksums_known = self.keeps_checksums
+        checksum = "checksum" if self._checksums_known else "NULL"
         rows = self._db.execute(
-            "SELECT id, path, width, height, num_features, feature_row, descriptor_scale, working_scale, global_row"
-            f" FROM images {where} ORDER BY id", args).fetchall()
-        if any(None in row for row in rows):  # every column is NOT NULL: a damaged record reads as NULL
+            "SELECT id, path, width, height, num_features, feature_row, descriptor_scale, working_scale, global_row,"
+            f" {checksum} FROM images {where} ORDER BY id", args).fetchall()
+        if any(None in row[:9] for row in rows):  # those columns are NOT NULL: a damaged record reads as NULL
             raise sqlite3.DatabaseError("a row of the images table holds NULL where a value must be: the file is damaged")
         return rows
 
@@ -727,7 +736,7 @@ class Database:
 
     def _stored_descriptors(self, row: tuple) -> np.ndarray:
         """``(N, D) float32`` descriptors of an image as stored (int8 values / scale)."""
-        return np.asarray(self._arrays["descriptors"].read(row[5], row[4]), np.float32) / np.float32(row[6])
+        return QuantizedDescriptors(self._arrays["descriptors"].read(row[5], row[4]), row[6]).dequantized()
 
     def _codebook_version(self) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'codebook_descriptors'").fetchone()
@@ -799,12 +808,11 @@ class Database:
         rows = self._db.execute("SELECT x0, y0, x1, y1 FROM regions WHERE image_id = ?", (image_id,)).fetchall()
         return np.array(rows, np.float32) if rows else None
 
-    def _aggregated(self, row: tuple, codebook: Codebook):
-        image_id, _, width, height, n, feature_row = row[:6]
+    def _aggregated(self, image: Candidate, codebook: Codebook):
         return describe_database_image(
-            self._stored_descriptors(row), self._arrays["keypoints"].read(feature_row, n), (width, height), codebook,
-            self.asmk_config, regional=self.representation == "rasmk",
-            boxes=self._boxes_of(image_id) if self.representation == "rasmk" else None)
+            image.descriptors.dequantized(), image.keypoints, image.image_size, codebook, self.asmk_config,
+            regional=self.representation == "rasmk",
+            boxes=self._boxes_of(image.image_id) if self.representation == "rasmk" else None)
 
     def _current_asmk(self) -> InvertedFile | None:
         """The inverted file holding exactly the images in the table (None before a codebook exists)."""
@@ -819,9 +827,8 @@ class Database:
         held = set(inverted_file.image_ids().tolist())
         for gone in held - {r[0] for r in rows}:
             inverted_file.remove(gone)
-        for row in rows:
-            if row[0] not in held:
-                inverted_file.add(row[0], self._aggregated(row, codebook))
+        for image in self._sound_candidates(row for row in rows if row[0] not in held):  # damaged ones left out
+            inverted_file.add(image.image_id, self._aggregated(image, codebook))
         self._asmk, self._asmk_generation = inverted_file, generation
         return inverted_file
 
@@ -843,12 +850,45 @@ class Database:
     # ---- reading ----
 
     def _candidate(self, row: tuple) -> Candidate:
-        image_id, path, width, height, n, feature_row, scale, working_scale, _ = row
-        return Candidate(
-            image_id=image_id, path=path,
-            keypoints=self._arrays["keypoints"].read(feature_row, n),
-            descriptors=QuantizedDescriptors(np.array(self._arrays["descriptors"].read(feature_row, n)), scale),
-            working_scale=working_scale, image_size=(width, height))
+        """The image's stored features; rows that differ from their recorded checksum raise DatabaseError rather
+        than be matched as if they were the image's."""
+        candidate, damage = self._read_candidate(row)
+        if damage:
+            raise DatabaseError(damage)
+        return candidate
+
+    def _read_candidate(self, row: tuple) -> tuple[Candidate, str]:
+        """The image's stored features, and why they are damaged ("" when they match the checksum recorded when
+        the image was added, or none was)."""
+        image_id, path, width, height, n, feature_row, scale, working_scale, global_row, checksum = row
+        keypoints = self._arrays["keypoints"].read(feature_row, n)
+        descriptors = self._arrays["descriptors"].read(feature_row, n)
+        candidate = Candidate(image_id=image_id, path=path, keypoints=keypoints,
+                              descriptors=QuantizedDescriptors(np.array(descriptors), scale),
+                              working_scale=working_scale, image_size=(width, height))
+        if checksum is None:
+            return candidate, ""
+        stored_global = self._arrays["global"].read(global_row, 1) if global_row >= 0 else None
+        reason = checksum_mismatch(keypoints, descriptors, stored_global, checksum)
+        if not reason:
+            return candidate, ""
+        return candidate, (f"{self.path}: image {image_id} ({path}) is damaged: {reason}. Remove it (localmatch "
+                           f"index remove {shlex.quote(str(self.path))} {image_id}) and add its file again; "
+                           "localmatch index check lists every damaged image")
+
+    def _sound_candidates(self, rows: Iterable[tuple]) -> list[Candidate]:
+        """The candidates of ``rows`` whose stored features are intact, in order; each damaged image is left out
+        and logged (once per image while the database is open), so one bad image cannot fail every search. A
+        file cut short still raises DatabaseError: that is the whole database's damage."""
+        candidates = []
+        for row in rows:
+            candidate, damage = self._read_candidate(row)
+            if not damage:
+                candidates.append(candidate)
+            elif row[0] not in self._damage_reported:
+                self._damage_reported.add(row[0])
+                log.warning("%s. It is left out of searches", damage)
+        return candidates
 
     @_names_the_file
     def images(self) -> list[tuple[int, str]]:
@@ -871,10 +911,22 @@ class Database:
 
     @_names_the_file
     def features_of(self, image_id: int) -> Candidate:
+        """An image's stored features. Raises KeyError for an id not in the database, and DatabaseError when its
+        stored rows differ from what was written (see :meth:`check`)."""
         rows = self._rows("WHERE id = ?", (int(image_id),))
         if not rows:
             raise KeyError(image_id)
         return self._candidate(rows[0])
+
+    @_names_the_file
+    def candidates(self, image_ids: Iterable[int]) -> list[Candidate]:
+        """The stored features of these images, in the order given, for re-ranking them yourself
+        (:func:`~localmatch.rerank.verify_candidates`). Ids not in the database (removed since a shortlist gave
+        them) are left out, and so are images whose stored rows differ from what was written, with a warning
+        logged once per image (:meth:`check` lists them all)."""
+        ids = [int(i) for i in image_ids]
+        by_id = self._rows_for(np.array(ids, np.int64))
+        return self._sound_candidates(by_id[i] for i in ids if i in by_id)
 
     def query_features(self, query: ImageSource | Features, *,
                        with_global: bool = True) -> tuple[Features, np.ndarray | None]:
@@ -919,7 +971,9 @@ class Database:
         re-ranking matcher: ``"nn"`` (batched), ``"lightglue"``/``"lighterglue"`` for learned features, or
         ``"loftr"`` (dense; re-reads each candidate's image, so every pair costs a network pass); by default
         the features' own (:func:`~localmatch.matching.default_matcher`): ``"nn"`` for SIFT, the LightGlue
-        trained for the database's learned features.
+        trained for the database's learned features. Each candidate's stored rows are compared with the checksum
+        recorded when it was added before they are matched: a damaged candidate is left out of the hits, and a
+        warning names it (once per image while the database is open; :meth:`check` finds them all).
 
         ``box`` ``(x0, y0, x1, y1)`` in the query's original pixels searches with that part of the query image
         alone (an object in a cluttered photo; see :func:`~localmatch.io.crop` for the convention), described
@@ -951,7 +1005,10 @@ class Database:
             ids, scores = ids[keep], scores[keep]
         if not rerank:
             return [Hit(by_id[i][1], int(i), rank + 1, float(s), float(s)) for rank, (i, s) in enumerate(zip(ids[:k], scores))]
-        candidates = [self._candidate(by_id[i]) for i in ids]
+        candidates = self._sound_candidates(by_id[i] for i in ids)
+        if len(candidates) < len(ids):  # damaged images were left out
+            score_of = dict(zip(ids.tolist(), scores.tolist()))
+            scores = np.array([score_of[c.image_id] for c in candidates], np.float32)
         results = verify_candidates(features, candidates, matcher=matcher, matcher_config=matcher_config,
                                     geometry=geometry, backend=backend,
                                     min_inliers=min_inliers, ransac=ransac, threads=threads, query_image=image)

@@ -1,9 +1,11 @@
 """Checking a database folder for damage: :meth:`Database.check` and ``localmatch index check``.
 
 Opening a database and searching it already refuse what they can see is broken (a damaged SQLite file, an
-array file cut short). What they cannot see is a bit flipped inside an image's rows of ``keypoints.f32``,
-``descriptors.i8`` or ``global.f16`` (a failing disk, a bad copy): such an image would still be searched,
-with wrong features. A check reads everything once and reports, without changing anything:
+array file cut short), and re-ranking leaves out a candidate whose rows differ from their checksum. What
+they cannot see is damage in the images no search has re-ranked yet (a bit flipped inside an image's rows of
+``keypoints.f32``, ``descriptors.i8`` or ``global.f16`` by a failing disk or a bad copy), or in what they
+never read (a global descriptor serves the shortlist from the faiss index built from it). A check reads
+everything once and reports, without changing anything:
 
 - SQLite's own consistency (``PRAGMA integrity_check``; ``quick_check`` when ``quick``);
 - that each array file holds the rows the database committed;
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from localmatch.database.store import image_checksum
+from localmatch.database.store import checksum_mismatch
 from localmatch.shortlist.asmk import Codebook, InvertedFile
 from localmatch.shortlist.index import ShortlistIndex
 
@@ -207,9 +209,7 @@ def _check_rows(db: "Database", row: tuple, file_rows: dict[str, int]) -> str:
     descriptors = arrays["descriptors"].read(feature_row, n)
     stored_global = arrays["global"].read(global_row, 1) if global_row >= 0 else None
     if checksum is not None:
-        found = image_checksum(keypoints, descriptors, stored_global)
-        return "" if found == checksum else (f"its stored features differ from what was written (CRC-32 "
-                                             f"{found:08x}, recorded {checksum:08x})")
+        return checksum_mismatch(keypoints, descriptors, stored_global, checksum)
     if not np.isfinite(keypoints).all():
         return "keypoints that are not finite numbers"
     x, y = keypoints[:, 0], keypoints[:, 1]

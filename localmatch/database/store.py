@@ -32,6 +32,14 @@ def image_checksum(keypoints: np.ndarray, descriptors: np.ndarray, global_row: n
     return crc if global_row is None else crc32(global_row, crc)
 
 
+def checksum_mismatch(keypoints: np.ndarray, descriptors: np.ndarray, global_row: np.ndarray | None,
+                      recorded: int) -> str:
+    """Why an image's stored rows are not the ones written for it ("" when their checksum is ``recorded``)."""
+    found = image_checksum(keypoints, descriptors, global_row)
+    return "" if found == recorded else (f"its stored features differ from what was written (CRC-32 {found:08x}, "
+                                         f"recorded {recorded:08x})")
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     file_name: str

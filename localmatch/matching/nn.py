@@ -80,6 +80,10 @@ class QuantizedDescriptors:
     def __len__(self) -> int:
         return int(self.values.shape[0])
 
+    def dequantized(self) -> np.ndarray:
+        """``(N, D) float32`` descriptors as stored: ``values / scale``."""
+        return self.values.astype(np.float32) / np.float32(self.scale)
+
 
 def quantize(descriptors: np.ndarray) -> QuantizedDescriptors:
     """Quantise ``(N, D)`` float descriptors (unit rows) to int8 with one scale for the set."""
