@@ -63,6 +63,16 @@ def flip_bit(path: Path, offset: int) -> None:
         f.write(bytes([byte ^ 0x10]))
 
 
+def flip_exponent(db: Path, global_row: int) -> int:
+    """Flip the second bit of the exponent of the largest value in a stored global descriptor (0.09 becomes
+    about 5700); returns its index."""
+    vectors = np.memmap(db / "global.f16", np.float16, mode="r+").reshape(-1, 3328)
+    i = int(np.argmax(np.abs(vectors[global_row])))
+    vectors[global_row].view(np.uint16)[i] ^= 0x4000
+    vectors.flush()
+    return i
+
+
 def check(db: Path, **options) -> CheckReport:
     with Database(db, readonly=True) as opened:
         return opened.check(**options)
@@ -130,6 +140,20 @@ def test_searches_leave_an_image_with_damaged_rows_out_and_say_so_once(built, tm
         assert len(opened.features_of(3).keypoints) == record(db, 3)["num_features"]
 
 
+def test_a_damaged_global_descriptor_scores_zero_in_a_shortlist_built_again(built, tmp_path, ukbench_paths, caplog):
+    """Before session 29 the image whose vector read 5700 for 0.09 came first in every shortlist, scored 373."""
+    db = copy_of(built, tmp_path)
+    flip_exponent(db, record(db, 5)["global_row"])
+    (db / "shortlist.faiss").unlink()  # built again from global.f16 when next searched
+    with Database(db, readonly=True) as opened, caplog.at_level(logging.WARNING, logger="localmatch.database"):
+        hits = opened.search(ukbench_paths[1], k=8, rerank=False)
+        assert hits[-1].image_id == 5 and hits[-1].global_score == 0 and hits[0].image_id == 2
+        assert 5 not in [h.image_id for h in opened.search(ukbench_paths[1], k=8, shortlist=8)]
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and f"image 5 ({ukbench_paths[4]}) is damaged: its stored global descriptor has " \
+        "length" in warned[0] and "It scores 0 in every shortlist" in warned[0]
+
+
 def test_dedup_over_a_database_with_a_damaged_image_leaves_that_image_out(built, tmp_path, ukbench_paths, caplog):
     db = copy_of(built, tmp_path)
     flip_bit(db / "keypoints.f32", record(db, 1)["feature_row"] * 8 + 5)
@@ -194,16 +218,19 @@ def test_images_added_before_checksums_get_their_values_checked_and_new_ones_a_c
         f.write(np.array([outside["width"] + 5, 10], np.float32).tobytes())
         f.seek(not_finite["feature_row"] * 8 + 4)
         f.write(np.array([np.nan], np.float32).tobytes())
+    flip_exponent(old, record(old, 6)["global_row"])
     report = check(old)
-    assert [(d.image_id, d.reason) for d in report.damaged] == [
+    assert [(d.image_id, d.reason) for d in report.damaged[:2]] == [
         (2, "1 keypoints outside the image's 640 x 480 pixels"), (4, "keypoints that are not finite numbers")]
+    length = re.fullmatch(r"a global descriptor of length (\S+) where 1 was written", report.damaged[2].reason)
+    assert report.damaged[2].image_id == 6 and length and float(length[1]) > 100
 
     with Database(old) as writer:  # a writer adds the column; what it adds from then on is checksummed
         assert writer.keeps_checksums
-        writer.remove([2, 4])
+        writer.remove([2, 4, 6])
         writer.add([ukbench_paths[1]])
     report = check(old)
-    assert report.ok and report.checksummed == 1 and report.images == 7
+    assert report.ok and report.checksummed == 1 and report.images == 6
 
 
 def test_asmk_codebook_and_caches(tmp_path, ukbench_paths):

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 #: how far (pixels) a stored keypoint may lie outside its image, whose pixel centres run from 0 to size - 1
 KEYPOINT_MARGIN = 1.0
+#: how far a stored global descriptor's length may be from 1 (they are unit vectors, or zero for an image with
+#: nothing to describe; float16 storage moves the length by about 1e-5)
+GLOBAL_NORM_TOLERANCE = 1e-2
 
 
 @dataclass(frozen=True)
@@ -217,8 +220,10 @@ def _check_rows(db: "Database", row: tuple, file_rows: dict[str, int]) -> str:
         (y > height - 1 + KEYPOINT_MARGIN)
     if outside.any():
         return f"{int(outside.sum())} keypoints outside the image's {width} x {height} pixels"
-    if stored_global is not None and not np.isfinite(stored_global).all():
-        return "a global descriptor whose values are not finite numbers"
+    if stored_global is not None:
+        length = float(np.linalg.norm(stored_global.astype(np.float32)))
+        if not (abs(length - 1) <= GLOBAL_NORM_TOLERANCE or length == 0):
+            return f"a global descriptor of length {length:g} where 1 was written"
     return ""
 
 
