@@ -1,8 +1,9 @@
-"""Writing files so that a crash leaves the old file or the new one, never half of one."""
+"""Writing files so that a crash leaves the old file or the new one, never half of one; their checksums."""
 
 from __future__ import annotations
 
 import os
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -30,3 +31,12 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """:func:`atomic_path` with the temporary file opened for writing."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         yield f
+
+
+def file_crc32(path: str | os.PathLike) -> int:
+    """CRC-32 (zlib's) of a file's bytes, read 16 MB at a time."""
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            crc = zlib.crc32(chunk, crc)
+    return crc

@@ -260,6 +260,35 @@ def test_an_asmk_inverted_file_built_again_leaves_a_damaged_image_out(tmp_path, 
     assert len(warned) == 1 and f"image 2 ({ukbench_paths[1]}) is damaged" in warned[0]
 
 
+def test_a_bit_flipped_in_the_saved_faiss_index_or_codebook_is_a_problem(built, tmp_path, ukbench_paths):
+    """Both are read as they are: a flipped bit in the index's vectors changes that image's shortlist scores,
+    one in the codebook the words every query is assigned to."""
+    db = copy_of(built, tmp_path)
+    flip_bit(db / "shortlist.faiss", (db / "shortlist.faiss").stat().st_size // 2)
+    assert check(db, quick=True).ok  # it reads the file, whose vectors it cannot judge
+    report = check(db)
+    assert len(report.problems) == 1 and not report.damaged
+    assert re.fullmatch(rf"{re.escape(str(db / 'shortlist.faiss'))}: differs from what was written \(CRC-32 \w{{8}}, "
+                        r"recorded \w{8}\): searches would use wrong vectors; delete it, and it is built again from "
+                        r"global.f16 when the database is next opened", report.problems[0]), report.problems
+    (db / "shortlist.faiss").unlink()
+    with Database(db) as writer:  # a writer saves the index it builds, with its checksum
+        writer.add([ukbench_paths[-1]])
+        assert writer.search(ukbench_paths[2], k=1)[0].path == ukbench_paths[2]
+    assert (db / "shortlist.faiss").exists() and check(db).ok
+
+    asmk = tmp_path / "asmk"
+    with Database(asmk, representation="asmk", feature_config=SMALL, asmk_config={"codebook_size": 64}) as writer:
+        writer.add(ukbench_paths[:4])
+    flip_bit(asmk / "codebook.npy", (asmk / "codebook.npy").stat().st_size - 100)
+    report = check(asmk)
+    assert len(report.problems) == 1 and "codebook.npy: differs from what was written" in report.problems[0] and \
+        "searches would use wrong words; train it again (Database.train_codebook)" in report.problems[0]
+    with Database(asmk) as writer:
+        writer.train_codebook()
+    assert check(asmk).ok
+
+
 def test_an_unreadable_faiss_index_is_a_note_as_it_is_rebuilt(built, tmp_path):
     db = copy_of(built, tmp_path)
     (db / "shortlist.faiss").write_bytes(b"\0" * 64)

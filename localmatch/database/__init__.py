@@ -6,7 +6,8 @@ On disk (one folder):
   the arrays, a generation counter) and ``images`` (path as given, content hash, size, row offsets, and the
   CRC-32 of the image's rows in the arrays; NULL for images added before session 28, which kept none).
 - ``keypoints.f32``, ``descriptors.i8``, ``global.f16``: append-only arrays (see :mod:`.store`).
-- ``shortlist.faiss``: a cache of the faiss index, rebuilt from ``global.f16`` when stale. It may lag the
+- ``shortlist.faiss``: a cache of the faiss index, rebuilt from ``global.f16`` when stale or unreadable (its
+  CRC-32, and the codebook's, are kept in ``meta`` when written, for :meth:`Database.check`). It may lag the
   images table by up to ``SAVED_INDEX_MAX_LAG`` of the collection: whoever opens the database maps the file,
   adds the vectors it lacks beside the map and hides those of removed images from search.
 - with ``representation="asmk"`` or ``"rasmk"``, instead of global descriptors (``global_row`` is -1 and
@@ -46,6 +47,7 @@ from localmatch.database.check import GLOBAL_NORM_TOLERANCE, CheckReport, Damage
 from localmatch.database.lock import FileLock
 from localmatch.database.store import AppendOnlyArray, ArraySpec, checksum_mismatch
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
+from localmatch.files import file_crc32
 from localmatch.features import FEATURES
 from localmatch.geometry import RansacConfig
 from localmatch.io import Image, ImageSource, crop, decode_bytes, load_image, working_scale
@@ -71,6 +73,8 @@ INDEX_FILE = "shortlist.faiss"
 CODEBOOK_FILE = "codebook.npy"
 ASMK_FILE = "asmk.npz"
 LOCK_FILE = "write.lock"
+#: meta keys of the CRC-32 of the saved shortlist index and codebook, recorded when they are written
+INDEX_FILE_CRC, CODEBOOK_FILE_CRC = "index_crc32", "codebook_crc32"
 #: The saved faiss index is rewritten only once it lags the images table by more than this share of the
 #: collection (or was rebuilt). The file holds every vector (1.3 GB at 100k images: 3-4 s to write); whoever
 #: opens the database maps it and adds the vectors it lacks beside the map, by image id (see
@@ -342,6 +346,7 @@ class Database:
                                     f"{probe.extractor} descriptors")
             given.save(self.path / CODEBOOK_FILE)
             meta["codebook_descriptors"] = -1  # given: never retrained automatically
+            meta[CODEBOOK_FILE_CRC] = file_crc32(self.path / CODEBOOK_FILE)
         with self._transaction():
             self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._db.execute(
@@ -725,11 +730,20 @@ class Database:
         if self._index_unsaved > SAVED_INDEX_MAX_LAG * max(len(index), 1):
             if index.hidden_after_save:
                 index = self._index = self._build_index(self._rows())
-            index.save(self.path / INDEX_FILE)
-            with self._transaction():
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('index_built_with', ?)",
-                                 (str(index.built_with),))
+            self._save_recorded(INDEX_FILE_CRC, self.path / INDEX_FILE, index.save,
+                                index_built_with=index.built_with)
             self._index_unsaved = 0.0
+
+    def _save_recorded(self, crc_key: str, path: Path, save: Callable[[Path], None], **meta) -> None:
+        """``save(path)``, then record the file's CRC-32 under ``crc_key`` (and ``meta``) for :meth:`check`.
+        The old CRC is forgotten first, so that a check never compares a new file with an old CRC as long as
+        it sees the key unchanged around its reading (:func:`~localmatch.database.check.check_database`)."""
+        with self._transaction():
+            self._db.execute("DELETE FROM meta WHERE key = ?", (crc_key,))
+        save(path)
+        meta[crc_key] = file_crc32(path)  # read back from the page cache: 0.3 s for 1.3 GB (100k images)
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in meta.items()])
 
     def _save_index(self) -> None:
         """Bring the index caches up to date after a change: the faiss index (see
@@ -795,10 +809,8 @@ class Database:
             sample.append(descriptors if keep >= 1.0 else descriptors[rng.random(len(descriptors)) < keep])
         codebook = train_codebook(np.concatenate(sample), size or self.asmk_config.codebook_size,
                                   seed=self.asmk_config.seed)
-        codebook.save(self.path / CODEBOOK_FILE)
         (self.path / ASMK_FILE).unlink(missing_ok=True)
-        with self._transaction():
-            self._set_meta(codebook_descriptors=total)
+        self._save_recorded(CODEBOOK_FILE_CRC, self.path / CODEBOOK_FILE, codebook.save, codebook_descriptors=total)
         log.info("trained a %d-word codebook on %d descriptors", codebook.size, sum(len(s) for s in sample))
         # the saved words and graph are these: keep them rather than read them back
         self._codebook, self._codebook_loaded, self._asmk = codebook, self._codebook_version(), None

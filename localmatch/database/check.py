@@ -15,7 +15,10 @@ everything once and reports, without changing anything:
   session 28 have none; their keypoints and global descriptor are checked for values no extractor makes
   (not finite, or keypoints outside the image);
 - the files the search uses beside them: the codebook (which a search cannot do without), and the caches
-  (faiss index, inverted file), which are rebuilt when next used and so are reported as notes, not damage.
+  (faiss index, inverted file), which are rebuilt when next used and so, when unreadable, are reported as
+  notes, not damage; unless ``quick``, the faiss index and the codebook are compared with the CRC-32 recorded
+  when they were written (since session 29), since a readable one that differs would be used as it is (the
+  inverted file, a zip, carries CRCs of its own that loading it checks).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from __future__ import annotations
 import math
 import sqlite3
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from localmatch.database.store import checksum_mismatch
+from localmatch.files import file_crc32
 from localmatch.shortlist.asmk import Codebook, InvertedFile
 from localmatch.shortlist.index import ShortlistIndex
 
@@ -119,9 +124,9 @@ def check_database(db: "Database", *, quick: bool = False, progress: bool = Fals
                                     "their values were checked")
         paths = {row[0]: _printable(row[1] or "") for row in rows}
         report.damaged = [DamagedImage(image_id, paths[image_id], reason) for image_id, reason in sorted(damaged.items())]
-        _check_search_files(db, report)
     finally:
         connection.execute("ROLLBACK")
+    _check_search_files(db, quick, report)  # outside the snapshot: a writer may replace them while they are read
     return report
 
 
@@ -227,9 +232,40 @@ def _check_rows(db: "Database", row: tuple, file_rows: dict[str, int]) -> str:
     return ""
 
 
-def _check_search_files(db: "Database", report: CheckReport) -> None:
-    """The files beside the arrays: an unreadable codebook stops searches; the rest are caches."""
-    from localmatch.database import ASMK_FILE, CODEBOOK_FILE, INDEX_FILE  # (it imports this module)
+def _saved_file_damage(db: "Database", path: Path, crc_key: str) -> str:
+    """Why the file at ``path`` differs from the CRC-32 recorded under ``crc_key`` ("" when it does not, or
+    when there is no file or no record). A writer forgets the record before it replaces the file and records
+    the new one after, so a record and a file that stay the same around the reading belong together; when
+    they change meanwhile, the reading is done again."""
+    def state() -> tuple:
+        row = db._db.execute("SELECT value FROM meta WHERE key = ?", (crc_key,)).fetchone()
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None, None
+        recorded = int(row[0]) if row and str(row[0]).isdigit() else None
+        return recorded, (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    for _ in range(3):
+        recorded, file = before = state()
+        if recorded is None or file is None:
+            return ""
+        try:
+            found = file_crc32(path)
+        except FileNotFoundError:  # replaced meanwhile
+            continue
+        if state() == before:
+            return "" if found == recorded else (f"{path}: differs from what was written (CRC-32 {found:08x}, "
+                                                 f"recorded {recorded:08x})")
+    return ""  # a writer kept replacing it: it is as new as it gets
+
+
+def _check_search_files(db: "Database", quick: bool, report: CheckReport) -> None:
+    """The files beside the arrays: an unreadable codebook stops searches; the rest are caches, rebuilt when
+    unreadable. Unless ``quick``, the shortlist index and the codebook are compared with the CRC-32 recorded
+    when they were written (files written before session 29 have none): searches would use a damaged one."""
+    from localmatch.database import (ASMK_FILE, CODEBOOK_FILE, CODEBOOK_FILE_CRC, INDEX_FILE,  # (it imports
+                                     INDEX_FILE_CRC)  # this module)
 
     if db.representation == "global":
         path = db.path / INDEX_FILE
@@ -238,6 +274,11 @@ def _check_search_files(db: "Database", report: CheckReport) -> None:
                 ShortlistIndex.load(path, db.global_dim, db.index_kind, mapped=True)
             except (OSError, RuntimeError, ValueError) as e:
                 report.notes.append(f"{path}: unreadable ({e}); it is rebuilt when the database is next opened")
+                return
+            damage = "" if quick else _saved_file_damage(db, path, INDEX_FILE_CRC)
+            if damage:
+                report.problems.append(f"{damage}: searches would use wrong vectors; delete it, and it is built "
+                                       "again from global.f16 when the database is next opened")
         return
     path = db.path / CODEBOOK_FILE
     if not path.exists():
@@ -254,6 +295,8 @@ def _check_search_files(db: "Database", report: CheckReport) -> None:
         return
     if codebook.dim != db.descriptor_dim:
         report.problems.append(f"{path}: {codebook.dim}-d words for {db.descriptor_dim}-d descriptors")
+    elif damage := "" if quick else _saved_file_damage(db, path, CODEBOOK_FILE_CRC):
+        report.problems.append(f"{damage}: searches would use wrong words; train it again (Database.train_codebook)")
     path = db.path / ASMK_FILE
     if path.exists():
         try:
