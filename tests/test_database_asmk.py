@@ -100,6 +100,8 @@ def test_incremental_add_and_remove_equal_a_fresh_build(tmp_path, ukbench_paths)
             b = [(h.path, round(h.score, 6)) for h in fresh.search(query, k=15, rerank=False)]
             assert a == b and ukbench_paths[13] not in [p for p, _ in a]
         assert grown.info()["codebook_words"] == 256  # a given codebook is kept
+        report = grown.check()  # the copy of a given codebook is compared with its CRC too
+        assert report.ok and not report.notes
 
 
 def test_large_codebook_saves_its_hnsw_graph_and_queries_find_words_through_it(tmp_path, ukbench_paths, monkeypatch):

@@ -288,6 +288,14 @@ def test_a_bit_flipped_in_the_saved_faiss_index_or_codebook_is_a_problem(built, 
         writer.train_codebook()
     assert check(asmk).ok
 
+    given = tmp_path / "given"
+    with Database(given, representation="asmk", feature_config=SMALL, codebook=asmk / "codebook.npy") as writer:
+        writer.add(ukbench_paths[:2])
+    assert check(given).ok
+    flip_bit(given / "codebook.npy", (given / "codebook.npy").stat().st_size - 100)
+    assert "it was given when the database was made: make the database again with that file" in \
+        check(given).problems[0]
+
 
 def test_an_unreadable_faiss_index_is_a_note_as_it_is_rebuilt(built, tmp_path):
     db = copy_of(built, tmp_path)

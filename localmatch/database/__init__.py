@@ -736,8 +736,8 @@ class Database:
 
     def _save_recorded(self, crc_key: str, path: Path, save: Callable[[Path], None], **meta) -> None:
         """``save(path)``, then record the file's CRC-32 under ``crc_key`` (and ``meta``) for :meth:`check`.
-        The old CRC is forgotten first, so that a check never compares a new file with an old CRC as long as
-        it sees the key unchanged around its reading (:func:`~localmatch.database.check.check_database`)."""
+        The old CRC is forgotten first, so that a check that sees the same CRC before and after reading the
+        file never compares a new file with an old CRC (see ``check._saved_file_damage``)."""
         with self._transaction():
             self._db.execute("DELETE FROM meta WHERE key = ?", (crc_key,))
         save(path)

@@ -13,7 +13,7 @@ everything once and reports, without changing anything:
   image, finite region boxes;
 - unless ``quick``, each image's rows against the CRC-32 recorded when it was added. Images added before
   session 28 have none; their keypoints and global descriptor are checked for values no extractor makes
-  (not finite, or keypoints outside the image);
+  (keypoints not finite or outside the image, a global descriptor not of unit length);
 - the files the search uses beside them: the codebook (which a search cannot do without), and the caches
   (faiss index, inverted file), which are rebuilt when next used and so, when unreadable, are reported as
   notes, not damage; unless ``quick``, the faiss index and the codebook are compared with the CRC-32 recorded
@@ -296,7 +296,10 @@ def _check_search_files(db: "Database", quick: bool, report: CheckReport) -> Non
     if codebook.dim != db.descriptor_dim:
         report.problems.append(f"{path}: {codebook.dim}-d words for {db.descriptor_dim}-d descriptors")
     elif damage := "" if quick else _saved_file_damage(db, path, CODEBOOK_FILE_CRC):
-        report.problems.append(f"{damage}: searches would use wrong words; train it again (Database.train_codebook)")
+        given = db._codebook_version() == "-1"
+        report.problems.append(f"{damage}: searches would use wrong words; " + (
+            "it was given when the database was made: make the database again with that file, or train one on "
+            "its descriptors (Database.train_codebook)" if given else "train it again (Database.train_codebook)"))
     path = db.path / ASMK_FILE
     if path.exists():
         try:
