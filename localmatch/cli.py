@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import shlex
 import sqlite3
 import sys
 from typing import Any
@@ -288,6 +287,8 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 
 def cmd_index_check(args: argparse.Namespace) -> int:
     """Exit status 1 when damage was found, 0 when none."""
+    from localmatch.database import remove_command
+
     with _open_database(args.db, readonly=True) as db:
         report = db.check(quick=args.quick, progress=None if not args.json else False)
     if args.json:
@@ -303,9 +304,8 @@ def cmd_index_check(args: argparse.Namespace) -> int:
     print(f"checked {report.images} images ({how}): "
           + ("no damage found" if report.ok else f"{len(report.damaged)} damaged, {len(report.problems)} other problems"))
     if report.damaged:
-        ids = " ".join(str(image.image_id) for image in report.damaged)
-        print(f"remove the damaged images with `localmatch index remove {shlex.quote(args.db)} {ids}`, then add their "
-              "files again")
+        print(f"remove the damaged images with `{remove_command(args.db, [i.image_id for i in report.damaged])}`, "
+              "then add their files again")
     return EXIT_OK if report.ok else EXIT_DAMAGED
 
 

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.config import Config, build_config, require_flag, require_whole
-from localmatch.database.check import GLOBAL_NORM_TOLERANCE, CheckReport, DamagedImage, check_database
+from localmatch.database.check import CheckReport, DamagedImage, check_database, off_unit_length
 from localmatch.database.lock import FileLock
 from localmatch.database.store import AppendOnlyArray, ArraySpec, checksum_mismatch
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
@@ -148,6 +148,11 @@ def _names_the_file(method: Callable[Concatenate[Database, P], T]) -> Callable[C
         except _UNREADABLE as e:
             raise DatabaseError(f"{self.path / DB_FILE}: SQLite cannot read or write it ({e})") from e
     return named
+
+
+def remove_command(path: str | os.PathLike, image_ids: Iterable[int]) -> str:
+    """The command line that removes these images from the database at ``path`` (quoted for the shell)."""
+    return f"localmatch index remove {shlex.quote(str(path))} {' '.join(str(i) for i in image_ids)}"
 
 
 def _reason(error: Exception) -> str:
@@ -660,11 +665,10 @@ class Database:
         stored = self._arrays["global"].read(0, int(global_rows.max()) + 1)
         vectors = np.asarray(stored[global_rows], np.float32)
         lengths = np.linalg.norm(vectors, axis=1)
-        for i in np.flatnonzero(~(np.abs(lengths - 1) <= GLOBAL_NORM_TOLERANCE) & (lengths != 0)):  # NaN included
+        for i in np.flatnonzero(off_unit_length(lengths)):
             vectors[i] = 0
-            self._warn_damaged(rows[i][0], self._damaged(
-                rows[i][0], rows[i][1], f"its stored global descriptor has length {lengths[i]:g} where 1 was written"),
-                "It scores 0 in every shortlist")
+            self._warn_damaged(rows[i], f"its stored global descriptor has length {lengths[i]:g} where 1 was written",
+                               "It scores 0 in every shortlist")
         return vectors
 
     def _build_index(self, rows: list[tuple]) -> ShortlistIndex:
@@ -876,7 +880,7 @@ class Database:
         than be matched as if they were the image's."""
         candidate, damage = self._read_candidate(row)
         if damage:
-            raise DatabaseError(damage)
+            raise DatabaseError(self._damaged(row, damage))
         return candidate
 
     def _read_candidate(self, row: tuple) -> tuple[Candidate, str]:
@@ -891,21 +895,20 @@ class Database:
         if checksum is None:
             return candidate, ""
         stored_global = self._arrays["global"].read(global_row, 1) if global_row >= 0 else None
-        reason = checksum_mismatch(keypoints, descriptors, stored_global, checksum)
-        return candidate, self._damaged(image_id, path, reason) if reason else ""
+        return candidate, checksum_mismatch(keypoints, descriptors, stored_global, checksum)
 
-    def _damaged(self, image_id: int, path: str, reason: str) -> str:
-        """What to say of an image found damaged when read: what is wrong, and how to mend it."""
-        return (f"{self.path}: image {image_id} ({path}) is damaged: {reason}. Remove it (localmatch index remove "
-                f"{shlex.quote(str(self.path))} {image_id}) and add its file again; localmatch index check lists "
+    def _damaged(self, row: tuple, reason: str) -> str:
+        """What to say of the image of ``row`` found damaged when read: what is wrong, and how to mend it."""
+        return (f"{self.path}: image {row[0]} ({row[1]}) is damaged: {reason}. Remove it "
+                f"({remove_command(self.path, [row[0]])}) and add its file again; localmatch index check lists "
                 "every damaged image")
 
-    def _warn_damaged(self, image_id: int, message: str, consequence: str) -> None:
-        """Log ``message`` and its ``consequence`` once per image while the database is open (searches read the
-        same images again)."""
-        if image_id not in self._damage_reported:
-            self._damage_reported.add(image_id)
-            log.warning("%s. %s", message, consequence)
+    def _warn_damaged(self, row: tuple, reason: str, consequence: str) -> None:
+        """Log :meth:`_damaged` and its ``consequence`` once per image while the database is open (searches read
+        the same images again)."""
+        if row[0] not in self._damage_reported:
+            self._damage_reported.add(row[0])
+            log.warning("%s. %s", self._damaged(row, reason), consequence)
 
     def _sound_candidates(self, rows: Iterable[tuple]) -> list[Candidate]:
         """The candidates of ``rows`` whose stored features are intact, in order; each damaged image is left out
@@ -915,7 +918,7 @@ class Database:
         for row in rows:
             candidate, damage = self._read_candidate(row)
             if damage:
-                self._warn_damaged(row[0], damage, "It is left out of searches")
+                self._warn_damaged(row, damage, "It is left out of searches")
             else:
                 candidates.append(candidate)
         return candidates

@@ -226,10 +226,16 @@ def _check_rows(db: "Database", row: tuple, file_rows: dict[str, int]) -> str:
     if outside.any():
         return f"{int(outside.sum())} keypoints outside the image's {width} x {height} pixels"
     if stored_global is not None:
-        length = float(np.linalg.norm(stored_global.astype(np.float32)))
-        if not (abs(length - 1) <= GLOBAL_NORM_TOLERANCE or length == 0):
-            return f"a global descriptor of length {length:g} where 1 was written"
+        length = np.linalg.norm(stored_global.astype(np.float32), axis=1)
+        if off_unit_length(length)[0]:
+            return f"a global descriptor of length {length[0]:g} where 1 was written"
     return ""
+
+
+def off_unit_length(lengths: np.ndarray) -> np.ndarray:
+    """Which of these global descriptor ``lengths`` no descriptor is stored with: neither 1 (within
+    :data:`GLOBAL_NORM_TOLERANCE`) nor 0 (an image with nothing to describe); NaN included."""
+    return ~(np.abs(lengths - 1) <= GLOBAL_NORM_TOLERANCE) & (lengths != 0)
 
 
 def _saved_file_damage(db: "Database", path: Path, crc_key: str) -> str:
