@@ -282,6 +282,15 @@ def test_an_image_missing_from_the_table_is_left_out_of_the_results(small_db, tm
             assert 2 not in [h.image_id for h in hits] and len(hits) == len(ukbench_paths) - 1
 
 
+@pytest.mark.skipif(not hasattr(sqlite3.Connection, "setlimit"), reason="Connection.setlimit needs Python 3.11")
+def test_more_ids_than_sqlite_binds_in_one_statement_are_read_in_parts(small_db):
+    """SQLite builds before 3.32 bind at most 999 variables a statement; one ``IN (...)`` of 5000 ids failed there."""
+    with Database(small_db, readonly=True) as db:
+        db._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        stored = sorted((i for i, _ in db.images()), reverse=True)
+        assert [c.image_id for c in db.candidates(range(5000, 0, -1))] == stored
+
+
 def test_the_write_lock_is_exclusive_until_released(tmp_path):
     path = tmp_path / "write.lock"
     lock = FileLock.try_acquire(path)

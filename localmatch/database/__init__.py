@@ -81,6 +81,9 @@ INDEX_FILE_CRC, CODEBOOK_FILE_CRC = "index_crc32", "codebook_crc32"
 #: ``Database._current_index`` and ``ShortlistIndex.add``), so a lagging or stale file costs at most reading
 #: that share of ``global.f16``, never results.
 SAVED_INDEX_MAX_LAG = 0.125
+#: Ids bound per ``IN (...)`` query: SQLite builds before 3.32 allow 999 variables a statement, and a shortlist or
+#: :meth:`Database.candidates` may name more images than that.
+_MOST_SQL_VARIABLES = 999
 #: What a folder is searched for (case ignored): what photographs are saved as, browsers' .jfif included, and
 #: phones' HEIC (decoded with the optional pillow-heif plugin; without it each is reported, not passed over).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".ppm", ".pgm", ".pbm", ".pnm", ".tif", ".tiff",
@@ -1080,10 +1083,12 @@ class Database:
     def _rows_for(self, ids: np.ndarray) -> dict[int, tuple]:
         """The images table's row of each id the shortlist gave, by id. An id without one (removed by a writer
         since the shortlist was searched, or a damaged row) is left out."""
-        if len(ids) == 0:
-            return {}
-        marks = ",".join("?" * len(ids))
-        return {r[0]: r for r in self._rows(f"WHERE id IN ({marks})", tuple(int(i) for i in ids))}
+        by_id = {}
+        for start in range(0, len(ids), _MOST_SQL_VARIABLES):
+            chunk = tuple(int(i) for i in ids[start:start + _MOST_SQL_VARIABLES])
+            marks = ",".join("?" * len(chunk))
+            by_id.update((r[0], r) for r in self._rows(f"WHERE id IN ({marks})", chunk))
+        return by_id
 
     @_names_the_file
     def check(self, *, quick: bool = False, progress: bool | None = None) -> CheckReport:
