@@ -19,7 +19,7 @@ from localmatch.features import FEATURES
 from localmatch.geometry import GEOMETRIES, GEOMETRY_BACKENDS
 from localmatch.io import Image, crop, describe_source, load_image
 from localmatch.matching import DEFAULT_MATCHER, MATCHERS
-from localmatch.rerank import DEFAULT_RERANK_GEOMETRY
+from localmatch.rerank import DEFAULT_MATCHER_TOP, DEFAULT_RERANK_GEOMETRY
 from localmatch.shortlist.asmk import REPRESENTATIONS
 from localmatch.shortlist.index import INDEX_KINDS
 from localmatch.types import Hit, Verification
@@ -64,6 +64,24 @@ def _box(text: str) -> tuple[float, ...]:
     if len(values) != 4:
         raise argparse.ArgumentTypeError(f"expected X0,Y0,X1,Y1 (four numbers, for example 120,40,380,300), not {text!r}")
     return values
+
+
+def _matcher_top(text: str) -> int | None:
+    """``--matcher-top``: a whole number >= 1, or ``all`` (None)."""
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'all', not {text!r}")
+    return int(text)
+
+
+def _add_rerank_matcher(p: argparse.ArgumentParser) -> None:
+    """``--matcher`` and ``--matcher-top`` of the commands that re-rank a database's shortlist."""
+    p.add_argument("--matcher", default=None, help=_matcher_help("re-ranking matcher"))
+    p.add_argument("--matcher-top", type=_matcher_top, default=DEFAULT_MATCHER_TOP, metavar="N|all",
+                   help=f"a matcher other than nn verifies only the first N candidates after nn has re-ranked "
+                        f"them all (default {DEFAULT_MATCHER_TOP}; 'all': every candidate, 0.2-1 s each with "
+                        f"LightGlue on a CPU)")
 
 
 CONFIG_OPTIONS = {
@@ -326,8 +344,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             try:  # decoded here when it is drawn too, so that it is decoded once
                 image = load_image(query, max_pixels=db.feature_config.max_pixels) if args.draw or args.report else None
                 hits = db.search(query if image is None else image, k=args.k, shortlist=args.shortlist,
-                                 rerank=not args.no_rerank, matcher=args.matcher, geometry=args.geometry,
-                                 min_inliers=args.min_inliers, matcher_config=_config(args, "matcher"),
+                                 rerank=not args.no_rerank, matcher=args.matcher, matcher_top=args.matcher_top,
+                                 geometry=args.geometry, min_inliers=args.min_inliers,
+                                 matcher_config=_config(args, "matcher"),
                                  ransac=_config(args, "ransac"), box=args.box)
             except ImageError as e:
                 print(f"localmatch: error: {e}", file=sys.stderr)
@@ -412,7 +431,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     truth = load_ground_truth(args.ground_truth, protocol=args.protocol, images_root=args.images_root)
     with _open_database(args.db, readonly=True) as db:
         report = evaluate(db, truth, rerank=not args.no_rerank, shortlist=args.shortlist,
-                          exclude_query=not args.keep_query, ukbench=args.ukbench, geometry=args.geometry,
+                          exclude_query=not args.keep_query, ukbench=args.ukbench, matcher=args.matcher,
+                          matcher_top=args.matcher_top, geometry=args.geometry,
                           matcher_config=_config(args, "matcher"), ransac=_config(args, "ransac"))
     if args.json:
         print(json.dumps(report.to_dict()))
@@ -499,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rerank", action="store_true", help="global shortlist order only")
     p.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1",
                    help="search with this part of the query image (original pixels; one query)")
-    p.add_argument("--matcher", default=None, help=_matcher_help("re-ranking matcher"))
+    _add_rerank_matcher(p)
     p.add_argument("--geometry", default=DEFAULT_RERANK_GEOMETRY, choices=GEOMETRIES)
     p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS)
     _add_config_options(p, "matcher", "ransac")
@@ -526,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-root", default=None, help="folder of the images named in a .mat ground truth")
     p.add_argument("--shortlist", type=int, default=100)
     p.add_argument("--no-rerank", action="store_true")
+    _add_rerank_matcher(p)
     p.add_argument("--geometry", default=DEFAULT_RERANK_GEOMETRY, choices=GEOMETRIES)
     _add_config_options(p, "matcher", "ransac")
     p.add_argument("--keep-query", action="store_true", help="keep the query itself in its ranking")

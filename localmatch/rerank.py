@@ -5,6 +5,9 @@ The query's descriptors are quantised once; candidates are split into one chunk 
 and each worker matches its chunk with int8 matrix products and fits a model to each candidate. The
 matrix products, numpy reductions and OpenCV/pycolmap RANSAC all release the GIL, so the workers run
 on all cores. Nothing here calls the pair API in a loop.
+
+A matcher that costs far more per pair (LightGlue, LoFTR) verifies only the head of the list that ``nn``
+re-ranked (:func:`rerank_candidates`, ``matcher_top``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from localmatch.api import correspondences_of, matched_points, verify_correspondences
-from localmatch.config import Config
+from localmatch.config import Config, require_whole
 from localmatch.errors import ImageError
 from localmatch.geometry import RansacConfig
 from localmatch.io import Image, load_image
@@ -32,6 +35,12 @@ log = logging.getLogger(__name__)
 #: Model fitted when re-ranking: landmarks and objects are seldom planar, so the fundamental matrix
 #: (measured on multiview_dev: mAP 0.887 against 0.873 with homographies).
 DEFAULT_RERANK_GEOMETRY = "fundamental"
+#: Candidates that a matcher other than ``nn`` verifies again, at the head of the list that ``nn`` re-ranked
+#: first. LightGlue costs 0.2-1 s per pair on 2 CPU cores against ``nn``'s 2 ms. On multiview_dev (17 queries,
+#: 78 candidates each) the top 20 gave the mAP of the matcher over the whole list, for ALIKED + LightGlue
+#: (0.969; ``nn`` alone 0.917) and XFeat + LighterGlue (0.917; ``nn`` alone 0.863, the top 10 0.877), in 3-4
+#: times less time (BENCHMARKS.md, "Re-ranking in two passes").
+DEFAULT_MATCHER_TOP = 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,15 +143,53 @@ def _dense_pair(m, cfg, query_image: Image, candidate: Candidate) -> Corresponde
     return m.run(query_image, image, cfg)
 
 
-def fuse_ranking(candidates: Sequence[Candidate], global_scores: np.ndarray,
-                 results: Sequence[Verification], min_inliers: int) -> list[Hit]:
-    """Verified candidates by inliers (ties by global score), then the rest by global score, as Hits."""
+def rerank_candidates(query: Features, candidates: Sequence[Candidate], global_scores: np.ndarray, *,
+                      matcher: str = "nn", matcher_top: int | None = DEFAULT_MATCHER_TOP,
+                      matcher_config: Config | dict | None = None, min_inliers: int = 15,
+                      query_image: Image | None = None, **verify_options) -> list[Hit]:
+    """The candidates re-ranked by verification: :func:`verify_candidates`, then :func:`fuse_ranking`.
+
+    With ``matcher="nn"`` or ``matcher_top=None`` every candidate is verified with ``matcher``. With another
+    matcher, in two passes: every candidate with ``nn`` (int8 products, about 2 ms a pair), then the first
+    ``matcher_top`` of the list that pass ranks with ``matcher``, whose verification replaces ``nn``'s for
+    them; the others keep ``nn``'s, so one that ``nn`` verified still ranks among the verified by its inliers.
+    ``global_scores``: ``(len(candidates),)``, the shortlist's. ``verify_options`` are
+    :func:`verify_candidates`'s ``geometry``, ``backend``, ``ransac`` and ``threads``, used by both passes;
+    ``matcher_config`` is ``matcher``'s alone.
+    """
+    check_matcher_top(matcher_top)
+    if matcher == "nn" or matcher_top is None or matcher_top >= len(candidates):
+        results = verify_candidates(query, candidates, matcher=matcher, matcher_config=matcher_config,
+                                    min_inliers=min_inliers, query_image=query_image, **verify_options)
+        return fuse_ranking(candidates, global_scores, results, min_inliers)
+    results = verify_candidates(query, candidates, min_inliers=min_inliers, **verify_options)
+    head = _ranked(global_scores, results, min_inliers)[:matcher_top]
+    again = verify_candidates(query, [candidates[i] for i in head], matcher=matcher, matcher_config=matcher_config,
+                              min_inliers=min_inliers, query_image=query_image, **verify_options)
+    for i, result in zip(head, again):
+        results[i] = result
+    return fuse_ranking(candidates, global_scores, results, min_inliers)
+
+
+def check_matcher_top(matcher_top: int | None) -> None:
+    """``matcher_top`` must be a whole number >= 1, or None for every candidate."""
+    require_whole(matcher_top, "matcher_top (candidates the matcher verifies after nn)", 1, optional=True)
+
+
+def _ranked(global_scores: np.ndarray, results: Sequence[Verification], min_inliers: int) -> list[int]:
+    """Candidate indices best first: verified ones by inliers (ties by global score), then the rest by global score."""
     def key(i: int):
         verified = results[i].num_inliers >= min_inliers
         return (0 if verified else 1, -results[i].num_inliers if verified else 0, -float(global_scores[i]))
 
+    return sorted(range(len(results)), key=key)
+
+
+def fuse_ranking(candidates: Sequence[Candidate], global_scores: np.ndarray,
+                 results: Sequence[Verification], min_inliers: int) -> list[Hit]:
+    """Verified candidates by inliers (ties by global score), then the rest by global score, as Hits."""
     hits = []
-    for rank, i in enumerate(sorted(range(len(candidates)), key=key), start=1):
+    for rank, i in enumerate(_ranked(global_scores, results, min_inliers), start=1):
         r, g = results[i], float(global_scores[i])
         verified = r.num_inliers >= min_inliers
         score = (r.num_inliers if verified else 0) + (g + 1) / 4

@@ -217,6 +217,11 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse's usage error: exit status 2
         main(["search", db, paths[1], "--box", "1,2,3"])
     assert "expected X0,Y0,X1,Y1" in capsys.readouterr().err
+    assert main(["search", db, paths[1], "-k", "1", "--json", "--matcher", "nn", "--matcher-top", "all"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["results"][0]["path"] == paths[1]
+    with pytest.raises(SystemExit):
+        main(["search", db, paths[1], "--matcher-top", "0"])
+    assert "expected a whole number >= 1 or 'all', not '0'" in capsys.readouterr().err
 
     assert main(["index", "list", db, "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
@@ -236,7 +241,7 @@ def test_index_search_and_eval_commands(tmp_path, capsys):
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps({"queries": [{"query": p, "positives": [q for q in paths[4:8] if q != p]}
                                           for p in paths[4:8]]}))
-    assert main(["eval", db, str(gt), "--json", "--ukbench"]) == 0
+    assert main(["eval", db, str(gt), "--json", "--ukbench", "--matcher", "nn", "--matcher-top", "5"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mAP"] > 0.9 and report["queries"] == 4 and report["N-S"] > 3 and report["latency_ms"] > 0
     assert report["missing_positives"] == 0

@@ -295,7 +295,10 @@ def test_loftr_in_the_verifier_and_the_reranker(tmp_path, astronaut, warped):
     with Database(tmp_path / "db", feature_config={"max_side": 256, "max_features": 300}) as db:
         db.add(paths)
         hits = db.search(paths[0], k=2, matcher="loftr", matcher_config=RANDOM_LOFTR, min_inliers=4)
-    assert {h.path for h in hits} == set(paths) and all(h.num_inliers >= 0 for h in hits)
+        assert {h.path for h in hits} == set(paths) and all(h.num_inliers >= 0 for h in hits)
+        # in two passes: nn over both stored candidates, LoFTR on the one nn ranks first, from the images
+        hits = db.search(paths[0], k=2, matcher="loftr", matcher_config=RANDOM_LOFTR, min_inliers=4, matcher_top=1)
+        assert {h.path for h in hits} == set(paths)
 
 
 def test_loftr_pretrained_outdoor(astronaut, warped):
@@ -322,6 +325,36 @@ def test_database_with_learned_features_and_lightglue_reranking(tmp_path):
         # mutual NN on ALIKED descriptors is weaker than LightGlue: it verifies fewer of the other views
         hits = db.search(images[1], k=4, matcher="nn")
         assert hits[0].path == images[1] and all(h.path in images[:4] for h in hits if h.verified)
+
+
+def test_a_costly_matcher_verifies_the_head_of_the_list_nn_ranked(tmp_path, monkeypatch):
+    """``matcher_top``: nn verifies every candidate, LighterGlue only the first 3 of nn's ranking, and its
+    verification replaces nn's for them alone."""
+    needs_weights(*WEIGHTS_OF["xfeat"])
+    images = [str(p) for p in sorted((shared_data("ukbench_subset") / "images").glob("*.jpg"))[:8]]
+    with Database(tmp_path / "db", features="xfeat", feature_config={"max_side": 480}) as db:
+        assert not db.add(images).failed
+        by_nn = db.search(images[1], k=8, matcher="nn")
+        by_glue = {h.image_id: h for h in db.search(images[1], k=8, matcher_top=None)}
+        pairs_glued = []
+        real = localmatch.rerank.correspondences_of  # what the re-ranker calls on each sparse matcher's output
+
+        def counted(a, b, matches):
+            pairs_glued.append(1)
+            return real(a, b, matches)
+
+        monkeypatch.setattr(localmatch.rerank, "correspondences_of", counted)
+        hits = db.search(images[1], k=8, matcher_top=3)
+        assert len(pairs_glued) == 3
+        with pytest.raises(localmatch.ConfigError, match="matcher_top"):
+            db.search(images[1], matcher_top=0)
+    head, by_nn_id = {h.image_id for h in by_nn[:3]}, {h.image_id: h for h in by_nn}
+    assert sorted(h.image_id for h in hits) == sorted(by_nn_id)
+    for h in hits:
+        expected = by_glue[h.image_id] if h.image_id in head else by_nn_id[h.image_id]
+        assert (h.num_inliers, h.verified) == (expected.num_inliers, expected.verified), h.path
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert hits[0].path == images[1] and {h.path for h in hits[:4]} == set(images[:4])
 
 
 def test_asmk_database_of_aliked_top_k_features(tmp_path):

@@ -53,7 +53,8 @@ from localmatch.geometry import RansacConfig
 from localmatch.io import Image, ImageSource, crop, decode_bytes, load_image, working_scale
 from localmatch.matching import default_matcher
 from localmatch.matching.nn import QuantizedDescriptors, quantize
-from localmatch.rerank import DEFAULT_RERANK_GEOMETRY, Candidate, fuse_ranking, verify_candidates
+from localmatch.rerank import (DEFAULT_MATCHER_TOP, DEFAULT_RERANK_GEOMETRY, Candidate, check_matcher_top,
+                               rerank_candidates)
 from localmatch.shortlist import DEFAULT_GLOBAL_DESCRIPTOR, FALLBACK_GLOBAL_DESCRIPTOR, get_global_descriptor
 from localmatch.shortlist.asmk import (REPRESENTATIONS, AsmkConfig, Codebook, InvertedFile, describe_database_image,
                                        describe_query, train_codebook)
@@ -957,9 +958,9 @@ class Database:
     @_names_the_file
     def candidates(self, image_ids: Iterable[int]) -> list[Candidate]:
         """The stored features of these images, in the order given, for re-ranking them yourself
-        (:func:`~localmatch.rerank.verify_candidates`). Ids not in the database (removed since a shortlist gave
-        them) are left out, and so are images whose stored rows differ from what was written, with a warning
-        logged once per image (:meth:`check` lists them all)."""
+        (:func:`~localmatch.rerank.rerank_candidates`, :func:`~localmatch.rerank.verify_candidates`). Ids not in
+        the database (removed since a shortlist gave them) are left out, and so are images whose stored rows
+        differ from what was written, with a warning logged once per image (:meth:`check` lists them all)."""
         ids = [int(i) for i in image_ids]
         by_id = self._rows_for(np.array(ids, np.int64))
         return self._sound_candidates(by_id[i] for i in ids if i in by_id)
@@ -996,7 +997,8 @@ class Database:
     @_names_the_file
     def search(self, query: ImageSource | Features, k: int = 10, *, shortlist: int = 100, rerank: bool = True,
                matcher: str | None = None, matcher_config: dict | None = None,
-               geometry: str = DEFAULT_RERANK_GEOMETRY, backend: str = "opencv",
+               matcher_top: int | None = DEFAULT_MATCHER_TOP, geometry: str = DEFAULT_RERANK_GEOMETRY,
+               backend: str = "opencv",
                min_inliers: int = DEFAULT_MIN_INLIERS, ransac: RansacConfig | dict | None = None,
                threads: int | None = None, box: ArrayLike | None = None) -> list[Hit]:
         """The ``k`` database images most likely to show what the query shows.
@@ -1007,9 +1009,12 @@ class Database:
         re-ranking matcher: ``"nn"`` (batched), ``"lightglue"``/``"lighterglue"`` for learned features, or
         ``"loftr"`` (dense; re-reads each candidate's image, so every pair costs a network pass); by default
         the features' own (:func:`~localmatch.matching.default_matcher`): ``"nn"`` for SIFT, the LightGlue
-        trained for the database's learned features. Each candidate's stored rows are compared with the checksum
-        recorded when it was added before they are matched: a damaged candidate is left out of the hits, and a
-        warning names it (once per image while the database is open; :meth:`check` finds them all).
+        trained for the database's learned features. A matcher other than ``"nn"`` verifies only the first
+        ``matcher_top`` candidates of the list that ``"nn"`` re-ranked first (None: every candidate, at
+        0.2-1 s per pair on 2 CPU cores for LightGlue; see :func:`~localmatch.rerank.rerank_candidates`).
+        Each candidate's stored rows are compared with the checksum recorded when it was added before they are
+        matched: a damaged candidate is left out of the hits, and a warning names it (once per image while the
+        database is open; :meth:`check` finds them all).
 
         ``box`` ``(x0, y0, x1, y1)`` in the query's original pixels searches with that part of the query image
         alone (an object in a cluttered photo; see :func:`~localmatch.io.crop` for the convention), described
@@ -1021,6 +1026,7 @@ class Database:
         if rerank:
             require_whole(shortlist, "shortlist (candidates re-ranked)", 1)
             check_min_inliers(min_inliers)
+            check_matcher_top(matcher_top)
         matcher = matcher or default_matcher(self.features)
         image = None if isinstance(query, Features) else load_image(query, max_pixels=self.feature_config.max_pixels)
         # ASMK databases shortlist with the local features alone: no global descriptor on their query path
@@ -1045,10 +1051,9 @@ class Database:
         if len(candidates) < len(ids):  # damaged images were left out
             score_of = dict(zip(ids.tolist(), scores.tolist()))
             scores = np.array([score_of[c.image_id] for c in candidates], np.float32)
-        results = verify_candidates(features, candidates, matcher=matcher, matcher_config=matcher_config,
-                                    geometry=geometry, backend=backend,
-                                    min_inliers=min_inliers, ransac=ransac, threads=threads, query_image=image)
-        hits = fuse_ranking(candidates, scores, results, min_inliers)[:k]
+        hits = rerank_candidates(features, candidates, scores, matcher=matcher, matcher_top=matcher_top,
+                      matcher_config=matcher_config, min_inliers=min_inliers, query_image=image,
+                      geometry=geometry, backend=backend, ransac=ransac, threads=threads)[:k]
         return hits if offset is None else [_from_crop(hit, offset) for hit in hits]
 
     @_names_the_file
@@ -1083,7 +1088,7 @@ class Database:
     def _rows_for(self, ids: np.ndarray) -> dict[int, tuple]:
         """The images table's row of each id the shortlist gave, by id. An id without one (removed by a writer
         since the shortlist was searched, or a damaged row) is left out."""
-        by_id = {}
+        by_id: dict[int, tuple] = {}
         for start in range(0, len(ids), _MOST_SQL_VARIABLES):
             chunk = tuple(int(i) for i in ids[start:start + _MOST_SQL_VARIABLES])
             marks = ",".join("?" * len(chunk))
