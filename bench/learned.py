@@ -2,7 +2,7 @@
 pose AUC on scannet_sample_superglue, extraction time per image and matching time per pair (CPU).
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/learned.py
-     [--only oxford|scannet|loftr|ensemble|multiview|ukbench] [--combos sift+nn,aliked+lightglue,...]
+     [--only oxford|scannet|loftr|ensemble|multiview|ukbench|rerank] [--combos sift+nn,aliked+lightglue,...]
 
 A combination is ``features+matcher``, optionally with feature options after ``:`` and matcher options after
 ``@``: ``aliked+lightglue:detection_threshold=0``, ``keynet-affnet+nn@ratio=0.85``.
@@ -11,6 +11,9 @@ A combination is ``features+matcher``, optionally with feature options after ``:
 scene, which should verify, and 136 of different scenes, which should not, with the largest inlier count
 among the latter (how close chance comes to the 15 that verify). ``--only ukbench`` does the same on
 ukbench_subset: 84 pairs of one object and 91 pairs of the objects' first views.
+
+``--only rerank`` measures what re-ranking a database in two passes (``Database.search``'s ``matcher_top``)
+costs in mAP and saves in time on multiview_dev, against ``nn`` alone and the matcher on every candidate.
 
 ``--only ensemble`` asks how far pooling several combinations goes on oxford_affine_vgg: per pair, each
 combination's refined inliers are pooled and one homography is fitted to them all (MAGSAC++, 1 px).
@@ -249,6 +252,39 @@ def verified_pairs(name: str, pairs, combos: list[str]) -> None:
               f"| {max(different_counts)} |", flush=True)
 
 
+#: ``--only rerank``'s default: each learned feature with the matcher it is re-ranked with by default.
+RERANK_COMBOS = ["aliked+lightglue", "xfeat+lighterglue"]
+
+
+def rerank_passes(combos: list[str], tops: list[int]) -> None:
+    """A multiview_dev database of each combination's features (the database defaults: a gem shortlist of
+    100, which holds all 78 other images): each scene's first image queries it, re-ranked with ``nn`` alone, with
+    the matcher on the first N of ``nn``'s ranking (``matcher_top``), and with the matcher on every candidate."""
+    import tempfile
+
+    from localmatch.database import Database, expand_image_paths
+    from localmatch.evaluate import evaluate, ground_truth_from_folders
+
+    images = sorted(expand_image_paths([data_dir("multiview_dev")]))
+    truth = ground_truth_from_folders(images)
+    queries = [q for i, q in enumerate(truth) if i == 0 or Path(q.query).parent != Path(truth[i - 1].query).parent]
+    print(f"\n## Re-ranking in two passes: multiview_dev, {len(queries)} queries (each scene's first image) "
+          f"among {len(images)} images\n")
+    print("| features | re-ranking | mAP | s per query (median; query extraction included) |\n|---|---|---|---|")
+    for combo in combos:
+        features, matcher, options, matcher_options = parse_combo(combo)
+        with tempfile.TemporaryDirectory() as tmp, Database(Path(tmp) / "db", features=features,
+                                                            feature_config=options or None) as db:
+            db.add(images)
+            runs = [("nn", dict(matcher="nn"))]
+            runs += [(f"{matcher} on the top {n} after nn", dict(matcher_top=n)) for n in tops]
+            runs += [(f"{matcher} on every candidate", dict(matcher_top=None))]
+            for label, how in runs:
+                report = evaluate(db, queries, matcher_config=matcher_options or None,
+                                  **({"matcher": matcher} | how))
+                print(f"| {combo} | {label} | {report.mean_ap:.3f} | {report.latency_ms / 1000:.2f} |", flush=True)
+
+
 def loftr_cost() -> None:
     """LoFTR's per-pair time (its checkpoint is not available here: random weights, time only)."""
     print("\n## LoFTR per-pair cost (real architecture, random weights: time only, no quality)\n")
@@ -269,8 +305,10 @@ def loftr_cost() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("oxford", "scannet", "loftr", "ensemble", "multiview", "ukbench"))
-    parser.add_argument("--combos", help=f"default: {','.join(COMBOS)}; with --only ensemble: {','.join(ENSEMBLE)}")
+    parser.add_argument("--only", choices=("oxford", "scannet", "loftr", "ensemble", "multiview", "ukbench", "rerank"))
+    parser.add_argument("--combos", help=f"default: {','.join(COMBOS)}; with --only ensemble: {','.join(ENSEMBLE)}; "
+                                         f"with --only rerank: {','.join(RERANK_COMBOS)}")
+    parser.add_argument("--tops", default="5,10,20", help="--only rerank: the matcher_top values (default 5,10,20)")
     args = parser.parse_args()
     combos = split_combos(args.combos) if args.combos else COMBOS
     if args.only in (None, "oxford"):
@@ -285,6 +323,8 @@ def main() -> None:
         verified_pairs("ukbench_subset", ukbench_pairs(), combos)
     if args.only == "ensemble":
         ensemble(combos if args.combos else ENSEMBLE)
+    if args.only == "rerank":
+        rerank_passes(combos if args.combos else RERANK_COMBOS, [int(n) for n in args.tops.split(",")])
 
 
 if __name__ == "__main__":
