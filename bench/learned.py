@@ -276,12 +276,11 @@ def rerank_passes(combos: list[str], tops: list[int]) -> None:
         with tempfile.TemporaryDirectory() as tmp, Database(Path(tmp) / "db", features=features,
                                                             feature_config=options or None) as db:
             db.add(images)
-            runs = [("nn", dict(matcher="nn"))]
-            runs += [(f"{matcher} on the top {n} after nn", dict(matcher_top=n)) for n in tops]
-            runs += [(f"{matcher} on every candidate", dict(matcher_top=None))]
-            for label, how in runs:
-                report = evaluate(db, queries, matcher_config=matcher_options or None,
-                                  **({"matcher": matcher} | how))
+            runs = [("nn", "nn", None)] + [(f"{matcher} on the top {n} after nn", matcher, n) for n in tops]
+            runs.append((f"{matcher} on every candidate", matcher, None))
+            for label, run_matcher, top in runs:
+                report = evaluate(db, queries, matcher=run_matcher, matcher_top=top,
+                                  matcher_config=matcher_options if run_matcher == matcher else None)
                 print(f"| {combo} | {label} | {report.mean_ap:.3f} | {report.latency_ms / 1000:.2f} |", flush=True)
 
 

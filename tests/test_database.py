@@ -408,11 +408,7 @@ def test_reranking_matches_the_pair_api(small_db, ukbench_paths):
         candidates = [db.features_of(i) for i, _ in db.images()]
         batched = verify_candidates(query, candidates, geometry="homography", threads=2)
         for cand, result in zip(candidates, batched):
-            stored = localmatch.Features(cand.keypoints, np.zeros(len(cand.keypoints), np.float32),
-                                         np.zeros(len(cand.keypoints), np.float32), np.zeros(len(cand.keypoints), np.float32),
-                                         cand.descriptors.values.astype(np.float32) / cand.descriptors.scale,
-                                         cand.image_size, query.extractor, cand.working_scale)
-            pair = localmatch.verify(query, stored, geometry="homography")
+            pair = localmatch.verify(query, cand.as_features(query.extractor), geometry="homography")
             assert abs(pair.num_inliers - result.num_inliers) <= max(3, 0.02 * pair.num_inliers)
 
 

@@ -998,9 +998,9 @@ class Database:
     def search(self, query: ImageSource | Features, k: int = 10, *, shortlist: int = 100, rerank: bool = True,
                matcher: str | None = None, matcher_config: dict | None = None,
                matcher_top: int | None = DEFAULT_MATCHER_TOP, geometry: str = DEFAULT_RERANK_GEOMETRY,
-               backend: str = "opencv",
-               min_inliers: int = DEFAULT_MIN_INLIERS, ransac: RansacConfig | dict | None = None,
-               threads: int | None = None, box: ArrayLike | None = None) -> list[Hit]:
+               backend: str = "opencv", min_inliers: int = DEFAULT_MIN_INLIERS,
+               ransac: RansacConfig | dict | None = None, threads: int | None = None,
+               box: ArrayLike | None = None) -> list[Hit]:
         """The ``k`` database images most likely to show what the query shows.
 
         The global index returns ``shortlist`` candidates; with ``rerank`` each is matched against the
@@ -1052,8 +1052,8 @@ class Database:
             score_of = dict(zip(ids.tolist(), scores.tolist()))
             scores = np.array([score_of[c.image_id] for c in candidates], np.float32)
         hits = rerank_candidates(features, candidates, scores, matcher=matcher, matcher_top=matcher_top,
-                      matcher_config=matcher_config, min_inliers=min_inliers, query_image=image,
-                      geometry=geometry, backend=backend, ransac=ransac, threads=threads)[:k]
+                                 matcher_config=matcher_config, min_inliers=min_inliers, query_image=image,
+                                 geometry=geometry, backend=backend, ransac=ransac, threads=threads)[:k]
         return hits if offset is None else [_from_crop(hit, offset) for hit in hits]
 
     @_names_the_file
