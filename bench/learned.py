@@ -2,7 +2,7 @@
 pose AUC on scannet_sample_superglue, extraction time per image and matching time per pair (CPU).
 
 Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python bench/learned.py
-     [--only oxford|scannet|loftr|ensemble|multiview|ukbench|rerank] [--combos sift+nn,aliked+lightglue,...]
+     [--only oxford|scannet|loftr|ensemble|multiview|ukbench|rerank|batch] [--combos sift+nn,aliked+lightglue,...]
 
 A combination is ``features+matcher``, optionally with feature options after ``:`` and matcher options after
 ``@``: ``aliked+lightglue:detection_threshold=0``, ``keynet-affnet+nn@ratio=0.85``.
@@ -14,6 +14,9 @@ ukbench_subset: 84 pairs of one object and 91 pairs of the objects' first views.
 
 ``--only rerank`` measures what re-ranking a database in two passes (``Database.search``'s ``matcher_top``)
 costs in mAP and saves in time on multiview_dev, against ``nn`` alone and the matcher on every candidate.
+
+``--only batch`` times LightGlue on candidate pairs one after the other (with and without point pruning)
+against the same pairs in one batch, which kornia runs as a batch only with pruning off.
 
 ``--only ensemble`` asks how far pooling several combinations goes on oxford_affine_vgg: per pair, each
 combination's refined inliers are pooled and one homography is fitted to them all (MAGSAC++, 1 px).
@@ -284,6 +287,55 @@ def rerank_passes(combos: list[str], tops: list[int]) -> None:
                 print(f"| {combo} | {label} | {report.mean_ap:.3f} | {report.latency_ms / 1000:.2f} |", flush=True)
 
 
+#: ``--only batch``: the query and candidates (british_museum's 10 photographs: the first queries the other 9).
+BATCH_SCENE = "british_museum"
+
+
+def lightglue_batches(combos: list[str]) -> None:
+    """LightGlue over one query's candidates: pair by pair (as ``Database.search`` runs it) with the preset's
+    point pruning and without, and all pairs in one batch. kornia batches pairs only when they have the same
+    number of keypoints and prune nothing (a pruning batch runs pair by pair), so every image keeps the
+    smallest count of the scene and the batch runs with ``width_confidence=-1``."""
+    import torch
+
+    from localmatch.matching.lightglue import PRESETS, LightGlueConfig, _as_input, _model
+
+    paths = sorted((data_dir("multiview_dev") / BATCH_SCENE).glob("*.jpg"))
+    print(f"\n## LightGlue: candidate pairs one after the other or in one batch ({BATCH_SCENE}: 1 query, "
+          f"{len(paths) - 1} candidates), CPU\n")
+    print("| features + matcher | keypoints per image | s per pair: one after the other, pruning (default) "
+          "| one after the other, no pruning | one batch, no pruning | batch matches equal to no pruning's |")
+    print("|---|---|---|---|---|---|")
+    for combo in combos:
+        features, matcher, options, matcher_options = parse_combo(combo)
+        extracted = [localmatch.extract(p, features=features, config=options or None) for p in paths]
+        n = min(len(f) for f in extracted)
+        inputs = [_as_input(f, torch.device("cpu")) for f in extracted]
+        inputs = [{**x, "keypoints": x["keypoints"][:, :n], "descriptors": x["descriptors"][:, :n]} for x in inputs]
+        query, candidates = inputs[0], inputs[1:]
+        config = LightGlueConfig(**matcher_options)
+        preset, weights = PRESETS[features]
+        threshold = config.filter_threshold_for(features)
+        # width_confidence None: the preset's point pruning; -1: none
+        models = {"pruning": _model(preset, weights, "cpu", threshold, config.depth_confidence, None, False),
+                  "no pruning": _model(preset, weights, "cpu", threshold, config.depth_confidence, -1, False)}
+        seconds, matches = {}, {}
+        with torch.inference_mode():
+            for name, model in models.items():
+                model({"image0": query, "image1": candidates[0]})  # warm-up
+                start = time.perf_counter()
+                outs = [model({"image0": query, "image1": c}) for c in candidates]
+                seconds[name] = (time.perf_counter() - start) / len(candidates)
+                matches[name] = torch.cat([o["matches0"] for o in outs])
+            batch_query = {k: v.expand(len(candidates), *v.shape[1:]) for k, v in query.items()}
+            batch = {k: torch.cat([c[k] for c in candidates]) for k in query}
+            start = time.perf_counter()
+            out = models["no pruning"]({"image0": batch_query, "image1": batch})
+            batched = (time.perf_counter() - start) / len(candidates)
+        agree = float((out["matches0"] == matches["no pruning"]).float().mean())
+        print(f"| {combo} | {n} | {seconds['pruning']:.3f} | {seconds['no pruning']:.3f} | {batched:.3f} | {agree:.1%} |", flush=True)
+
+
 def loftr_cost() -> None:
     """LoFTR's per-pair time (its checkpoint is not available here: random weights, time only)."""
     print("\n## LoFTR per-pair cost (real architecture, random weights: time only, no quality)\n")
@@ -304,9 +356,10 @@ def loftr_cost() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("oxford", "scannet", "loftr", "ensemble", "multiview", "ukbench", "rerank"))
+    parser.add_argument("--only", choices=("oxford", "scannet", "loftr", "ensemble", "multiview", "ukbench", "rerank",
+                                                "batch"))
     parser.add_argument("--combos", help=f"default: {','.join(COMBOS)}; with --only ensemble: {','.join(ENSEMBLE)}; "
-                                         f"with --only rerank: {','.join(RERANK_COMBOS)}")
+                                         f"with --only rerank and batch: {','.join(RERANK_COMBOS)}")
     parser.add_argument("--tops", default="5,10,20", help="--only rerank: the matcher_top values (default 5,10,20)")
     args = parser.parse_args()
     combos = split_combos(args.combos) if args.combos else COMBOS
@@ -324,6 +377,8 @@ def main() -> None:
         ensemble(combos if args.combos else ENSEMBLE)
     if args.only == "rerank":
         rerank_passes(combos if args.combos else RERANK_COMBOS, [int(n) for n in args.tops.split(",")])
+    if args.only == "batch":
+        lightglue_batches(combos if args.combos else RERANK_COMBOS)
 
 
 if __name__ == "__main__":
