@@ -45,7 +45,7 @@ from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.config import Config, build_config, require_flag, require_whole
 from localmatch.database.check import CheckReport, DamagedImage, check_database, off_unit_length
 from localmatch.database.lock import FileLock
-from localmatch.database.store import AppendOnlyArray, ArraySpec, checksum_mismatch
+from localmatch.database.store import RECORD_COLUMNS, AppendOnlyArray, ArraySpec, checksum_mismatch
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.files import file_crc32
 from localmatch.features import FEATURES
@@ -652,8 +652,7 @@ class Database:
             self._checksums_known = self.keeps_checksums
         checksum = "checksum" if self._checksums_known else "NULL"
         rows = self._db.execute(
-            "SELECT id, path, width, height, num_features, feature_row, descriptor_scale, working_scale, global_row,"
-            f" {checksum} FROM images {where} ORDER BY id", args).fetchall()
+            f"SELECT id, path, {RECORD_COLUMNS}, {checksum} FROM images {where} ORDER BY id", args).fetchall()
         if any(None in row[:9] for row in rows):  # those columns are NOT NULL: a damaged record reads as NULL
             raise sqlite3.DatabaseError("a row of the images table holds NULL where a value must be: the file is damaged")
         return rows

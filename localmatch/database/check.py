@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from localmatch.database.store import checksum_mismatch
+from localmatch.database.store import RECORD_COLUMNS, checksum_mismatch
 from localmatch.files import file_crc32
 from localmatch.shortlist.asmk import Codebook, InvertedFile
 from localmatch.shortlist.index import ShortlistIndex
@@ -144,8 +144,7 @@ def _image_rows(db: "Database") -> list[tuple]:
     (damaged text, which reading it as text would raise on) come back as lone surrogates (``surrogateescape``)."""
     checksum = "checksum" if db.keeps_checksums else "NULL"
     rows = db._db.execute(
-        "SELECT id, CAST(path AS BLOB), width, height, num_features, feature_row, descriptor_scale, working_scale, "
-        f"global_row, {checksum} FROM images ORDER BY id").fetchall()
+        f"SELECT id, CAST(path AS BLOB), {RECORD_COLUMNS}, {checksum} FROM images ORDER BY id").fetchall()
     return [(row[0], None if row[1] is None else bytes(row[1]).decode("utf-8", "surrogateescape"), *row[2:])
             for row in rows]
 

@@ -20,6 +20,11 @@ import numpy.typing as npt
 from localmatch.errors import DatabaseError
 
 
+#: The images table's columns that locate an image's rows and say how to read them, as ``Database._rows`` and
+#: ``check`` select them between ``id, path`` and ``checksum``.
+RECORD_COLUMNS = "width, height, num_features, feature_row, descriptor_scale, working_scale, global_row"
+
+
 def crc32(values: np.ndarray, crc: int = 0) -> int:
     """CRC-32 of an array's bytes in C order, continuing ``crc`` (so one image's rows of several files chain)."""
     return zlib.crc32(np.ascontiguousarray(values).data, crc)
