@@ -161,13 +161,14 @@ def rerank_candidates(query: Features, candidates: Sequence[Candidate], global_s
     if matcher == "nn" or matcher_top is None or matcher_top >= len(candidates):
         results = verify_candidates(query, candidates, matcher=matcher, matcher_config=matcher_config,
                                     min_inliers=min_inliers, query_image=query_image, **verify_options)
-        return fuse_ranking(candidates, global_scores, results, min_inliers)
-    results = verify_candidates(query, candidates, min_inliers=min_inliers, **verify_options)
-    head = _ranked(global_scores, results, min_inliers)[:matcher_top]
-    again = verify_candidates(query, [candidates[i] for i in head], matcher=matcher, matcher_config=matcher_config,
-                              min_inliers=min_inliers, query_image=query_image, **verify_options)
-    for i, result in zip(head, again):
-        results[i] = result
+    else:
+        results = verify_candidates(query, candidates, min_inliers=min_inliers, **verify_options)
+        head = _ranked(global_scores, results, min_inliers)[:matcher_top]
+        again = verify_candidates(query, [candidates[i] for i in head], matcher=matcher,
+                                  matcher_config=matcher_config, min_inliers=min_inliers, query_image=query_image,
+                                  **verify_options)
+        for i, result in zip(head, again):
+            results[i] = result
     return fuse_ranking(candidates, global_scores, results, min_inliers)
 
 

@@ -889,16 +889,23 @@ class Database:
     def _read_candidate(self, row: tuple) -> tuple[Candidate, str]:
         """The image's stored features, and why they are damaged ("" when they match the checksum recorded when
         the image was added, or none was)."""
-        image_id, path, width, height, n, feature_row, scale, working_scale, global_row, checksum = row
-        keypoints = self._arrays["keypoints"].read(feature_row, n)
-        descriptors = self._arrays["descriptors"].read(feature_row, n)
+        image_id, path, width, height, _, _, scale, working_scale, _, checksum = row
+        keypoints, descriptors, stored_global = self._stored_rows(row)
         candidate = Candidate(image_id=image_id, path=path, keypoints=keypoints,
                               descriptors=QuantizedDescriptors(np.array(descriptors), scale),
                               working_scale=working_scale, image_size=(width, height))
         if checksum is None:
             return candidate, ""
-        stored_global = self._arrays["global"].read(global_row, 1) if global_row >= 0 else None
         return candidate, checksum_mismatch(keypoints, descriptors, stored_global, checksum)
+
+    def _stored_rows(self, row: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Memory-mapped views of the image's rows as the record of ``row`` locates them: ``(N, 2) float32``
+        keypoints, ``(N, D) int8`` descriptors and the ``(1, G) float16`` global descriptor (None where the
+        database keeps none)."""
+        n, feature_row, global_row = row[4], row[5], row[8]
+        keypoints = self._arrays["keypoints"].read(feature_row, n)
+        descriptors = self._arrays["descriptors"].read(feature_row, n)
+        return keypoints, descriptors, self._arrays["global"].read(global_row, 1) if global_row >= 0 else None
 
     def _damaged(self, row: tuple, reason: str) -> str:
         """What to say of the image of ``row`` found damaged when read: what is wrong, and how to mend it."""

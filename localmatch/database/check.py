@@ -208,13 +208,10 @@ def _check_rows(db: "Database", row: tuple, file_rows: dict[str, int]) -> str:
     """Why the image's stored rows are damaged ("" when they are not); ``file_rows``: rows each array file
     holds."""
     image_id, _, width, height, n, feature_row, _, _, global_row, checksum = row
-    arrays = db._arrays
     if feature_row + n > min(file_rows["keypoints"], file_rows["descriptors"]) or \
             global_row >= 0 and global_row >= file_rows["global"]:
         return "its rows lie past the end of a file that was cut short"
-    keypoints = arrays["keypoints"].read(feature_row, n)
-    descriptors = arrays["descriptors"].read(feature_row, n)
-    stored_global = arrays["global"].read(global_row, 1) if global_row >= 0 else None
+    keypoints, descriptors, stored_global = db._stored_rows(row)
     if checksum is not None:
         return checksum_mismatch(keypoints, descriptors, stored_global, checksum)
     if not np.isfinite(keypoints).all():
