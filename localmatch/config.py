@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -23,12 +23,22 @@ C = TypeVar("C", bound="Config")
 class Config:
     """Base class: subclasses are frozen dataclasses of plain values."""
 
+    #: fields added after configurations of this class were first stored (in a database), with the value that
+    #: gives the behaviour those stored configurations were written with (see :meth:`from_stored`)
+    STORED_DEFAULTS: ClassVar[dict[str, Any]] = {}
+
     @classmethod
     def from_dict(cls: type[C], values: dict[str, Any] | None = None) -> C:
         """Build from a dict; an unknown key raises ``ConfigError`` (a ``ValueError``) listing the valid keys."""
         values = dict(values or {})
         _check_keys(cls, values)
         return cls(**values)
+
+    @classmethod
+    def from_stored(cls: type[C], values: dict[str, Any]) -> C:
+        """Build from a dict written by ``to_dict`` in an earlier version: a field it lacks takes its
+        :attr:`STORED_DEFAULTS` value, not the current default, so stored data keeps its meaning."""
+        return cls.from_dict({**cls.STORED_DEFAULTS, **values})
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with some fields changed; an unknown field raises ``ConfigError``."""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+
+import cv2
 import numpy as np
 import pytest
 import torch
 
 import localmatch
 from conftest import corner_error, shared_data, warp
-from localmatch.database import Database
+from localmatch.database import DB_FILE, Database
 from localmatch.errors import ConfigError
-from localmatch.features.delf import CELL_PER_PIXEL_NOISE, DelfConfig
+from localmatch.evaluate import evaluate, ground_truth_from_folders
+from localmatch.features.delf import CELL_PER_PIXEL_NOISE, DelfConfig, content_box, window_contrast
 from localmatch.shortlist.efficientnet_lite import EfficientNetLite0
 from test_learned import needs_weights
 from test_verify import H_TRUE
@@ -50,7 +55,7 @@ def warped(astronaut):
 
 def test_delf_features_layout_in_original_pixels(warped):
     needs_weights(*WEIGHTS)
-    f = localmatch.extract(warped, "delf", max_features=300)
+    f = localmatch.extract(warped, "delf", max_features=300, min_contrast=None)  # every cell, flat ones too
     assert len(f) == 300 and f.extractor == "delf" and f.descriptors.shape == (300, 112)
     np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-4)
     assert list(f.scores) == sorted(f.scores, reverse=True) and f.scores[-1] > 0
@@ -62,24 +67,27 @@ def test_delf_features_layout_in_original_pixels(warped):
     assert np.allclose(columns, np.round(columns), atol=1e-3) and np.allclose(rows, np.round(rows), atol=1e-3)
     assert columns.min() >= 0 and columns.max() <= 28 and rows.min() >= 0 and rows.max() <= 26
     np.testing.assert_allclose(f.scales, 16 / ((sx + sy) / 2), rtol=1e-5)  # a cell's size in original pixels
-    every_cell = localmatch.extract(warped, "delf", max_features=5000)
+    every_cell = localmatch.extract(warped, "delf", max_features=5000, min_contrast=None)
     assert len(every_cell) == 29 * 27
     np.testing.assert_allclose(every_cell.descriptors[:300], f.descriptors, atol=1e-6)  # the strongest first
 
 
 def test_delf_pyramid_threshold_and_config_checks(warped):
     needs_weights(*WEIGHTS)
-    pyramid = localmatch.extract(warped, "delf", scales=[0.5, 1.0], max_features=5000)
+    pyramid = localmatch.extract(warped, "delf", scales=[0.5, 1.0], max_features=5000, min_contrast=None)
     assert len(pyramid) == 29 * 27 + 15 * 14  # at half size (234 px long side): 240 x 224 working pixels
     sizes = [16 / ((464 / 469 + 432 / 437) / 2), 16 / ((240 / 469 + 224 / 437) / 2)]  # cells in original pixels
     np.testing.assert_allclose(sorted(set(pyramid.scales)), sizes, rtol=1e-5)
     assert pyramid.working_scale == pytest.approx((240 / 469 + 224 / 437) / 2 / CELL_PER_PIXEL_NOISE)
-    strong = localmatch.extract(warped, "delf", detection_threshold=80.0, max_features=5000)
+    strong = localmatch.extract(warped, "delf", detection_threshold=80.0, max_features=5000, min_contrast=None)
     assert 0 < len(strong) < 29 * 27 and strong.scores.min() >= 80.0
     assert DelfConfig(scales=[1, 0.5]).scales == (1, 0.5)
     for bad in ((), 0.5, [0], [-1.0], ["1"], [True]):
         with pytest.raises(ConfigError, match="scales"):
             DelfConfig(scales=bad)
+    for bad in (-1.0, float("nan"), "1", True):
+        with pytest.raises(ConfigError, match="min_contrast"):
+            DelfConfig(min_contrast=bad)
 
 
 def test_delf_recovers_a_homography_to_a_few_pixels_and_rejects_another_photo(astronaut, coffee, warped):
@@ -93,34 +101,98 @@ def test_delf_recovers_a_homography_to_a_few_pixels_and_rejects_another_photo(as
 
 
 def test_tiny_and_flat_images_give_valid_features(tmp_path):
+    """A flat image has nothing to describe (no features); with ``min_contrast=None`` every cell is kept."""
     needs_weights(*WEIGHTS)
     for size in ((1, 1), (3, 5), (16, 16)):
         f = localmatch.extract(np.full((*size, 3), 90, np.uint8), "delf")
-        assert f.image_size == size[::-1] and len(f) == 1 and f.descriptors.shape == (1, 112)
+        assert f.image_size == size[::-1] and len(f) == 0 and f.descriptors.shape == (0, 112)
+        every_cell = localmatch.extract(np.full((*size, 3), 90, np.uint8), "delf", min_contrast=None)
+        assert every_cell.image_size == size[::-1] and len(every_cell) == 1 and every_cell.descriptors.shape == (1, 112)
     flat = np.full((120, 200, 3), 128, np.uint8)
-    assert len(localmatch.extract(flat, "delf")) == 12 * 8  # 192 x 128 working pixels: every cell (no detector)
+    assert len(localmatch.extract(flat, "delf")) == 0
+    assert len(localmatch.extract(flat, "delf", min_contrast=None)) == 12 * 8  # 192 x 128 working pixels
+    assert not localmatch.verify(flat, np.zeros((90, 150, 3), np.uint8), features="delf").is_match
     with Database(tmp_path / "db", features="delf") as db:
         assert db.descriptor_dim == 112 and len(db) == 0
 
 
+def test_window_contrast_is_the_standard_deviation_of_the_clipped_window():
+    grey = np.random.default_rng(0).integers(0, 256, (40, 50)).astype(np.uint8)
+    centres = np.array([[20, 20], [0, 0], [49, 39], [5, 30]])
+    expected = [grey[max(y - 15, 0):y + 17, max(x - 15, 0):x + 17].astype(float).std() for x, y in centres]
+    np.testing.assert_allclose(window_contrast(grey, centres), expected, rtol=1e-9)
+
+
+def test_content_box_cuts_flat_borders_only():
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 256, (60, 80)).astype(np.uint8)
+    framed = np.zeros((100, 130), np.uint8)
+    framed[25:85, 30:110] = picture  # bars at every side (letterbox and pillarbox at once)
+    assert content_box(framed, 1.0) == (30, 25, 110, 85)
+    assert content_box(picture, 1.0) == (0, 0, 80, 60)
+    noisy_bar = framed.copy()
+    noisy_bar[:25] = rng.integers(0, 2, (25, 130))  # JPEG-like noise in the top bar: still flat at 1 grey level
+    assert content_box(noisy_bar, 1.0) == (30, 25, 110, 85)
+    inner = picture.copy()
+    inner[20:40, :] = 7  # a flat band inside the picture is not a border
+    assert content_box(inner, 1.0) == (0, 0, 80, 60)
+    assert content_box(np.full((30, 40), 200, np.uint8), 1.0)[2:] == (0, 0)
+
+
+def _pillarbox(image: np.ndarray, bar: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    framed = np.zeros((height, width + 2 * bar, 3), np.uint8)
+    framed[:, bar:bar + width] = image
+    return framed
+
+
+def test_bars_neither_make_different_photos_match_nor_hide_a_copy(astronaut, coffee):
+    """Cells inside black bars, or along their edge, describe where they lie in the frame: before the bars
+    were cut off, two different photographs in the same bars verified with dozens of inliers (checked here
+    with ``min_contrast=None``). A copy of a photograph in bars verifies with the bars' width as the shift."""
+    needs_weights(*WEIGHTS)
+    a = _pillarbox(astronaut.pixels, 100)
+    b = _pillarbox(cv2.resize(coffee.pixels, (512, 512), interpolation=cv2.INTER_AREA), 100)
+    before = localmatch.verify(a, b, features="delf", feature_config={"min_contrast": None})
+    assert before.is_match and before.num_inliers >= 20
+    assert localmatch.verify(a, b, features="delf").num_inliers < 15
+    copy = localmatch.verify(astronaut, a, features="delf", geometry="homography")
+    assert copy.is_match
+    np.testing.assert_allclose(copy.matrix, [[1, 0, 100], [0, 1, 0], [0, 0, 1]], atol=1e-3)
+
+
+def test_a_database_built_before_min_contrast_keeps_its_meaning(tmp_path):
+    """Stored DELF options without ``min_contrast`` (written before it existed) read as ``None``, so queries
+    are described as the stored images were."""
+    needs_weights(*WEIGHTS)
+    with Database(tmp_path / "db", features="delf") as db:
+        assert db.feature_config.min_contrast == 1.0
+    con = sqlite3.connect(tmp_path / "db" / DB_FILE)
+    stored = json.loads(con.execute("SELECT value FROM meta WHERE key = 'feature_config'").fetchone()[0])
+    del stored["min_contrast"]
+    con.execute("UPDATE meta SET value = ? WHERE key = 'feature_config'", (json.dumps(stored),))
+    con.commit()
+    con.close()
+    with Database(tmp_path / "db") as db:
+        assert db.feature_config.min_contrast is None and db.feature_config.max_features == 1000
+
+
 @pytest.mark.slow
 def test_delf_asmk_database_finds_the_other_views_of_a_scene(tmp_path):
-    """ASMK* over DELF-style features on three multiview_dev scenes: each image finds itself, and its
-    scene-mates fill most of the two places after it (15 of 18 measured, RootSIFT 16; a 9-image database trains
-    a small codebook)."""
+    """ASMK* over DELF-style features on the whole of multiview_dev (79 images, 1024 words trained on them):
+    measured mAP 0.92 before re-ranking (0.924 +- 0.006 over six codebook seeds, RootSIFT's 0.854 +- 0.012,
+    BENCHMARKS.md), and re-ranking verifies a first view's scene-mates. (A 9-image database, which this
+    test used before, trains too small a codebook: how many scene-mates it ranked second and third went
+    from 11 to 15 of 18 with the codebook's seed alone.)"""
     needs_weights(*WEIGHTS)
     root = shared_data("multiview_dev")
-    scenes = ("british_museum", "st_pauls_cathedral", "venice_doges_palace")
-    images = {scene: [str(p) for p in sorted((root / scene).glob("*.jpg"))[:3]] for scene in scenes}
+    paths = [str(p) for p in sorted(root.glob("*/*")) if p.suffix.lower() in (".jpg", ".png", ".jpeg")]
+    truth = ground_truth_from_folders(paths)
     with Database(tmp_path / "db", features="delf", representation="asmk") as db:
-        report = db.add([p for paths in images.values() for p in paths])
-        assert not report.failed and len(db) == 9
-        mates_found = 0
-        for scene, paths in images.items():
-            for query in paths:
-                hits = db.search(query, k=3, rerank=False)
-                assert hits[0].path == query
-                mates_found += sum(h.path in paths for h in hits[1:])
-            reranked = db.search(paths[0], k=3)
-            assert reranked[0].path == paths[0] and sum(h.verified for h in reranked) >= 2, scene
-        assert mates_found >= 14
+        report = db.add(paths)
+        assert not report.failed and len(db) == 79
+        assert evaluate(db, truth, rerank=False).mean_ap >= 0.90
+        for scene in ("british_museum", "st_pauls_cathedral", "venice_doges_palace"):
+            mates = [p for p in paths if f"/{scene}/" in p]
+            reranked = db.search(mates[0], k=3)
+            assert reranked[0].path == mates[0] and sum(h.verified and h.path in mates for h in reranked) >= 2, scene

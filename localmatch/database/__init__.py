@@ -403,8 +403,7 @@ class Database:
         """Set the settings attributes from the ``meta`` table; KeyError, ValueError or TypeError where a value
         is missing or unreadable."""
         self.features = meta["features"]
-        self.feature_config = build_config(FEATURES.get(self.features).config_type,
-                                           json.loads(meta["feature_config"]), {}, self.features)
+        self.feature_config = FEATURES.get(self.features).config_type.from_stored(json.loads(meta["feature_config"]))
         self.descriptor_dim = int(meta["descriptor_dim"])
         #: ``Features.extractor`` of the stored features ("rootsift"...)
         self.extractor = meta["extractor"]
