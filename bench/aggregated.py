@@ -17,7 +17,8 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
    bfloat16: each learned feature at its retrieval setting extracted in float32 and with ``cpu_bfloat16``
    (bfloat16 autocast on a CPU that has bfloat16 instructions), by ASMK* mAP over 6 codebook seeds.
    delf: how pairs of DELF-style features verify on multiview_dev next to RootSIFT's (37 same-scene and
-   136 different-scene pairs, as bench/asift_fallback.py takes them).
+   136 different-scene pairs, as bench/asift_fallback.py takes them), and what black bars around
+   different ukbench objects do to them, with and without the flat parts left out (``min_contrast``).
 3. whitening: the same ASMK* over local descriptors PCA-whitened on the database's own descriptors (as HOW
    whitens its local features), over 6 codebook seeds, next to the descriptors as extracted.
 4. float: R-ASMK against ASMK on RootSIFT over 6 codebook seeds, binarised (ASMK*) and with float residual
@@ -184,10 +185,10 @@ EXTRACTION_SETTINGS = {
     "disk": ({}, {"max_features": 4096}, {"max_features": 8192}),
     "delf": ({}, {"max_side": 512}, {"max_side": 1024}, {"max_features": 500}, {"max_features": 2000},
              {"max_side": 1024, "max_features": 2000}, {"scales": (0.7071, 1.0)},
-             {"scales": (0.5, 0.7071, 1.0, 1.4142)}),
+             {"scales": (0.5, 0.7071, 1.0, 1.4142)}, {"min_contrast": None}),
 }
 DEFAULT_SETTINGS = {"sift": "max_features=2048", "aliked": "max_features=2048, detection_threshold=kornia's 0.2",
-                    "disk": "max_features=2048", "delf": "max_side=768, max_features=1000"}
+                    "disk": "max_features=2048", "delf": "max_side=768, max_features=1000, min_contrast=1"}
 # The setting of each feature that retrieves best in the table above, compared across codebook sizes.
 RETRIEVAL_SETTINGS = {"sift": {}, "aliked": {"detection_threshold": 0, "max_features": 4096},
                       "disk": {"max_features": 4096}, "delf": {}}
@@ -285,6 +286,48 @@ def delf_pairs() -> None:
         largest = ", ".join(str(v) for v in sorted(inliers["different"])[-3:][::-1])
         print(f"| {label} | {np.sum(inliers['same'] >= 15)} | {np.median(inliers['same']):.0f} "
               f"| {np.sum(inliers['different'] >= 15)} | {largest} |", flush=True)
+
+
+BAR_OBJECTS = 10  # the first view of each of the first ukbench_subset objects
+BAR_FRAMES = {"pillarbox": (480, 853, 0, 106), "letterbox": (640, 640, 80, 0)}  # canvas h, w; offset y, x
+
+
+def delf_bars() -> None:
+    """Different photographs in the same black bars, and a photograph against its own copy in bars."""
+    print(f"\n## DELF-style features and black bars ({BAR_OBJECTS} different ukbench_subset objects, 640 x 480, "
+          "put in the same bars; `verify` defaults)\n")
+    print("| bars | min_contrast | different objects: verified of 45 | largest inlier counts | a photograph and "
+          "its copy in bars: verified | median inliers | largest corner error, px |\n|---|---|---|---|---|---|---|")
+    paths = sorted((data_dir("ukbench_subset") / "images").glob("*.jpg"))[::4][:BAR_OBJECTS]
+    photos = [load_image(p).pixels for p in paths]
+    for bars, (height, width, y, x) in BAR_FRAMES.items():
+        framed = []
+        for photo in photos:
+            canvas = np.zeros((height, width, 3), np.uint8)
+            canvas[y:y + photo.shape[0], x:x + photo.shape[1]] = photo
+            framed.append(canvas)
+        for min_contrast in (None, 1.0):
+            plain = [extract(photo, "delf", min_contrast=min_contrast) for photo in photos]
+            boxed = [extract(image, "delf", min_contrast=min_contrast) for image in framed]
+            different = [localmatch.verify(boxed[a], boxed[b], features="delf").num_inliers
+                         for a in range(len(boxed)) for b in range(a + 1, len(boxed))]
+            copies = [localmatch.verify(a, b, features="delf", geometry="homography") for a, b in zip(plain, boxed)]
+            shift = [corner_shift_error(c.matrix, photo.shape, (x, y)) if c.is_match else np.inf
+                     for c, photo in zip(copies, photos)]
+            largest = ", ".join(str(v) for v in sorted(different)[-3:][::-1])
+            copy_inliers = np.median([c.num_inliers for c in copies])
+            print(f"| {bars} | {min_contrast} | {sum(n >= 15 for n in different)} | {largest} "
+                  f"| {sum(c.is_match for c in copies)} of {len(copies)} | {copy_inliers:.0f} | {max(shift):.2f} |",
+                  flush=True)
+
+
+def corner_shift_error(matrix: np.ndarray, shape: tuple, shift: tuple[int, int]) -> float:
+    """Largest distance between a ``shape`` image's corners mapped by ``matrix`` and the same corners moved
+    by ``shift`` (x, y), in pixels."""
+    height, width = shape[:2]
+    corners = np.array([[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1], [width - 1, height - 1, 1]], float)
+    mapped = corners @ np.asarray(matrix, float).T
+    return float(np.linalg.norm(mapped[:, :2] / mapped[:, 2:] - (corners[:, :2] + shift), axis=1).max())
 
 
 def pair_inliers(pairs, by_path: dict, name: str, cell_noise: float | None, ratio: float | None) -> np.ndarray:
@@ -767,6 +810,7 @@ def main() -> None:
             bfloat16_extraction(tuple(args.features.split(",")))
         if args.only in (None, "delf"):
             delf_pairs()
+            delf_bars()
         if args.only in (None, "whitening"):
             whitening(tuple(args.features.split(",")))
         if args.only in (None, "float"):
