@@ -18,7 +18,8 @@ Run: LOCALMATCH_DATA=../shared/data LOCALMATCH_WEIGHTS=../shared/weights python 
    (bfloat16 autocast on a CPU that has bfloat16 instructions), by ASMK* mAP over 6 codebook seeds.
    delf: how pairs of DELF-style features verify on multiview_dev next to RootSIFT's (37 same-scene and
    136 different-scene pairs, as bench/asift_fallback.py takes them), and what black bars around
-   different ukbench objects do to them, with and without the flat parts left out (``min_contrast``).
+   different ukbench objects do to them and to an ASMK database re-ranked with them, with and without the
+   flat parts left out (``min_contrast``).
 3. whitening: the same ASMK* over local descriptors PCA-whitened on the database's own descriptors (as HOW
    whitens its local features), over 6 codebook seeds, next to the descriptors as extracted.
 4. float: R-ASMK against ASMK on RootSIFT over 6 codebook seeds, binarised (ASMK*) and with float residual
@@ -49,6 +50,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 
 from common import data_dir, multiview_pairs, numba_loop, parse_options, timed
 from database import evaluation_sets, multiview_paths
@@ -301,11 +303,7 @@ def delf_bars() -> None:
     paths = sorted((data_dir("ukbench_subset") / "images").glob("*.jpg"))[::4][:BAR_OBJECTS]
     photos = [load_image(p).pixels for p in paths]
     for bars, (height, width, y, x) in BAR_FRAMES.items():
-        framed = []
-        for photo in photos:
-            canvas = np.zeros((height, width, 3), np.uint8)
-            canvas[y:y + photo.shape[0], x:x + photo.shape[1]] = photo
-            framed.append(canvas)
+        framed = [in_bars(photo, bars) for photo in photos]
         for min_contrast in (None, 1.0):
             plain = [extract(photo, "delf", min_contrast=min_contrast) for photo in photos]
             boxed = [extract(image, "delf", min_contrast=min_contrast) for image in framed]
@@ -319,6 +317,49 @@ def delf_bars() -> None:
             print(f"| {bars} | {min_contrast} | {sum(n >= 15 for n in different)} | {largest} "
                   f"| {sum(c.is_match for c in copies)} of {len(copies)} | {copy_inliers:.0f} | {max(shift):.2f} |",
                   flush=True)
+
+
+def in_bars(photo: np.ndarray, bars: str) -> np.ndarray:
+    """``photo`` (480 x 640) on the black canvas of ``BAR_FRAMES[bars]``."""
+    height, width, y, x = BAR_FRAMES[bars]
+    canvas = np.zeros((height, width, 3), np.uint8)
+    canvas[y:y + photo.shape[0], x:x + photo.shape[1]] = photo
+    return canvas
+
+
+def delf_bars_database(folder: Path) -> None:
+    """An ASMK database of DELF-style cells of ukbench_subset in which the first view of each object is in
+    pillarbox bars (saved as JPEG); each of those queries it."""
+    print("\n## An ASMK database of DELF-style cells, the first view of each ukbench_subset object in pillarbox "
+          "bars: its top 3 (itself left out) when that view queries\n")
+    print("| min_contrast | views of its object, shortlist | views of its object, re-ranked (verified) "
+          "| other objects verified, re-ranked |\n|---|---|---|---|")
+    paths = sorted((data_dir("ukbench_subset") / "images").glob("*.jpg"))
+    images, queries = [], []
+    for n, path in enumerate(paths):
+        if n % 4 == 0:
+            path = folder / f"bars_{path.name}"
+            PIL.Image.fromarray(in_bars(load_image(paths[n]).pixels, "pillarbox")).save(path, quality=90)
+            queries.append(str(path))
+        images.append(str(path))
+    group = {path: n // 4 for n, path in enumerate(images)}
+    for min_contrast in (None, 1.0):
+        with Database(folder / f"delf_bars_{min_contrast}", features="delf", representation="asmk",
+                      feature_config={"min_contrast": min_contrast}) as db:
+            db.add(images, progress=False)
+            counts = np.zeros(4, int)
+            for query in queries:
+                for rerank, columns in ((False, (0,)), (True, (1, 2, 3))):
+                    hits = [h for h in db.search(query, k=4, shortlist=len(images), rerank=rerank)
+                            if h.path != query][:3]
+                    own = [group[h.path] == group[query] for h in hits]
+                    values = (sum(own),) if not rerank else (
+                        sum(own), sum(o and h.verified for o, h in zip(own, hits)),
+                        sum(not o and h.verified for o, h in zip(own, hits)))
+                    counts[list(columns)] += values
+        total = 3 * len(queries)
+        print(f"| {min_contrast} | {counts[0]} of {total} | {counts[1]} of {total} ({counts[2]}) | {counts[3]} |",
+              flush=True)
 
 
 def corner_shift_error(matrix: np.ndarray, shape: tuple, shift: tuple[int, int]) -> float:
@@ -811,6 +852,7 @@ def main() -> None:
         if args.only in (None, "delf"):
             delf_pairs()
             delf_bars()
+            delf_bars_database(Path(tmp))
         if args.only in (None, "whitening"):
             whitening(tuple(args.features.split(",")))
         if args.only in (None, "float"):
