@@ -116,7 +116,8 @@ def _matcher_help(what: str) -> str:
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default="sift", help=f"feature extractor ({', '.join(FEATURES.names())})")
     p.add_argument("--matcher", default=None, help=_matcher_help("matcher"))
-    p.add_argument("--geometry", default="auto", choices=GEOMETRIES, help="model to fit (default: auto)")
+    p.add_argument("--geometry", default="auto", choices=GEOMETRIES,
+                   help="model to fit (default: auto; homography for flat subjects such as documents)")
     p.add_argument("--backend", default="opencv", help=f"robust estimator ({', '.join(GEOMETRY_BACKENDS.names())})")
     p.add_argument("--min-inliers", type=int, default=DEFAULT_MIN_INLIERS, help="inliers needed for a match")
     _add_config_options(p, "feature", "matcher", "ransac")
