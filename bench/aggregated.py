@@ -56,6 +56,7 @@ from common import data_dir, multiview_pairs, numba_loop, parse_options, timed
 from database import evaluation_sets, multiview_paths
 import localmatch
 from localmatch.database import Database
+from localmatch.demo import corner_error
 from localmatch.evaluate import average_precision, evaluate, ground_truth_from_folders
 from localmatch.features import extract
 from localmatch.features.delf import CELL_PER_PIXEL_NOISE
@@ -299,7 +300,7 @@ def delf_bars() -> None:
     print(f"\n## DELF-style features and black bars ({BAR_OBJECTS} different ukbench_subset objects, 640 x 480, "
           "put in the same bars; `verify` defaults)\n")
     print("| bars | min_contrast | different objects: verified of 45 | largest inlier counts | a photograph and "
-          "its copy in bars: verified | median inliers | largest corner error, px |\n|---|---|---|---|---|---|---|")
+          "its copy in bars: verified | median inliers | largest mean corner error, px |\n|---|---|---|---|---|---|---|")
     paths = sorted((data_dir("ukbench_subset") / "images").glob("*.jpg"))[::4][:BAR_OBJECTS]
     photos = [load_image(p).pixels for p in paths]
     for bars, (height, width, y, x) in BAR_FRAMES.items():
@@ -310,7 +311,8 @@ def delf_bars() -> None:
             different = [localmatch.verify(boxed[a], boxed[b], features="delf").num_inliers
                          for a in range(len(boxed)) for b in range(a + 1, len(boxed))]
             copies = [localmatch.verify(a, b, features="delf", geometry="homography") for a, b in zip(plain, boxed)]
-            shift = [corner_shift_error(c.matrix, photo.shape, (x, y)) if c.is_match else np.inf
+            moved = np.array([[1, 0, x], [0, 1, y], [0, 0, 1]], float)
+            shift = [corner_error(c.matrix if c.is_match else None, moved, photo.shape[1], photo.shape[0])
                      for c, photo in zip(copies, photos)]
             largest = ", ".join(str(v) for v in sorted(different)[-3:][::-1])
             copy_inliers = np.median([c.num_inliers for c in copies])
@@ -347,28 +349,18 @@ def delf_bars_database(folder: Path) -> None:
         with Database(folder / f"delf_bars_{min_contrast}", features="delf", representation="asmk",
                       feature_config={"min_contrast": min_contrast}) as db:
             db.add(images, progress=False)
-            counts = np.zeros(4, int)
-            for query in queries:
-                for rerank, columns in ((False, (0,)), (True, (1, 2, 3))):
-                    hits = [h for h in db.search(query, k=4, shortlist=len(images), rerank=rerank)
-                            if h.path != query][:3]
-                    own = [group[h.path] == group[query] for h in hits]
-                    values = (sum(own),) if not rerank else (
-                        sum(own), sum(o and h.verified for o, h in zip(own, hits)),
-                        sum(not o and h.verified for o, h in zip(own, hits)))
-                    counts[list(columns)] += values
+            shortlisted = [top_three(db, query, rerank=False) for query in queries]
+            reranked = [top_three(db, query, rerank=True) for query in queries]
+        own = sum(group[h.path] == group[q] for q, hits in zip(queries, shortlisted) for h in hits)
+        own_reranked = [(group[h.path] == group[q], h.verified) for q, hits in zip(queries, reranked) for h in hits]
         total = 3 * len(queries)
-        print(f"| {min_contrast} | {counts[0]} of {total} | {counts[1]} of {total} ({counts[2]}) | {counts[3]} |",
-              flush=True)
+        print(f"| {min_contrast} | {own} of {total} | {sum(o for o, _ in own_reranked)} of {total} "
+              f"({sum(o and v for o, v in own_reranked)}) | {sum(v and not o for o, v in own_reranked)} |", flush=True)
 
 
-def corner_shift_error(matrix: np.ndarray, shape: tuple, shift: tuple[int, int]) -> float:
-    """Largest distance between a ``shape`` image's corners mapped by ``matrix`` and the same corners moved
-    by ``shift`` (x, y), in pixels."""
-    height, width = shape[:2]
-    corners = np.array([[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1], [width - 1, height - 1, 1]], float)
-    mapped = corners @ np.asarray(matrix, float).T
-    return float(np.linalg.norm(mapped[:, :2] / mapped[:, 2:] - (corners[:, :2] + shift), axis=1).max())
+def top_three(db: Database, query: str, rerank: bool) -> list:
+    """The query's first three hits among all the database's images, the query itself left out."""
+    return [h for h in db.search(query, k=4, shortlist=len(db), rerank=rerank) if h.path != query][:3]
 
 
 def pair_inliers(pairs, by_path: dict, name: str, cell_noise: float | None, ratio: float | None) -> np.ndarray:

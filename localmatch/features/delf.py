@@ -172,11 +172,12 @@ def _cells(pixels: np.ndarray, config: DelfConfig, scale: float, device: torch.d
 def extract_delf(image: Image, config: DelfConfig) -> Features:
     """The ``max_features`` cells of highest attention over every scale (see the module docstring)."""
     device = select_device(config.device)
+    in_original = Resized(image.pixels, (1.0, 1.0))  # keypoints are mapped to original pixels per scale
     pixels, offset = image.pixels, (0, 0)
     if config.min_contrast is not None:  # the network sees the picture without its bars
         x0, y0, x1, y1 = content_box(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY), config.min_contrast)
         if x1 <= x0 or y1 <= y0:
-            return empty_features(image, Resized(pixels, (1.0, 1.0)), STRIDE16_DIM, "delf")
+            return empty_features(image, in_original, STRIDE16_DIM, "delf")
         pixels, offset = pixels[y0:y1, x0:x1], (x0, y0)
     per_scale = [_cells(pixels, config, scale, device) for scale in config.scales]
     keypoints = torch.cat([s.keypoints for s in per_scale]) + torch.tensor(offset, dtype=torch.float32)
@@ -188,7 +189,6 @@ def extract_delf(image: Image, config: DelfConfig) -> Features:
         keep = attention >= config.detection_threshold
         keypoints, attention, descriptors, cell_sizes = (t[keep] for t in (keypoints, attention, descriptors,
                                                                            cell_sizes))
-    in_original = Resized(image.pixels, (1.0, 1.0))  # the keypoints are in original pixels already
     features = to_features(image, in_original, keypoints, attention, descriptors, "delf", config.max_features,
                            scales=cell_sizes)
     return dataclasses.replace(features, working_scale=coarsest / CELL_PER_PIXEL_NOISE)
