@@ -88,7 +88,7 @@ def reference_asmk_map(db: Database, truth, paths: list[str]) -> float:
     for t in truth:
         query = db.query_features(t.query)[0].descriptors.astype(np.float32)
         _, _, ranks, _ = method.query_ivf(query, np.zeros(len(query), int))
-        ranked = [rows[i][1] for i in ranks[0] if rows[i][1] != t.query]
+        ranked = [rows[i].path for i in ranks[0] if rows[i].path != t.query]
         aps.append(average_precision(ranked, t.positives, t.junk))
     return float(np.mean(aps))
 

@@ -398,7 +398,7 @@ def whitening(folder: Path) -> None:
                         row.append(str(db._current_index().whitened_dims))
                     else:
                         rows = db._rows()
-                        vectors, paths = db._global_vectors(rows), [r[1] for r in rows]
+                        vectors, paths = db._global_vectors(rows), [r.path for r in rows]
             for dims in PLAIN_WHITENING_DIMS:
                 whitened = learn_whitening(vectors, dims, shrinkage=0.0).apply(vectors)
                 row.append(f"{shortlist_map(whitened, paths, truth):.3f}")

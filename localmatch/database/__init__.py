@@ -45,7 +45,7 @@ from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.config import Config, build_config, require_flag, require_whole
 from localmatch.database.check import CheckReport, DamagedImage, check_database, off_unit_length
 from localmatch.database.lock import FileLock
-from localmatch.database.store import RECORD_COLUMNS, AppendOnlyArray, ArraySpec, checksum_mismatch
+from localmatch.database.store import RECORD_COLUMNS, AppendOnlyArray, ArraySpec, ImageRecord, checksum_mismatch
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.files import file_crc32
 from localmatch.features import FEATURES
@@ -644,9 +644,8 @@ class Database:
 
     # ---- the shortlist index ----
 
-    def _rows(self, where: str = "", args: tuple = ()) -> list[tuple]:
-        """Image records: ``(id, path, width, height, num_features, feature_row, descriptor_scale,
-        working_scale, global_row, checksum)``, checksum None for images stored without one."""
+    def _rows(self, where: str = "", args: tuple = ()) -> list[ImageRecord]:
+        """Image records in id order, checksum None for images stored without one."""
         if not self._checksums_known:  # the column, once there, stays; a writer may add it while we read
             self._checksums_known = self.keeps_checksums
         checksum = "checksum" if self._checksums_known else "NULL"
@@ -654,16 +653,16 @@ class Database:
             f"SELECT id, path, {RECORD_COLUMNS}, {checksum} FROM images {where} ORDER BY id", args).fetchall()
         if any(None in row[:9] for row in rows):  # those columns are NOT NULL: a damaged record reads as NULL
             raise sqlite3.DatabaseError("a row of the images table holds NULL where a value must be: the file is damaged")
-        return rows
+        return [ImageRecord._make(row) for row in rows]
 
-    def _global_vectors(self, rows: list[tuple]) -> np.ndarray:
+    def _global_vectors(self, rows: list[ImageRecord]) -> np.ndarray:
         """``(len(rows), D) float32`` stored global descriptors of image rows, for the shortlist index.
 
         One that is not of unit length (or zero) is damaged, and is given as zeros with a warning: a bit flipped
         in a float16's exponent (0.09 -> 5720) otherwise put its image first in every shortlist."""
         if not rows:
             return np.zeros((0, self.global_dim), np.float32)
-        global_rows = np.array([r[8] for r in rows], np.int64)
+        global_rows = np.array([r.global_row for r in rows], np.int64)
         stored = self._arrays["global"].read(0, int(global_rows.max()) + 1)
         vectors = np.asarray(stored[global_rows], np.float32)
         lengths = np.linalg.norm(vectors, axis=1)
@@ -673,9 +672,9 @@ class Database:
                                "It scores 0 in every shortlist")
         return vectors
 
-    def _build_index(self, rows: list[tuple]) -> ShortlistIndex:
+    def _build_index(self, rows: list[ImageRecord]) -> ShortlistIndex:
         index = ShortlistIndex(self.global_dim, self.index_kind, whiten=self.whitening)
-        index.build(self._global_vectors(rows), np.array([r[0] for r in rows], np.int64))
+        index.build(self._global_vectors(rows), np.array([r.image_id for r in rows], np.int64))
         return index
 
     def _current_index(self) -> ShortlistIndex:
@@ -709,8 +708,8 @@ class Database:
         gone = np.setdiff1d(held, wanted, assume_unique=True)
         index.remove(gone)  # hidden from search, not copied or rebuilt
         new = set(np.setdiff1d(wanted, held, assume_unique=True).tolist())
-        added = [r for r in self._rows("WHERE id >= ?", (min(new),)) if r[0] in new] if new else []
-        index.add(self._global_vectors(added), np.array([r[0] for r in added], np.int64))
+        added = [r for r in self._rows("WHERE id >= ?", (min(new),)) if r.image_id in new] if new else []
+        index.add(self._global_vectors(added), np.array([r.image_id for r in added], np.int64))
         self._index_unsaved += len(gone) + len(added)
         return True
 
@@ -764,9 +763,10 @@ class Database:
 
     # ---- the ASMK codebook and inverted file ----
 
-    def _stored_descriptors(self, row: tuple) -> np.ndarray:
+    def _stored_descriptors(self, row: ImageRecord) -> np.ndarray:
         """``(N, D) float32`` descriptors of an image as stored (int8 values / scale)."""
-        return QuantizedDescriptors(self._arrays["descriptors"].read(row[5], row[4]), row[6]).dequantized()
+        descriptors = self._arrays["descriptors"].read(row.feature_row, row.num_features)
+        return QuantizedDescriptors(descriptors, row.descriptor_scale).dequantized()
 
     def _codebook_version(self) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'codebook_descriptors'").fetchone()
@@ -804,7 +804,7 @@ class Database:
         """
         self._require_writable()
         rows = self._rows()
-        total = sum(r[4] for r in rows)
+        total = sum(r.num_features for r in rows)
         if total == 0:
             raise DatabaseError(f"{self.path}: no stored descriptors to train a codebook on")
         keep = min(1.0, self.asmk_config.codebook_sample / total)
@@ -853,9 +853,9 @@ class Database:
         inverted_file = self._asmk or self._load_saved_asmk(codebook)
         rows = self._rows()
         held = set(inverted_file.image_ids().tolist())
-        for gone in held - {r[0] for r in rows}:
+        for gone in held - {r.image_id for r in rows}:
             inverted_file.remove(gone)
-        for image in self._sound_candidates(row for row in rows if row[0] not in held):  # damaged ones left out
+        for image in self._sound_candidates(row for row in rows if row.image_id not in held):  # damaged ones left out
             inverted_file.add(image.image_id, self._aggregated(image, codebook))
         self._asmk, self._asmk_generation = inverted_file, generation
         return inverted_file
@@ -877,7 +877,7 @@ class Database:
 
     # ---- reading ----
 
-    def _candidate(self, row: tuple) -> Candidate:
+    def _candidate(self, row: ImageRecord) -> Candidate:
         """The image's stored features; rows that differ from their recorded checksum raise DatabaseError rather
         than be matched as if they were the image's."""
         candidate, damage = self._read_candidate(row)
@@ -885,7 +885,7 @@ class Database:
             raise DatabaseError(self._damaged(row, damage))
         return candidate
 
-    def _read_candidate(self, row: tuple) -> tuple[Candidate, str]:
+    def _read_candidate(self, row: ImageRecord) -> tuple[Candidate, str]:
         """The image's stored features, and why they are damaged ("" when they match the checksum recorded when
         the image was added, or none was)."""
         image_id, path, width, height, _, _, scale, working_scale, _, checksum = row
@@ -897,29 +897,29 @@ class Database:
             return candidate, ""
         return candidate, checksum_mismatch(keypoints, descriptors, stored_global, checksum)
 
-    def _stored_rows(self, row: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _stored_rows(self, row: ImageRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Memory-mapped views of the image's rows as the record of ``row`` locates them: ``(N, 2) float32``
         keypoints, ``(N, D) int8`` descriptors and the ``(1, G) float16`` global descriptor (None where the
         database keeps none)."""
-        n, feature_row, global_row = row[4], row[5], row[8]
+        n, feature_row, global_row = row.num_features, row.feature_row, row.global_row
         keypoints = self._arrays["keypoints"].read(feature_row, n)
         descriptors = self._arrays["descriptors"].read(feature_row, n)
         return keypoints, descriptors, self._arrays["global"].read(global_row, 1) if global_row >= 0 else None
 
-    def _damaged(self, row: tuple, reason: str) -> str:
+    def _damaged(self, row: ImageRecord, reason: str) -> str:
         """What to say of the image of ``row`` found damaged when read: what is wrong, and how to mend it."""
-        return (f"{self.path}: image {row[0]} ({row[1]}) is damaged: {reason}. Remove it "
-                f"({remove_command(self.path, [row[0]])}) and add its file again; localmatch index check lists "
+        return (f"{self.path}: image {row.image_id} ({row.path}) is damaged: {reason}. Remove it "
+                f"({remove_command(self.path, [row.image_id])}) and add its file again; localmatch index check lists "
                 "every damaged image")
 
-    def _warn_damaged(self, row: tuple, reason: str, consequence: str) -> None:
+    def _warn_damaged(self, row: ImageRecord, reason: str, consequence: str) -> None:
         """Log :meth:`_damaged` and its ``consequence`` once per image while the database is open (searches read
         the same images again)."""
-        if row[0] not in self._damage_reported:
-            self._damage_reported.add(row[0])
+        if row.image_id not in self._damage_reported:
+            self._damage_reported.add(row.image_id)
             log.warning("%s. %s", self._damaged(row, reason), consequence)
 
-    def _sound_candidates(self, rows: Iterable[tuple]) -> list[Candidate]:
+    def _sound_candidates(self, rows: Iterable[ImageRecord]) -> list[Candidate]:
         """The candidates of ``rows`` whose stored features are intact, in order; each damaged image is left out
         and logged (once per image while the database is open), so one bad image cannot fail every search. A
         file cut short still raises DatabaseError: that is the whole database's damage."""
@@ -935,7 +935,7 @@ class Database:
     @_names_the_file
     def images(self) -> list[tuple[int, str]]:
         """``(id, path)`` of every image, in the order they were added."""
-        return [(r[0], r[1]) for r in self._rows()]
+        return [(r.image_id, r.path) for r in self._rows()]
 
     @_names_the_file
     def global_of(self, image_id: int) -> np.ndarray:
@@ -944,7 +944,7 @@ class Database:
         rows = self._rows("WHERE id = ?", (int(image_id),))
         if not rows:
             raise KeyError(image_id)
-        return self._arrays["global"].read(rows[0][8], 1)[0].astype(np.float32)
+        return self._arrays["global"].read(rows[0].global_row, 1)[0].astype(np.float32)
 
     def _require_global(self, what: str) -> None:
         if self.representation != "global":
@@ -1090,14 +1090,14 @@ class Database:
         shared = scores > 0
         return ids[shared], scores[shared]
 
-    def _rows_for(self, ids: np.ndarray) -> dict[int, tuple]:
+    def _rows_for(self, ids: np.ndarray) -> dict[int, ImageRecord]:
         """The images table's row of each id the shortlist gave, by id. An id without one (removed by a writer
         since the shortlist was searched, or a damaged row) is left out."""
-        by_id: dict[int, tuple] = {}
+        by_id: dict[int, ImageRecord] = {}
         for start in range(0, len(ids), _MOST_SQL_VARIABLES):
             chunk = tuple(int(i) for i in ids[start:start + _MOST_SQL_VARIABLES])
             marks = ",".join("?" * len(chunk))
-            by_id.update((r[0], r) for r in self._rows(f"WHERE id IN ({marks})", chunk))
+            by_id.update((r.image_id, r) for r in self._rows(f"WHERE id IN ({marks})", chunk))
         return by_id
 
     @_names_the_file

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from localmatch.database.store import RECORD_COLUMNS, checksum_mismatch
+from localmatch.database.store import RECORD_COLUMNS, ImageRecord, checksum_mismatch
 from localmatch.files import file_crc32
 from localmatch.shortlist.asmk import Codebook, InvertedFile
 from localmatch.shortlist.index import ShortlistIndex
@@ -113,16 +113,16 @@ def check_database(db: "Database", *, quick: bool = False, progress: bool = Fals
         _check_regions(db, damaged, report)
         if not quick:
             for row in tqdm(rows, desc="checking", unit="img", disable=not progress):
-                if row[0] not in damaged:
+                if row.image_id not in damaged:
                     reason = _check_rows(db, row, file_rows)
                     if reason:
-                        damaged[row[0]] = reason
-            report.checksummed = sum(1 for row in rows if row[9] is not None and row[0] not in damaged)
-            unchecksummed = sum(1 for row in rows if row[9] is None)
+                        damaged[row.image_id] = reason
+            report.checksummed = sum(1 for row in rows if row.checksum is not None and row.image_id not in damaged)
+            unchecksummed = sum(1 for row in rows if row.checksum is None)
             if unchecksummed:
                 report.notes.append(f"{unchecksummed} images were added before localmatch kept checksums: only "
                                     "their values were checked")
-        paths = {row[0]: _printable(row[1] or "") for row in rows}
+        paths = {row.image_id: _printable(row.path or "") for row in rows}
         report.damaged = [DamagedImage(image_id, paths[image_id], reason) for image_id, reason in sorted(damaged.items())]
     finally:
         connection.execute("ROLLBACK")
@@ -138,15 +138,16 @@ def _check_sqlite(connection: sqlite3.Connection, quick: bool, report: CheckRepo
         report.problems += [f"SQLite {pragma}: {line}" for line in lines]
 
 
-def _image_rows(db: "Database") -> list[tuple]:
-    """Every image's record, NULL checksum where none was kept: ``(id, path, width, height, num_features,
-    feature_row, descriptor_scale, working_scale, global_row, checksum)``. A path's bytes that are not UTF-8
-    (damaged text, which reading it as text would raise on) come back as lone surrogates (``surrogateescape``)."""
+def _image_rows(db: "Database") -> list[ImageRecord]:
+    """Every image's record as stored, damaged ones included, checksum None where none was kept. A path's bytes
+    that are not UTF-8 (damaged text, which reading it as text would raise on) come back as lone surrogates
+    (``surrogateescape``)."""
     checksum = "checksum" if db.keeps_checksums else "NULL"
     rows = db._db.execute(
         f"SELECT id, CAST(path AS BLOB), {RECORD_COLUMNS}, {checksum} FROM images ORDER BY id").fetchall()
-    return [(row[0], None if row[1] is None else bytes(row[1]).decode("utf-8", "surrogateescape"), *row[2:])
-            for row in rows]
+    # _make: a damaged record may hold None (or another type) in any field, the path included
+    return [ImageRecord._make((row[0], None if row[1] is None else bytes(row[1]).decode("utf-8", "surrogateescape"),
+                               *row[2:])) for row in rows]
 
 
 def _undecodable(path: str) -> bool:
@@ -158,7 +159,7 @@ def _printable(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _check_records(db: "Database", rows: list[tuple], committed: dict[str, int], damaged: dict[int, str]) -> None:
+def _check_records(db: "Database", rows: list[ImageRecord], committed: dict[str, int], damaged: dict[int, str]) -> None:
     """What each record says of its image, and that no two images' rows overlap."""
     for row in rows:
         image_id, path, width, height, n, feature_row, scale, working_scale, global_row, checksum = row
@@ -177,9 +178,11 @@ def _check_records(db: "Database", rows: list[tuple], committed: dict[str, int],
             damaged[image_id] = f"its global descriptor lies at row {global_row} of {committed['global']} committed"
         elif checksum is not None and not isinstance(checksum, int):
             damaged[image_id] = f"its record holds {checksum!r} where a checksum must be"
-    valid = [row for row in rows if row[0] not in damaged]
-    _flag_shared_rows([(row[5], row[5] + row[4], row[0]) for row in valid if row[4] > 0], "feature", damaged)
-    _flag_shared_rows([(row[8], row[8] + 1, row[0]) for row in valid if row[8] >= 0], "global descriptor", damaged)
+    valid = [row for row in rows if row.image_id not in damaged]
+    _flag_shared_rows([(row.feature_row, row.feature_row + row.num_features, row.image_id)
+                       for row in valid if row.num_features > 0], "feature", damaged)
+    _flag_shared_rows([(row.global_row, row.global_row + 1, row.image_id)
+                       for row in valid if row.global_row >= 0], "global descriptor", damaged)
 
 
 def _flag_shared_rows(spans: list[tuple[int, int, int]], what: str, damaged: dict[int, str]) -> None:
@@ -204,7 +207,7 @@ def _check_regions(db: "Database", damaged: dict[int, str], report: CheckReport)
             damaged.setdefault(image_id, f"one of its region boxes is {box}")
 
 
-def _check_rows(db: "Database", row: tuple, file_rows: dict[str, int]) -> str:
+def _check_rows(db: "Database", row: ImageRecord, file_rows: dict[str, int]) -> str:
     """Why the image's stored rows are damaged ("" when they are not); ``file_rows``: rows each array file
     holds."""
     image_id, _, width, height, n, feature_row, _, _, global_row, checksum = row

@@ -13,6 +13,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,36 @@ from localmatch.errors import DatabaseError
 #: The images table's columns that locate an image's rows and say how to read them, as ``Database._rows`` and
 #: ``check`` select them between ``id, path`` and ``checksum``.
 RECORD_COLUMNS = "width, height, num_features, feature_row, descriptor_scale, working_scale, global_row"
+
+
+class ImageRecord(NamedTuple):
+    """One image's row of the images table: ``id, path``, the :data:`RECORD_COLUMNS`, then ``checksum``.
+
+    Attributes:
+        image_id: the image's id (never reused).
+        path: the image file's path as it was added.
+        width, height: the original image's size in pixels.
+        num_features: how many keypoint and descriptor rows the image has.
+        feature_row: its first row in ``keypoints.f32`` and ``descriptors.i8``.
+        descriptor_scale: what its int8 descriptors were multiplied by when stored.
+        working_scale: working-image pixels per original pixel at extraction.
+        global_row: its row in ``global.f16``, -1 where the database keeps no global descriptors.
+        checksum: CRC-32 of its stored rows (:func:`image_checksum`), None for images added before
+            checksums were kept.
+
+    ``Database.check`` reads damaged records too, so a value may be None or of another type there.
+    """
+
+    image_id: int
+    path: str
+    width: int
+    height: int
+    num_features: int
+    feature_row: int
+    descriptor_scale: float
+    working_scale: float
+    global_row: int
+    checksum: int | None
 
 
 def crc32(values: np.ndarray, crc: int = 0) -> int:
