@@ -175,6 +175,7 @@ def test_dedup_over_a_database_with_a_damaged_image_leaves_that_image_out(built,
     ("UPDATE images SET width = 0 WHERE id = 1", {1}, "a size of 0 x"),
     ("UPDATE images SET descriptor_scale = 'x' WHERE id = 8", {8}, "a descriptor scale of x"),
     ("UPDATE images SET checksum = checksum + 1 WHERE id = 3", {3}, "differ from what was written"),
+    ("INSERT INTO regions VALUES (5, 40, 10, 20, 30)", {5}, "one of its region boxes is [40.0, 10.0, 20.0, 30.0]"),
 ])
 def test_damaged_records_are_reported_by_image(built, tmp_path, statement, damaged, says):
     db = copy_of(built, tmp_path)
@@ -182,6 +183,14 @@ def test_damaged_records_are_reported_by_image(built, tmp_path, statement, damag
     report = check(db)
     assert {d.image_id for d in report.damaged} == damaged and not report.problems
     assert all(says in d.reason for d in report.damaged), report.damaged
+
+
+def test_region_boxes_of_an_image_not_in_the_database_are_a_note(built, tmp_path):
+    db = copy_of(built, tmp_path)
+    execute(db, "INSERT INTO regions VALUES (999, 10, 10, 20, 30)", "INSERT INTO regions VALUES (999, 40, 10, 20, 30)")
+    report = check(db)
+    assert not report.damaged and not report.problems
+    assert "the regions table holds boxes of 1 images that are not in the database (unused)" in report.notes
 
 
 def test_a_file_cut_short_and_a_damaged_sqlite_file_are_problems(built, tmp_path):

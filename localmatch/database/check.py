@@ -197,12 +197,14 @@ def _flag_shared_rows(spans: list[tuple[int, int, int]], what: str, damaged: dic
 
 
 def _check_regions(db: "Database", damaged: dict[int, str], report: CheckReport) -> None:
-    rows = db._db.execute("SELECT image_id, x0, y0, x1, y1, image_id IN (SELECT id FROM images) FROM regions").fetchall()
-    orphans = {row[0] for row in rows if not row[5]}
+    rows = db._db.execute("SELECT image_id, image_id IN (SELECT id FROM images), x0, y0, x1, y1 FROM regions").fetchall()
+    orphans = {image_id for image_id, known, *_ in rows if not known}
     if orphans:
         report.notes.append(f"the regions table holds boxes of {len(orphans)} images that are not in the database "
                             "(unused)")
-    for image_id, *box, _ in (row for row in rows if row[5]):
+    for image_id, known, *box in rows:
+        if not known:
+            continue
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box) or box[2] < box[0] or box[3] < box[1]:
             damaged.setdefault(image_id, f"one of its region boxes is {box}")
 
