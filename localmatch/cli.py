@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sqlite3
 import sys
 from typing import Any
@@ -305,14 +306,18 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 
 
 def cmd_index_check(args: argparse.Namespace) -> int:
-    """Exit status 1 when damage was found, 0 when none."""
+    """Exit status 1 when damage was found (with ``--repair``: when some is left), 0 when none."""
     from localmatch.database import remove_command
 
-    with _open_database(args.db, readonly=True) as db:
-        report = db.check(quick=args.quick, progress=None if not args.json else False)
+    if args.repair and args.quick:
+        raise ConfigError("--repair checks every image fully; it cannot be --quick")
+    with _open_database(args.db, readonly=not args.repair) as db:
+        progress = None if not args.json else False
+        repair = db.repair(progress=progress) if args.repair else None
+        report = repair.check if repair else db.check(quick=args.quick, progress=progress)
     if args.json:
-        print(json.dumps(report.to_dict()))
-        return EXIT_OK if report.ok else EXIT_DAMAGED
+        print(json.dumps(repair.to_dict() if repair else report.to_dict()))
+        return EXIT_OK if (repair or report).ok else EXIT_DAMAGED
     for image in report.damaged:
         print(f"damaged: image {image.image_id} ({image.path}): {image.reason}")
     for problem in report.problems:
@@ -322,9 +327,16 @@ def cmd_index_check(args: argparse.Namespace) -> int:
     how = "records only" if args.quick else f"{report.checksummed} against their checksums"
     print(f"checked {report.images} images ({how}): "
           + ("no damage found" if report.ok else f"{len(report.damaged)} damaged, {len(report.problems)} other problems"))
+    if repair:
+        for mended in repair.repaired:
+            print(f"repaired: image {mended.image_id} ({mended.path}) is image {mended.new_id} now")
+        for image in repair.left:
+            print(f"not repaired: image {image.image_id} ({image.path}): {image.reason}")
+        return EXIT_OK if repair.ok else EXIT_DAMAGED
     if report.damaged:
         print(f"remove the damaged images with `{remove_command(args.db, [i.image_id for i in report.damaged])}`, "
-              "then add their files again")
+              f"then add their files again; or index them again from their files with `localmatch index check "
+              f"{shlex.quote(args.db)} --repair`")
     return EXIT_OK if report.ok else EXIT_DAMAGED
 
 
@@ -504,12 +516,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("db")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_index_info)
-    p = index.add_parser("check", help="look for damaged images and files (exit status 1 when any is found)")
+    p = index.add_parser("check", help="look for damaged images and files (exit status 1 when any is found), and "
+                                       "with --repair index damaged images again (exit status 1 when any is left)")
     p.add_argument("db")
     p.add_argument("--quick", action="store_true", help="check the records and files, not every image's stored "
                                                         "features against its checksum")
+    p.add_argument("--repair", action="store_true", help="then index each damaged image again from its file (it "
+                                                         "gets a new id); images whose file is gone are left")
     p.add_argument("--json", action="store_true", help='print {"ok", "images", "checksummed", "damaged": [...], '
-                                                       '"problems", "notes"}')
+                                                       '"problems", "notes"}; with --repair {"ok", "check": {...}, '
+                                                       '"repaired": [...], "left": [...]}')
     p.set_defaults(run=cmd_index_check)
 
     p = sub.add_parser("search", help="find database images showing what the queries show")

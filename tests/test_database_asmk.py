@@ -198,6 +198,18 @@ def test_user_boxes_settings_and_errors(tmp_path, ukbench_paths, caplog):
     assert not (tmp_path / "z").exists()
 
 
+def test_repair_keeps_an_images_sound_boxes_and_drops_damaged_ones(tmp_path, ukbench_paths):
+    with Database(tmp_path / "r", feature_config=SMALL, representation="rasmk", asmk_config=ASMK_SMALL) as db:
+        db.add(ukbench_paths[:4], boxes={ukbench_paths[1]: [[0, 0, 319, 479]], ukbench_paths[2]: [[0, 0, 200, 200]]})
+        db._db.execute("UPDATE images SET checksum = checksum + 1 WHERE id = 2")  # damaged rows, sound box
+        db._db.execute("UPDATE regions SET x1 = -5 WHERE image_id = 3")  # a damaged box
+        report = db.repair()
+        assert [(r.image_id, r.new_id) for r in report.repaired] == [(2, 5), (3, 6)] and report.ok
+        assert db._boxes_of(5).tolist() == [[0, 0, 319, 479]] and db._boxes_of(6) is None  # the proposer's then
+        assert db.check().ok
+        assert db.search(ukbench_paths[1], k=1, rerank=False)[0].path == ukbench_paths[1]
+
+
 def localmatch_unknown():
     from localmatch.errors import UnknownNameError
 

@@ -118,6 +118,60 @@ def test_a_flipped_bit_in_any_array_names_its_image_and_removing_and_adding_it_a
         assert opened.search(ukbench_paths[4], k=1)[0].path == ukbench_paths[4]
 
 
+def test_repair_indexes_each_damaged_image_again_from_its_file(built, tmp_path, ukbench_paths, capsys):
+    db = copy_of(built, tmp_path)
+    flip_bit(db / "keypoints.f32", record(db, 2)["feature_row"] * 8 + 8 * 10 + 3)
+    flip_bit(db / "descriptors.i8", record(db, 5)["feature_row"] * 128 + 5)
+    flip_bit(db / "global.f16", record(db, 7)["global_row"] * 3328 * 2 + 4000)
+
+    assert main(["index", "check", str(db), "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert f"damaged: image 5 ({ukbench_paths[4]}): its stored features differ" in out  # what the check found
+    assert [line for line in out.splitlines() if line.startswith("repaired:")] == [
+        f"repaired: image 2 ({ukbench_paths[1]}) is image 9 now", f"repaired: image 5 ({ukbench_paths[4]}) is image "
+        f"10 now", f"repaired: image 7 ({ukbench_paths[6]}) is image 11 now"]
+    assert check(db).ok
+    with Database(db, readonly=True) as mended, Database(built, readonly=True) as sound:
+        assert [path for _, path in mended.images()] == [ukbench_paths[i] for i in (0, 2, 3, 5, 7, 1, 4, 6)]
+        for old, new in ((2, 9), (5, 10), (7, 11)):  # what was written for the file in the first place
+            before, after = sound.features_of(old), mended.features_of(new)
+            assert np.array_equal(before.keypoints, after.keypoints)
+            assert np.array_equal(before.descriptors.values, after.descriptors.values)
+            assert np.array_equal(sound.global_of(old), mended.global_of(new))
+        assert mended.search(ukbench_paths[4], k=1)[0].path == ukbench_paths[4]
+    assert main(["index", "check", str(db), "--repair", "--json"]) == 0  # nothing left to do
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ok"] is True and printed["repaired"] == [] and printed["check"]["damaged"] == []
+    assert main(["index", "check", str(db), "--repair", "--quick"]) == 2
+
+
+def test_repair_leaves_an_image_whose_file_is_gone_and_deletes_one_whose_bytes_another_path_holds(tmp_path,
+                                                                                                   ukbench_paths):
+    files = [str(shutil.copy(path, tmp_path / f"{i}.jpg")) for i, path in enumerate(ukbench_paths[:3])]
+    with Database(tmp_path / "db", feature_config=SMALL) as db:
+        db.add(files)
+    for image_id in (1, 2):
+        flip_bit(tmp_path / "db" / "descriptors.i8", record(tmp_path / "db", image_id)["feature_row"] * 128 + 9)
+    Path(files[0]).rename(tmp_path / "gone.jpg")
+    shutil.copy(files[2], files[1])  # image 2's file now holds what image 3 was made from
+
+    with Database(tmp_path / "db") as db:
+        report = db.repair()
+        assert [(r.image_id, r.new_id) for r in report.repaired] == [(2, 3)]  # deleted: 3 holds those bytes
+        assert [(d.image_id, d.path) for d in report.left] == [(1, files[0])] and not report.ok
+        assert report.left[0].reason.startswith("its stored features differ from what was written (CRC-32 ")
+        assert report.left[0].reason.endswith("; not repaired: its file cannot be read (No such file or directory)")
+        assert [i for i, _ in db.images()] == [1, 3]  # the damaged image is kept until its file is back
+        assert [d.image_id for d in db.check().damaged] == [1]
+    assert main(["index", "check", str(tmp_path / "db"), "--repair"]) == 1
+    (tmp_path / "gone.jpg").rename(files[0])
+    with Database(tmp_path / "db") as db:
+        assert [(r.image_id, r.new_id) for r in db.repair().repaired] == [(1, 4)]
+        assert db.check().ok and [i for i, _ in db.images()] == [3, 4]
+    with Database(tmp_path / "db", readonly=True) as db, pytest.raises(DatabaseError, match="read-only|readonly"):
+        db.repair()
+
+
 def test_searches_leave_an_image_with_damaged_rows_out_and_say_so_once(built, tmp_path, ukbench_paths, caplog):
     """Before session 29 a search matched damaged rows as if they were the image's: with its first keypoints
     overwritten the query's own image dropped out of the top 3 with no word said."""
@@ -166,7 +220,7 @@ def test_dedup_over_a_database_with_a_damaged_image_leaves_that_image_out(built,
     assert len(others) < len(sound.pairs)  # the image had pairs, which went with it
 
 
-@pytest.mark.parametrize("statement, damaged, says", [
+DAMAGED_RECORDS = [
     ("UPDATE images SET feature_row = (SELECT feature_row FROM images WHERE id = 3) + 5, num_features = 10 WHERE id = 6",
      {3, 6},
      "its feature rows overlap those of image"),
@@ -176,13 +230,26 @@ def test_dedup_over_a_database_with_a_damaged_image_leaves_that_image_out(built,
     ("UPDATE images SET descriptor_scale = 'x' WHERE id = 8", {8}, "a descriptor scale of x"),
     ("UPDATE images SET checksum = checksum + 1 WHERE id = 3", {3}, "differ from what was written"),
     ("INSERT INTO regions VALUES (5, 40, 10, 20, 30)", {5}, "one of its region boxes is [40.0, 10.0, 20.0, 30.0]"),
-])
+]
+
+
+@pytest.mark.parametrize("statement, damaged, says", DAMAGED_RECORDS)
 def test_damaged_records_are_reported_by_image(built, tmp_path, statement, damaged, says):
     db = copy_of(built, tmp_path)
     execute(db, statement)
     report = check(db)
     assert {d.image_id for d in report.damaged} == damaged and not report.problems
     assert all(says in d.reason for d in report.damaged), report.damaged
+
+
+@pytest.mark.parametrize("statement, damaged, says", DAMAGED_RECORDS)
+def test_repair_mends_every_kind_of_damaged_record(built, tmp_path, ukbench_paths, statement, damaged, says):
+    db = copy_of(built, tmp_path)
+    execute(db, statement)
+    with Database(db) as opened:
+        report = opened.repair()
+        assert sorted(r.image_id for r in report.repaired) == sorted(damaged) and report.ok
+        assert opened.check().ok and sorted(path for _, path in opened.images()) == sorted(ukbench_paths)
 
 
 def test_region_boxes_of_an_image_not_in_the_database_are_a_note(built, tmp_path):
@@ -345,3 +412,11 @@ def test_text_that_is_not_utf8_and_a_null_are_reported_not_raised(built, tmp_pat
         (2, "/n\ufffd.jpg", "its path is not UTF-8 text (damaged bytes)"),
         (3, record(db, 3)["path"], "its record holds NULL where a value must be")]
     json.dumps(report.to_dict())  # printable as it is
+
+    with Database(db) as opened:  # the NULL's image is indexed again; the other's file is not known
+        repair = opened.repair()
+        assert [r.image_id for r in repair.repaired] == [3] and not repair.ok
+        assert [(d.image_id, d.reason.split("; ")[-1]) for d in repair.left] == [
+            (2, "not repaired: its stored path is damaged, so its file is not known")]
+        assert [d.image_id for d in opened.check().damaged] == [2]
+    json.dumps(repair.to_dict())

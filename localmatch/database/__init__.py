@@ -45,6 +45,7 @@ from localmatch.api import DEFAULT_MIN_INLIERS, check_min_inliers
 from localmatch.config import Config, build_config, require_flag, require_whole
 from localmatch.database.check import CheckReport, DamagedImage, check_database, off_unit_length
 from localmatch.database.lock import FileLock
+from localmatch.database.repair import RepairReport, repair_database
 from localmatch.database.store import RECORD_COLUMNS, AppendOnlyArray, ArraySpec, ImageRecord, checksum_mismatch
 from localmatch.errors import ConfigError, DatabaseError, ImageError, UnknownNameError
 from localmatch.files import file_crc32
@@ -1107,13 +1108,27 @@ class Database:
 
         Every image's rows are read and compared with the CRC-32 recorded when it was added: about as long as
         reading the arrays' files. ``quick`` checks the records and files alone. Images in
-        ``CheckReport.damaged`` are best removed (:meth:`remove`, by id) and their files added again.
+        ``CheckReport.damaged`` are best removed (:meth:`remove`, by id) and their files added again, which
+        :meth:`repair` does.
 
         Args:
             progress: show a progress bar (default: when stderr is a terminal).
         """
         require_flag(quick, "quick")
         return check_database(self, quick=quick, progress=sys.stderr.isatty() if progress is None else progress)
+
+    @_names_the_file
+    def repair(self, *, progress: bool | None = None) -> RepairReport:
+        """Check fully, then index each damaged image again from its file, in one transaction per image that
+        stores it anew and deletes the damaged entry (so it gets a new id; :mod:`localmatch.database.repair`).
+        Images whose file is gone or no longer decodes are left as they are and listed in
+        ``RepairReport.left``; damage that is not one image's (``RepairReport.check.problems``) is not mended.
+
+        Args:
+            progress: show the check's progress bar (default: when stderr is a terminal).
+        """
+        self._require_writable()
+        return repair_database(self, progress=sys.stderr.isatty() if progress is None else progress)
 
     @_names_the_file
     def info(self) -> dict:

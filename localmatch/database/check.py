@@ -49,7 +49,8 @@ GLOBAL_NORM_TOLERANCE = 1e-2
 
 @dataclass(frozen=True)
 class DamagedImage:
-    """An image whose stored record or rows are damaged: remove it (by id) and add its file again."""
+    """An image whose stored record or rows are damaged: remove it (by id) and add its file again, or let
+    :meth:`Database.repair` do that."""
 
     image_id: int
     path: str
