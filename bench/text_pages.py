@@ -29,7 +29,7 @@ import numpy as np
 
 import localmatch
 from common import multiview_pairs, ukbench_pairs
-from localmatch.api import correspondences_of
+from localmatch.api import correspondences_of, verify_correspondences
 from localmatch.geometry import RansacConfig, estimate
 
 PAGES, LINES, WORDS_PER_LINE = 4, 30, 7
@@ -54,11 +54,10 @@ def text_page(seed: int) -> np.ndarray:
 def shuffled_ratio(features_a: localmatch.Features, features_b: localmatch.Features, matcher: str) -> float | None:
     """The ``auto`` fit's inliers over the mean inliers of F refitted to shuffled matches, when ``auto``
     verifies the pair with a fundamental matrix (else None)."""
-    matches = localmatch.match(features_a, features_b, matcher)
-    result = localmatch.verify_matches(features_a, features_b, matches)
+    points = correspondences_of(features_a, features_b, localmatch.match(features_a, features_b, matcher))
+    result = verify_correspondences(points)
     if not (result.is_match and result.geometry == "fundamental"):
         return None
-    points = correspondences_of(features_a, features_b, matches)
     config = RansacConfig().replace(threshold=RansacConfig().threshold / points.working_scale)
     rng = np.random.default_rng(0)
     shuffled = []

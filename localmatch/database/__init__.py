@@ -889,14 +889,13 @@ class Database:
     def _read_candidate(self, row: ImageRecord) -> tuple[Candidate, str]:
         """The image's stored features, and why they are damaged ("" when they match the checksum recorded when
         the image was added, or none was)."""
-        image_id, path, width, height, _, _, scale, working_scale, _, checksum = row
         keypoints, descriptors, stored_global = self._stored_rows(row)
-        candidate = Candidate(image_id=image_id, path=path, keypoints=keypoints,
-                              descriptors=QuantizedDescriptors(np.array(descriptors), scale),
-                              working_scale=working_scale, image_size=(width, height))
-        if checksum is None:
+        candidate = Candidate(image_id=row.image_id, path=row.path, keypoints=keypoints,
+                              descriptors=QuantizedDescriptors(np.array(descriptors), row.descriptor_scale),
+                              working_scale=row.working_scale, image_size=(row.width, row.height))
+        if row.checksum is None:
             return candidate, ""
-        return candidate, checksum_mismatch(keypoints, descriptors, stored_global, checksum)
+        return candidate, checksum_mismatch(keypoints, descriptors, stored_global, row.checksum)
 
     def _stored_rows(self, row: ImageRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Memory-mapped views of the image's rows as the record of ``row`` locates them: ``(N, 2) float32``

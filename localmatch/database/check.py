@@ -147,8 +147,13 @@ def _image_rows(db: "Database") -> list[ImageRecord]:
     rows = db._db.execute(
         f"SELECT id, CAST(path AS BLOB), {RECORD_COLUMNS}, {checksum} FROM images ORDER BY id").fetchall()
     # _make: a damaged record may hold None (or another type) in any field, the path included
-    return [ImageRecord._make((row[0], None if row[1] is None else bytes(row[1]).decode("utf-8", "surrogateescape"),
-                               *row[2:])) for row in rows]
+    return [ImageRecord._make((row[0], stored_path(row[1]), *row[2:])) for row in rows]
+
+
+def stored_path(blob: bytes | None) -> str | None:
+    """A path column read ``CAST(path AS BLOB)``, as text; bytes that are not UTF-8 (damage) become lone
+    surrogates (``surrogateescape``; see :func:`_undecodable`)."""
+    return None if blob is None else bytes(blob).decode("utf-8", "surrogateescape")
 
 
 def _undecodable(path: str) -> bool:

@@ -19,7 +19,7 @@ import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from localmatch.database.check import CheckReport, DamagedImage, _undecodable, check_database
+from localmatch.database.check import CheckReport, DamagedImage, _undecodable, check_database, stored_path
 from localmatch.errors import DatabaseError, ImageError
 from localmatch.io import decode_bytes
 
@@ -89,7 +89,7 @@ def _index_again(db: "Database", image_id: int) -> int:
     """Store the file of damaged image ``image_id`` again and delete the damaged entry, in one transaction;
     returns the id its content is stored under now."""
     row = db._db.execute("SELECT CAST(path AS BLOB) FROM images WHERE id = ?", (image_id,)).fetchone()
-    path = None if row is None or row[0] is None else bytes(row[0]).decode("utf-8", "surrogateescape")
+    path = None if row is None else stored_path(row[0])
     if path is None or _undecodable(path):
         raise DatabaseError("its stored path is damaged, so its file is not known")
     try:
@@ -98,13 +98,13 @@ def _index_again(db: "Database", image_id: int) -> int:
     except OSError as e:
         raise DatabaseError(f"its file cannot be read ({e.strerror or e})") from e
     digest = hashlib.sha256(data).hexdigest()
-    image = decode_bytes(data, path, max_pixels=db.feature_config.max_pixels)
     holder = db._db.execute("SELECT id FROM images WHERE content_hash = ? AND id != ?", (digest, image_id)).fetchone()
     if holder is not None:  # another path holds these bytes: adding this file would skip it as a copy
         with db._transaction():
             db._delete_images([image_id])
             db._set_meta(generation=db._meta_int("generation") + 1)
         return int(holder[0])
+    image = decode_bytes(data, path, max_pixels=db.feature_config.max_pixels)
     db._commit_image(path, digest, image, _sound_boxes(db, image_id))  # deletes what ``path`` held, this entry
     return int(db._db.execute("SELECT id FROM images WHERE content_hash = ?", (digest,)).fetchone()[0])
 
