@@ -8,7 +8,8 @@ centre at ``(j, i)``.
 Decoding goes through Pillow, which reads the header (and so the pixel count) before it decodes,
 applies EXIF orientation, and knows 16-bit, palette, alpha and CMYK images (16-bit colour, which it
 reads at 8 bits, is decoded again by OpenCV), and HEIF/HEIC through the optional pillow-heif plugin
-(in a child process: :mod:`localmatch.heif`). Every failure a file can cause is turned into one
+(in a child process: :mod:`localmatch.heif`). TIFFs whose samples Pillow cannot read (float or signed
+colour, 64-bit float, 32-bit integers) are decoded by OpenCV once their size has been read from their tags. Every failure a file can cause is turned into one
 :class:`~localmatch.errors.ImageError` that names the file and the reason.
 """
 
@@ -29,6 +30,7 @@ import cv2
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
+import PIL.TiffImagePlugin
 
 from localmatch.errors import ImageError
 
@@ -184,11 +186,25 @@ def _register_heif_opener() -> bool:
     return False
 
 
-def _open(fileobj, source: str) -> PIL.Image.Image:
-    """Pillow's image (header read, pixels not decoded yet); HEIF through pillow-heif."""
+#: How a TIFF file starts: little- and big-endian, classic and BigTIFF.
+TIFF_PREFIXES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _is_tiff(fileobj) -> bool:
+    fileobj.seek(0)
+    head = fileobj.read(4)
+    fileobj.seek(0)
+    return head in TIFF_PREFIXES
+
+
+def _open(fileobj, source: str) -> PIL.Image.Image | None:
+    """Pillow's image (header read, pixels not decoded yet); HEIF through pillow-heif. None for a TIFF that
+    Pillow does not know how to read (:func:`_decode_tiff_with_opencv` decodes it)."""
     try:
         return PIL.Image.open(fileobj)
     except PIL.UnidentifiedImageError:
+        if _is_tiff(fileobj):
+            return None
         if not _is_heif(fileobj):
             raise ImageError(source, "not an image (unrecognised or corrupt header)") from None
     if not _register_heif_opener():
@@ -238,6 +254,16 @@ def decode_here(fileobj, source: str, max_pixels: int) -> np.ndarray:
                 log.warning("%s: %s (%s from the decoder)", source, warning.message, warning.category.__name__)
 
 
+def _check_size(width: int, height: int, source: str, max_pixels: int | None) -> None:
+    """Refuse an image with no pixels, or with more than ``max_pixels`` (None: no limit)."""
+    if width <= 0 or height <= 0:
+        raise ImageError(source, f"image has no pixels ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            source, f"{width}x{height} = {width * height} pixels is over the limit of {max_pixels} (max_pixels)"
+        )
+
+
 def _decode_with_pillow(fileobj, source: str, max_pixels: int) -> np.ndarray:
     """:func:`decode_here`'s work, under its lock: header checks, pixels, 16-bit colour, EXIF orientation."""
     try:
@@ -248,13 +274,9 @@ def _decode_with_pillow(fileobj, source: str, max_pixels: int) -> np.ndarray:
         raise ImageError(source, f"too many pixels (decompression bomb?): {e}") from None
     except Exception as e:  # OSError, SyntaxError, ValueError; RuntimeError from the AVIF plugin...
         raise ImageError(source, f"corrupt image header: {e}") from None
-    width, height = img.size
-    if width <= 0 or height <= 0:
-        raise ImageError(source, f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise ImageError(
-            source, f"{width}x{height} = {width * height} pixels is over the limit of {max_pixels} (max_pixels)"
-        )
+    if img is None:
+        return _decode_tiff_with_opencv(fileobj, source, max_pixels)
+    _check_size(*img.size, source, max_pixels)
     colour_16_bit = _is_16_bit_colour(img)
     try:
         img.load()
@@ -312,6 +334,53 @@ def _decode_16_bit_colour(fileobj, img: PIL.Image.Image, source: str) -> np.ndar
     return pixels
 
 
+def _tiff_size(fileobj, source: str) -> tuple[int, int]:
+    """``(width, height)`` of a TIFF's first image, read from its tags (Pillow's parser) without decoding."""
+    fileobj.seek(0)
+    head = fileobj.read(8)
+    if head[2:3] == b"+":  # BigTIFF: an 8-byte offset follows
+        head += fileobj.read(8)
+    try:
+        tags = PIL.TiffImagePlugin.ImageFileDirectory_v2(head)
+        fileobj.seek(tags.next)
+        tags.load(fileobj)
+        return int(tags[256]), int(tags[257])  # ImageWidth, ImageLength
+    except KeyError as e:
+        raise ImageError(source, f"corrupt TIFF header: tag {e} (the image's size) is missing") from None
+    except Exception as e:  # struct.error, OSError, ValueError on a damaged directory
+        raise ImageError(source, f"corrupt TIFF header: {e}") from None
+    finally:
+        fileobj.seek(0)
+
+
+def _decode_tiff_with_opencv(fileobj, source: str, max_pixels: int) -> np.ndarray:
+    """``(H, W, 3) uint8`` RGB of a TIFF whose samples Pillow cannot read (float or signed colour, 64-bit
+    float, 32-bit integers), decoded by OpenCV once its size is checked against ``max_pixels``. OpenCV
+    applies the TIFF's orientation tag itself. Integers other than 8 and 16 bits are stretched from their own
+    range, like float samples."""
+    width, height = _tiff_size(fileobj, source)
+    _check_size(width, height, source, max_pixels)
+    logging_level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # libtiff's complaints: ours says it all
+    try:  # decode_here's lock keeps another decode from restoring the level early
+        pixels = cv2.imdecode(np.frombuffer(fileobj.read(), np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        pixels = None
+    finally:
+        cv2.utils.logging.setLogLevel(logging_level)
+    if pixels is None:
+        raise ImageError(source, "a TIFF that neither Pillow nor OpenCV can decode (corrupt or truncated data, "
+                                 "or a sample format neither knows)")
+    if pixels.shape[0] * pixels.shape[1] != width * height:  # the size checked must be the size decoded
+        raise ImageError(source, f"corrupt TIFF: its tags give {width}x{height} pixels, its data "
+                                 f"{pixels.shape[1]}x{pixels.shape[0]}")
+    if pixels.ndim == 3 and pixels.shape[2] in (3, 4):  # OpenCV reads 1, 3 or 4 samples, colour as BGR(A)
+        pixels = pixels[..., [2, 1, 0, 3][:pixels.shape[2]]]
+    if pixels.dtype.kind in "iu" and pixels.dtype not in (np.uint8, np.uint16):
+        pixels = pixels.astype(np.float64)
+    return _array_to_rgb8(np.ascontiguousarray(pixels), source, None)
+
+
 def _pil_to_rgb8(img: PIL.Image.Image, source: str) -> np.ndarray:
     mode = img.mode
     if mode.startswith("I;16") or mode == "I":
@@ -336,11 +405,7 @@ def _array_to_rgb8(arr: np.ndarray, source: str, max_pixels: int | None) -> np.n
         arr = arr[:, :, 0]
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
         raise ImageError(source, f"array of shape {arr.shape} is not an image; expected (H, W), (H, W, 3) or (H, W, 4)")
-    height, width = arr.shape[:2]
-    if height == 0 or width == 0:
-        raise ImageError(source, f"image has no pixels ({width}x{height})")
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageError(source, f"{width}x{height} = {width * height} pixels is over the limit of {max_pixels} (max_pixels)")
+    _check_size(arr.shape[1], arr.shape[0], source, max_pixels)
     if arr.dtype == np.uint8:
         out = arr
     elif arr.dtype == np.uint16:
@@ -349,9 +414,8 @@ def _array_to_rgb8(arr: np.ndarray, source: str, max_pixels: int | None) -> np.n
         out = arr.astype(np.uint8) * 255
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
-            raise ImageError(source, "array holds NaN or infinite values")
-        unit = _unit_range(arr.astype(np.promote_types(arr.dtype, np.float32), copy=False))  # float64 stays
-        out = (unit.astype(np.float32) * 255.0 + 0.5).astype(np.uint8)
+            raise ImageError(source, "pixels hold NaN or infinite values")
+        out = _float_to_8_bits(arr.astype(np.promote_types(arr.dtype, np.float32), copy=False))  # float64 stays
     else:
         raise ImageError(source, f"unsupported array dtype {arr.dtype}; use uint8, uint16 or float")
     if out.ndim == 2:
@@ -371,6 +435,14 @@ def _16_to_8_bits(arr: np.ndarray) -> np.ndarray:
         return np.concatenate([_16_to_8_bits(arr[..., :3]), _16_to_8_bits(arr[..., 3:])], axis=2)
     bits = next(b for b in (8, 10, 12, 14, 16) if int(arr.max()) < 2 ** b)
     return (arr.astype(np.float32) * (255.0 / (2 ** bits - 1)) + 0.5).astype(np.uint8)
+
+
+def _float_to_8_bits(arr: np.ndarray) -> np.ndarray:
+    """Float pixels as 8-bit ones, from [0, 1] or their own range (:func:`_unit_range`); an alpha channel
+    from its own, as :func:`_16_to_8_bits` does."""
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return np.concatenate([_float_to_8_bits(arr[..., :3]), _float_to_8_bits(arr[..., 3:])], axis=2)
+    return (_unit_range(arr).astype(np.float32) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _unit_range(arr: np.ndarray) -> np.ndarray:

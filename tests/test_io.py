@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import PIL.Image
+import PIL.TiffImagePlugin
 import pytest
 import skimage.data
 
@@ -149,6 +150,91 @@ def test_float_tiff_is_stretched_from_its_own_range(tmp_path):
     PIL.Image.fromarray(np.array([[1.0, np.nan]], np.float32)).save(tmp_path / "nan.tif")
     with pytest.raises(ImageError, match="nan.tif.*NaN"):
         load_image(tmp_path / "nan.tif")
+
+
+def _tiff(pixels: np.ndarray, orientation: int = 1) -> bytes:
+    """An uncompressed little-endian TIFF of ``(H, W)`` or ``(H, W, C)`` pixels of any dtype, with an
+    orientation tag: Pillow writes neither float colour nor signed samples."""
+    pixels = pixels if pixels.ndim == 3 else pixels[..., None]
+    height, width, channels = pixels.shape
+    body = np.ascontiguousarray(pixels, pixels.dtype.newbyteorder("<")).tobytes()
+    head = b"II*\x00" + struct.pack("<I", 8)
+    tags = PIL.TiffImagePlugin.ImageFileDirectory_v2(head)
+    values = {256: width, 257: height, 258: (8 * pixels.itemsize,) * channels, 259: 1,
+              262: 2 if channels >= 3 else 1, 273: 0,  # strip offset: Pillow makes it point past the directory
+              274: orientation, 277: channels, 278: height, 279: len(body),
+              339: ({"u": 1, "i": 2, "f": 3}[pixels.dtype.kind],) * channels}
+    if channels in (2, 4):
+        values[338] = 2  # ExtraSamples: unassociated alpha
+    for tag, value in values.items():
+        tags[tag] = value
+    return head + tags.tobytes(8) + body
+
+
+def _stretched(values: np.ndarray) -> np.ndarray:
+    """What localmatch makes of float (or wide integer) samples: stretched from their own range to 0-255."""
+    values = values.astype(np.float64)
+    return np.round((values - values.min()) / (values.max() - values.min()) * 255)
+
+
+@pytest.mark.parametrize("kind", ["float32 rgb", "float64 gray", "int16 rgb", "int32 rgb", "uint32 rgb",
+                                  "float32 rgba"])
+def test_tiffs_pillow_cannot_read_are_decoded_by_opencv(tmp_path, photo, kind):
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    samples = {"float32 rgb": photo / np.float32(255), "float64 gray": gray * 3.5 - 100.0,
+               "int16 rgb": photo.astype(np.int16) * 100 - 12000, "int32 rgb": photo.astype(np.int32) * 70000,
+               "uint32 rgb": photo.astype(np.uint32) * 70000,
+               "float32 rgba": np.dstack([photo / np.float32(255), np.ones(photo.shape[:2], np.float32)])}[kind]
+    dtype = {"float32": np.float32, "float64": np.float64, "int16": np.int16, "int32": np.int32,
+             "uint32": np.uint32}[kind.split()[0]]
+    path = tmp_path / "x.tif"
+    path.write_bytes(_tiff(samples.astype(dtype)))
+    with pytest.raises(PIL.UnidentifiedImageError):  # what this test is about: Pillow cannot read these
+        PIL.Image.open(path)
+    expected = photo if kind.endswith("rgb") or kind.endswith("rgba") else np.dstack([gray] * 3)
+    if kind.split()[0] in ("float64", "int16", "int32", "uint32"):  # outside [0, 1]: stretched
+        colour = samples if samples.ndim == 3 else np.dstack([samples] * 3)
+        expected = _stretched(colour)
+    decoded = load_image(path).pixels
+    assert decoded.shape == photo.shape
+    assert np.abs(decoded.astype(int) - expected).max() <= 1, kind
+
+
+def test_opencv_tiffs_keep_orientation_alpha_and_limits(tmp_path, photo):
+    unit = photo / np.float32(255)
+    (tmp_path / "rotated.tif").write_bytes(_tiff(unit, orientation=6))  # 6: shown turned 90 degrees clockwise
+    assert np.abs(load_image(tmp_path / "rotated.tif").pixels.astype(int) - np.rot90(photo, k=-1)).max() <= 1
+    # the alpha of float samples is stretched from its own range, not from the colour's
+    alpha = np.ones(photo.shape[:2], np.float32)
+    alpha[:10] = 0  # a transparent band, composited over white
+    (tmp_path / "alpha.tif").write_bytes(_tiff(np.dstack([unit * 1000, alpha])))
+    pixels = load_image(tmp_path / "alpha.tif").pixels
+    assert (pixels[:10] == 255).all()
+    assert np.abs(pixels[10:].astype(int) - _stretched(photo)[10:]).max() <= 1
+    # the size is read from the tags and checked before decoding
+    with pytest.raises(ImageError, match=r"rotated.tif.*227x201 = 45627 pixels is over the limit of 1000"):
+        load_image(tmp_path / "rotated.tif", max_pixels=1000)
+    data = _tiff(unit)
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="cut.tif: a TIFF that neither Pillow nor OpenCV can decode"):
+        load_image(tmp_path / "cut.tif")
+    for name, samples in (("half.tif", unit.astype(np.float16)), ("gray_alpha.tif", unit[..., :2])):
+        (tmp_path / name).write_bytes(_tiff(samples))  # half floats, and float gray with alpha: OpenCV cannot either
+        with pytest.raises(ImageError, match=f"{name}: a TIFF that neither Pillow nor OpenCV can decode"):
+            load_image(tmp_path / name)
+    (tmp_path / "lost.tif").write_bytes(data[:4] + struct.pack("<I", len(data) + 100) + data[8:])
+    with pytest.raises(ImageError, match="lost.tif: corrupt TIFF header"):
+        load_image(tmp_path / "lost.tif")
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_16_bit_colour_tiff_is_turned_once(tmp_path, photo, orientation):
+    """OpenCV turns a TIFF by its orientation tag, and Pillow drops the tag once it has turned its own copy:
+    the 16-bit colour decoded again by OpenCV must not be turned a second time."""
+    stored = (photo.astype(np.int64) * 4095 // 255).astype(np.uint16)  # 12-bit data: Pillow's 8 bits are dark
+    (tmp_path / "c.tif").write_bytes(_tiff(stored, orientation=orientation))
+    turned = np.rot90(photo, k=2) if orientation == 3 else np.rot90(photo, k=-1)
+    assert np.abs(load_image(tmp_path / "c.tif").pixels.astype(int) - turned).max() <= 1
 
 
 def test_uint16_and_float_arrays():
