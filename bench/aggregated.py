@@ -188,7 +188,7 @@ EXTRACTION_SETTINGS = {
     "disk": ({}, {"max_features": 4096}, {"max_features": 8192}),
     "delf": ({}, {"max_side": 512}, {"max_side": 1024}, {"max_features": 500}, {"max_features": 2000},
              {"max_side": 1024, "max_features": 2000}, {"scales": (0.7071, 1.0)},
-             {"scales": (0.5, 0.7071, 1.0, 1.4142)}, {"min_contrast": None}),
+             {"scales": (0.5, 0.7071, 1.0, 1.4142)}, {"min_contrast": None}, {"reflect_border": True}),
 }
 DEFAULT_SETTINGS = {"sift": "max_features=2048", "aliked": "max_features=2048, detection_threshold=kornia's 0.2",
                     "disk": "max_features=2048", "delf": "max_side=768, max_features=1000, min_contrast=1"}

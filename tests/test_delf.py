@@ -149,16 +149,52 @@ def _pillarbox(image: np.ndarray, bar: int) -> np.ndarray:
 def test_bars_neither_make_different_photos_match_nor_hide_a_copy(astronaut, coffee):
     """Cells inside black bars, or along their edge, describe where they lie in the frame: before the bars
     were cut off, two different photographs in the same bars verified with dozens of inliers (checked here
-    with ``min_contrast=None``). A copy of a photograph in bars verifies with the bars' width as the shift."""
+    with ``min_contrast=None``; ``reflect_border=True`` stops it too). A copy of a photograph in bars verifies
+    with the bars' width as the shift."""
     needs_weights(*WEIGHTS)
     a = _pillarbox(astronaut.pixels, 100)
     b = _pillarbox(cv2.resize(coffee.pixels, (512, 512), interpolation=cv2.INTER_AREA), 100)
     before = localmatch.verify(a, b, features="delf", feature_config={"min_contrast": None})
     assert before.is_match and before.num_inliers >= 20
+    mirrored = localmatch.verify(a, b, features="delf", feature_config={"min_contrast": None, "reflect_border": True})
+    assert mirrored.num_inliers < 15
     assert localmatch.verify(a, b, features="delf").num_inliers < 15
     copy = localmatch.verify(astronaut, a, features="delf", geometry="homography")
     assert copy.is_match
     np.testing.assert_allclose(copy.matrix, [[1, 0, 100], [0, 1, 0], [0, 0, 1]], atol=1e-3)
+
+
+def _noise_jpeg(seed: int, size: tuple[int, int], grey: int = 20, std: float = 8.0) -> np.ndarray:
+    """A dark frame: Gaussian sensor noise around ``grey``, ``size = (width, height)``, through JPEG at 90."""
+    pixels = np.clip(grey + np.random.default_rng(seed).normal(0, std, (size[1], size[0], 3)), 0, 255)
+    ok, encoded = cv2.imencode(".jpg", pixels.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR_RGB)
+
+
+def test_pictures_of_noise_do_not_match_through_their_borders_when_mirrored():
+    """Zero padding tells the network's cells near the border where they lie; where a picture shows nothing
+    but noise, those cells match the cells at the same border of another such picture, and a fundamental
+    matrix fits them: these four pairs of dark frames verify with 23-36 inliers. Mirrored beyond its
+    borders (``reflect_border``), the same pairs reach 13 at most. (It halves such chance counts rather
+    than ending them: with noise of 4 grey levels instead of 8, 4 of 10 such pairs still reach 15-17;
+    BENCHMARKS.md, "Pictures of nothing".)"""
+    needs_weights(*WEIGHTS)
+    pairs = [(_noise_jpeg(2 * n, (640, 480)), _noise_jpeg(2 * n + 1, (800, 600) if n % 2 else (640, 480)))
+             for n in range(4)]
+    assert all(localmatch.verify(a, b, features="delf").is_match for a, b in pairs)  # what the option is for
+    mirrored = {"reflect_border": True}
+    assert not any(localmatch.verify(a, b, features="delf", feature_config=mirrored).is_match for a, b in pairs)
+
+
+def test_reflect_border_keeps_every_cell_where_it_was(warped):
+    needs_weights(*WEIGHTS)
+    mirrored = localmatch.extract(warped, "delf", max_features=5000, min_contrast=None, reflect_border=True)
+    zero_padded = localmatch.extract(warped, "delf", max_features=5000, min_contrast=None)
+    assert len(mirrored) == len(zero_padded) == 29 * 27
+    np.testing.assert_array_equal(np.unique(mirrored.keypoints, axis=0), np.unique(zero_padded.keypoints, axis=0))
+    assert not np.allclose(mirrored.descriptors, zero_padded.descriptors)  # the network did see the mirror
+    with pytest.raises(ConfigError, match="reflect_border"):
+        DelfConfig(reflect_border="yes")
 
 
 def test_a_database_built_before_min_contrast_keeps_its_meaning(tmp_path):
