@@ -9,8 +9,9 @@ Decoding goes through Pillow, which reads the header (and so the pixel count) be
 applies EXIF orientation, and knows 16-bit, palette, alpha and CMYK images (16-bit colour, which it
 reads at 8 bits, is decoded again by OpenCV), and HEIF/HEIC through the optional pillow-heif plugin
 (in a child process: :mod:`localmatch.heif`). TIFFs whose samples Pillow cannot read (float or signed
-colour, 64-bit float, 32-bit integers) are decoded by OpenCV once their size has been read from their tags. Every failure a file can cause is turned into one
-:class:`~localmatch.errors.ImageError` that names the file and the reason.
+colour, 64-bit float, 32-bit integers) are decoded by OpenCV once their size has been read from their
+tags. Every failure a file can cause is turned into one :class:`~localmatch.errors.ImageError` that names
+the file and the reason.
 """
 
 from __future__ import annotations
