@@ -303,10 +303,11 @@ def delf_bars() -> None:
           "its copy in bars: verified | median inliers | largest mean corner error, px |\n|---|---|---|---|---|---|---|")
     paths = sorted((data_dir("ukbench_subset") / "images").glob("*.jpg"))[::4][:BAR_OBJECTS]
     photos = [load_image(p).pixels for p in paths]
-    for bars, (height, width, y, x) in BAR_FRAMES.items():
+    plain_by_setting = {min_contrast: [extract(photo, "delf", min_contrast=min_contrast) for photo in photos]
+                        for min_contrast in (None, 1.0)}
+    for bars, (_, _, y, x) in BAR_FRAMES.items():
         framed = [in_bars(photo, bars) for photo in photos]
-        for min_contrast in (None, 1.0):
-            plain = [extract(photo, "delf", min_contrast=min_contrast) for photo in photos]
+        for min_contrast, plain in plain_by_setting.items():
             boxed = [extract(image, "delf", min_contrast=min_contrast) for image in framed]
             different = [localmatch.verify(boxed[a], boxed[b], features="delf").num_inliers
                          for a in range(len(boxed)) for b in range(a + 1, len(boxed))]

@@ -314,10 +314,11 @@ def cmd_index_check(args: argparse.Namespace) -> int:
     with _open_database(args.db, readonly=not args.repair) as db:
         progress = None if not args.json else False
         repair = db.repair(progress=progress) if args.repair else None
-        report = repair.check if repair else db.check(quick=args.quick, progress=progress)
+        report = repair.check if repair is not None else db.check(quick=args.quick, progress=progress)
+    outcome = repair if repair is not None else report  # what the exit status and --json give
     if args.json:
-        print(json.dumps(repair.to_dict() if repair else report.to_dict()))
-        return EXIT_OK if (repair or report).ok else EXIT_DAMAGED
+        print(json.dumps(outcome.to_dict()))
+        return EXIT_OK if outcome.ok else EXIT_DAMAGED
     for image in report.damaged:
         print(f"damaged: image {image.image_id} ({image.path}): {image.reason}")
     for problem in report.problems:
@@ -327,17 +328,16 @@ def cmd_index_check(args: argparse.Namespace) -> int:
     how = "records only" if args.quick else f"{report.checksummed} against their checksums"
     print(f"checked {report.images} images ({how}): "
           + ("no damage found" if report.ok else f"{len(report.damaged)} damaged, {len(report.problems)} other problems"))
-    if repair:
+    if repair is not None:
         for mended in repair.repaired:
             print(f"repaired: image {mended.image_id} ({mended.path}) is image {mended.new_id} now")
         for image in repair.left:
             print(f"not repaired: image {image.image_id} ({image.path}): {image.reason}")
-        return EXIT_OK if repair.ok else EXIT_DAMAGED
-    if report.damaged:
+    elif report.damaged:
         print(f"remove the damaged images with `{remove_command(args.db, [i.image_id for i in report.damaged])}`, "
               f"then add their files again; or index them again from their files with `localmatch index check "
               f"{shlex.quote(args.db)} --repair`")
-    return EXIT_OK if report.ok else EXIT_DAMAGED
+    return EXIT_OK if outcome.ok else EXIT_DAMAGED
 
 
 def cmd_search(args: argparse.Namespace) -> int:

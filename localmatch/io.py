@@ -162,10 +162,16 @@ def decode_bytes(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXE
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
 
 
+def _head(fileobj, size: int) -> bytes:
+    """The first ``size`` bytes of ``fileobj`` (fewer in a shorter file), which is left at its start."""
+    fileobj.seek(0)
+    head = fileobj.read(size)
+    fileobj.seek(0)
+    return head
+
+
 def _is_heif(fileobj) -> bool:
-    fileobj.seek(0)
-    head = fileobj.read(12)
-    fileobj.seek(0)
+    head = _head(fileobj, 12)
     return len(head) == 12 and head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
 
 
@@ -192,10 +198,7 @@ TIFF_PREFIXES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def _is_tiff(fileobj) -> bool:
-    fileobj.seek(0)
-    head = fileobj.read(4)
-    fileobj.seek(0)
-    return head in TIFF_PREFIXES
+    return _head(fileobj, 4) in TIFF_PREFIXES
 
 
 def _open(fileobj, source: str) -> PIL.Image.Image | None:

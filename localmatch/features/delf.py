@@ -165,14 +165,13 @@ def _cells(pixels: np.ndarray, config: DelfConfig, scale: float, device: torch.d
     base = min(config.max_side, own) if config.max_side else own
     work = resize_to_working(pixels, max(min(round(base * scale), own), 1), multiple=STRIDE)
     half = config.half and device.type == "cuda"
-    margin = BORDER_CELLS if config.reflect_border else 0
-    pad = margin * STRIDE
-    seen = cv2.copyMakeBorder(work.pixels, pad, pad, pad, pad, cv2.BORDER_REFLECT_101) if margin else work.pixels
+    pad = BORDER_CELLS * STRIDE if config.reflect_border else 0
+    seen = cv2.copyMakeBorder(work.pixels, pad, pad, pad, pad, cv2.BORDER_REFLECT_101) if pad else work.pixels
     tensor = input_tensor(seen).to(device)
     with torch.inference_mode(), autocast(device, config):
         cells = _network(str(device), half).stride16_features(tensor.half() if half else tensor)[0].float().cpu()
-    if margin:  # sides are multiples of STRIDE, so the cells inside keep their centres (see stride16_features)
-        cells = cells[:, margin:-margin, margin:-margin]
+    if pad:  # sides are multiples of STRIDE, so the cells inside keep their centres (see stride16_features)
+        cells = cells[:, BORDER_CELLS:-BORDER_CELLS, BORDER_CELLS:-BORDER_CELLS]
     dim, rows, cols = cells.shape
     cells = cells.reshape(dim, rows * cols).T
     i, j = np.divmod(np.arange(rows * cols), cols)
