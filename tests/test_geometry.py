@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from localmatch import UnknownNameError
-from localmatch.geometry import RansacConfig, estimate, iterations_for
+from localmatch.geometry import RansacConfig, _capped, estimate, iterations_for
 
 BACKENDS = ["opencv", "pycolmap"]
 H_TRUE = np.array([[0.9, 0.2, 30.0], [-0.15, 1.1, 12.0], [1e-4, -2e-4, 1.0]])
@@ -29,6 +29,19 @@ def planar(seed=0, n=300):
     rng = np.random.default_rng(seed)
     pa = rng.uniform(0, 800, size=(n, 2))
     return with_outliers(pa, apply_h(H_TRUE, pa), rng)
+
+
+def planar_hard(seed=0, n=120):
+    """70 % outliers, 1 px noise, and the first 8 correspondences (where PROSAC samples first) outliers:
+    a few iterations find a different model for each random seed."""
+    rng = np.random.default_rng(seed)
+    pa = rng.uniform(0, 800, size=(n, 2))
+    pb = apply_h(H_TRUE, pa) + rng.normal(scale=1.0, size=(n, 2))
+    bad = np.arange(n) < int(0.7 * n)
+    rng.shuffle(bad)
+    bad[:8] = True
+    pb[bad] = rng.uniform(0, 800, size=(bad.sum(), 2))
+    return pa, pb, ~bad
 
 
 def scene_3d(seed=0, n=300):
@@ -56,6 +69,7 @@ def test_homography_is_recovered(backend):
     assert (model.inliers[good]).mean() > 0.97
     err = np.linalg.norm(apply_h(model.matrix, pa[good]) - apply_h(H_TRUE, pa[good]), axis=1)
     assert err.max() < 1.0
+    assert model.matrix[2, 2] == pytest.approx(1.0)  # pycolmap's comes at another scale
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -100,20 +114,82 @@ def test_same_seed_same_result(backend):
         np.testing.assert_array_equal(r.inliers, runs[0].inliers)
 
 
+def _outcome(model):
+    return None if model is None else (model.num_inliers, model.matrix.round(6).tobytes())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_result_where_the_samples_decide(backend):
+    """On clean data every run converges to one model whatever it draws; here 40 iterations among 70 %
+    outliers give a different model per seed, so only the seed can make runs agree (pycolmap draws
+    from a random seed unless told one)."""
+    pa, pb, _ = planar_hard()
+    config = RansacConfig(max_iterations=40)
+    by_seed = [[_outcome(estimate(pa, pb, "homography", backend=backend, config=config.replace(seed=seed)))
+                for _ in range(3)] for seed in range(4)]
+    assert all(len(set(runs)) == 1 for runs in by_seed), "one seed gave different models"
+    assert len({runs[0] for runs in by_seed}) > 1, "the data should be hard enough for the seed to matter"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_iterations_is_a_hard_cap(backend):
+    """One iteration draws one sample, whose first points are outliers: it cannot find the model that the
+    default iterations find (pycolmap's own minimum of 1000 trials must not override the cap)."""
+    pa, pb, good = planar_hard()
+    full = estimate(pa, pb, "homography", backend=backend)
+    assert full is not None and full.inliers[good].mean() > 0.9
+    once = estimate(pa, pb, "homography", backend=backend, config=RansacConfig(max_iterations=1))
+    assert once is None or once.num_inliers < 0.5 * good.sum()
+
+
+def test_best_first_correspondences_need_few_iterations():
+    """The OpenCV backend samples the correspondences given first first (PROSAC): 12 inliers at the head of
+    120 correspondences are found in 20 iterations, where uniform samples (1 in 10,000 all inliers) are not."""
+    rng = np.random.default_rng(0)
+    pa = rng.uniform(0, 800, size=(120, 2))
+    pb = apply_h(H_TRUE, pa) + rng.normal(scale=0.5, size=(120, 2))
+    pb[12:] = rng.uniform(0, 800, size=(108, 2))
+    model = estimate(pa, pb, "homography", config=RansacConfig(max_iterations=20))
+    assert model is not None and model.inliers[:12].all() and model.num_inliers <= 14
+
+
+def test_the_cap_for_wanted_inliers():
+    """``min_inliers`` caps the iterations at RANSAC's own stopping rule (1175 for 15 of 30 points fitting
+    F), never above the configured cap and never below ``MIN_CAPPED_ITERATIONS``."""
+    assert _capped(RansacConfig(), "fundamental", 30, 15).max_iterations == 1175
+    assert _capped(RansacConfig(max_iterations=500), "fundamental", 30, 15).max_iterations == 500
+    assert _capped(RansacConfig(), "homography", 30, 29).max_iterations == 100
+    assert _capped(RansacConfig(), "homography", 30, 0) == RansacConfig()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("geometry", ["homography", "fundamental", "affine", "auto"])
 def test_degenerate_input_gives_no_model(backend, geometry):
     rng = np.random.default_rng(0)
     line = np.c_[np.linspace(0, 100, 50), 2 * np.linspace(0, 100, 50) + 1]
+    near_line = line + rng.normal(scale=1e-3, size=line.shape)  # 1/1000 px off a 220 px line
     cases = {
         "empty": (np.zeros((0, 2)), np.zeros((0, 2))),
         "too few": (rng.uniform(0, 100, (2, 2)), rng.uniform(0, 100, (2, 2))),
         "identical points": (np.ones((40, 2)), np.ones((40, 2)) * 5),
         "collinear": (line, line * 0.5 + 3),
+        "nearly collinear": (near_line, near_line * 0.5 + 3),
         "nan": (np.full((40, 2), np.nan), rng.uniform(0, 100, (40, 2))),
     }
     for name, (pa, pb) in cases.items():
         assert estimate(pa, pb, geometry, backend=backend) is None, name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("geometry", ["homography", "affine"])
+def test_a_small_patch_is_not_degenerate(backend, geometry):
+    """Points a few pixels apart (a small object, a thumbnail) are distinct points: only those closer than
+    1/8 px count as one."""
+    rng = np.random.default_rng(5)
+    pa = rng.uniform(0, 6, size=(30, 2))
+    pb = pa @ np.array([[0.8, -0.3], [0.3, 0.8]]).T + [100, 50]
+    model = estimate(pa, pb, geometry, backend=backend)
+    assert model is not None and model.inliers.all()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
