@@ -101,3 +101,54 @@ def test_only_the_reranker_caps_ransac_at_the_wanted_inliers(monkeypatch):
     capped = api.verify_correspondences(pairs, geometry="homography", only_matches=True)
     assert seen == [0, 15]
     assert plain.is_match and capped.is_match and plain.num_inliers == capped.num_inliers == 40
+
+
+def _on_a_plane(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """40 points of A and their images under H_TRUE in B, B's moved by ``offsets`` pixels along x."""
+    pa = np.random.default_rng(0).uniform(0, 500, size=(len(offsets), 2))
+    q = np.c_[pa, np.ones(len(pa))] @ H_TRUE.T
+    return pa, q[:, :2] / q[:, 2:] + np.c_[offsets, np.zeros(len(offsets))]
+
+
+def _features(points: np.ndarray, working_scale: float) -> localmatch.Features:
+    n = len(points)
+    zeros = np.zeros(n, np.float32)
+    return localmatch.Features(points.astype(np.float32), zeros, zeros, zeros, np.eye(n, 8, dtype=np.float32),
+                               (500, 500), "rootsift", working_scale)
+
+
+def test_the_ransac_threshold_is_in_working_pixels_of_the_coarser_image():
+    """30 exact correspondences and 10 that are 4.5 original pixels off. At 3 working pixels, those 10 are
+    outliers when features were found at full size and inliers when the coarser image was worked on at half
+    size (3 working pixels are 6 original ones there)."""
+    pa, pb = _on_a_plane(np.r_[np.zeros(30), np.full(10, 4.5)])
+    matches = localmatch.Matches(np.c_[np.arange(40), np.arange(40)], np.linspace(1, 0.5, 40, dtype=np.float32))
+    options = dict(geometry="homography", ransac={"threshold": 3.0, "max_iterations": 1000})
+    full_size = localmatch.verify_matches(_features(pa, 1.0), _features(pb, 1.0), matches, **options)
+    assert full_size.num_inliers == 30
+    for scales in ((0.5, 1.0), (1.0, 0.5)):
+        coarser_half = localmatch.verify_matches(_features(pa, scales[0]), _features(pb, scales[1]), matches, **options)
+        assert coarser_half.num_inliers == 40, scales
+
+
+def test_correspondences_go_to_ransac_best_match_first():
+    """PROSAC samples the first correspondences first, so matched_points orders them by score."""
+    from localmatch.api import matched_points
+
+    scores = np.array([0.2, 0.9, 0.5, 0.7], np.float32)
+    matches = localmatch.Matches(np.c_[np.arange(4), np.arange(4)[::-1]], scores)
+    keypoints = np.arange(8, dtype=np.float32).reshape(4, 2)
+    pairs = matched_points(keypoints, keypoints * 10, matches)
+    np.testing.assert_array_equal(pairs.scores, scores[[1, 3, 2, 0]])
+    np.testing.assert_array_equal(pairs.points_a, keypoints[[1, 3, 2, 0]])
+    np.testing.assert_array_equal(pairs.points_b, keypoints[[2, 0, 1, 3]] * 10)
+
+
+def test_fewer_matches_than_min_inliers_are_not_estimated():
+    """Ten exact matches cannot reach 15 inliers: no model is fitted (and none reported)."""
+    pa, pb = _on_a_plane(np.zeros(10))
+    matches = localmatch.Matches(np.c_[np.arange(10), np.arange(10)], np.ones(10, np.float32))
+    result = localmatch.verify_matches(_features(pa, 1.0), _features(pb, 1.0), matches, geometry="homography")
+    assert (result.num_matches, result.num_inliers, result.geometry, result.matrix) == (10, 0, None, None)
+    assert localmatch.verify_matches(_features(pa, 1.0), _features(pb, 1.0), matches, geometry="homography",
+                                     min_inliers=10).num_inliers == 10
