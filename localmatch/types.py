@@ -165,9 +165,12 @@ class Hit:
             re-ranking, ``global_score``.
         global_score: the shortlist's similarity: inner product of the global descriptors (cosine), or in
             an ``asmk``/``rasmk`` database the normalised ASMK kernel score.
-        num_inliers: inliers of the geometric verification (0 when not verified).
-        geometry: the verified model's name, or None.
-        matrix: ``(3, 3)`` from the query to this image in original pixels, or None.
+        num_inliers: inliers of the geometric verification (fewer than ``min_inliers`` for a hit that did
+            not verify; 0 without re-ranking or when no model was found).
+        geometry: the fitted model's name, or None.
+        matrix: ``(3, 3)`` from the query to this image in original pixels, or None. A hit that did not
+            verify keeps the model that was fitted anyway, a rough one (RANSAC stops early on such pairs):
+            look at ``verified`` before using it.
         verified: ``num_inliers >= min_inliers``.
     """
 

@@ -44,3 +44,11 @@ def corner_error(H_est, H_true, width: int, height: int) -> float:
     from localmatch.demo import corner_error as _corner_error
 
     return _corner_error(H_est, H_true, width, height)
+
+
+def points_on_a_plane(H: np.ndarray, offsets: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 2)`` random points of A in a 500-pixel square and their images under ``H`` in B, B's moved by
+    ``offsets`` ``(N,)`` pixels along x (0: exact correspondences)."""
+    pa = np.random.default_rng(seed).uniform(0, 500, size=(len(offsets), 2))
+    q = np.c_[pa, np.ones(len(pa))] @ np.asarray(H, float).T
+    return pa, q[:, :2] / q[:, 2:] + np.c_[offsets, np.zeros(len(offsets))]

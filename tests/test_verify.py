@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import localmatch
-from conftest import corner_error, shared_data, warp
+from conftest import corner_error, points_on_a_plane, shared_data, warp
 
 # Rotation, scale, shear and perspective; the target canvas is 469 x 437 (not multiples of 8).
 H_TRUE = np.array([[0.82, 0.21, 23.0], [-0.17, 0.91, 61.0], [2.1e-4, -1.3e-4, 1.0]])
@@ -103,13 +103,6 @@ def test_only_the_reranker_caps_ransac_at_the_wanted_inliers(monkeypatch):
     assert plain.is_match and capped.is_match and plain.num_inliers == capped.num_inliers == 40
 
 
-def _on_a_plane(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """40 points of A and their images under H_TRUE in B, B's moved by ``offsets`` pixels along x."""
-    pa = np.random.default_rng(0).uniform(0, 500, size=(len(offsets), 2))
-    q = np.c_[pa, np.ones(len(pa))] @ H_TRUE.T
-    return pa, q[:, :2] / q[:, 2:] + np.c_[offsets, np.zeros(len(offsets))]
-
-
 def _features(points: np.ndarray, working_scale: float) -> localmatch.Features:
     n = len(points)
     zeros = np.zeros(n, np.float32)
@@ -121,7 +114,7 @@ def test_the_ransac_threshold_is_in_working_pixels_of_the_coarser_image():
     """30 exact correspondences and 10 that are 4.5 original pixels off. At 3 working pixels, those 10 are
     outliers when features were found at full size and inliers when the coarser image was worked on at half
     size (3 working pixels are 6 original ones there)."""
-    pa, pb = _on_a_plane(np.r_[np.zeros(30), np.full(10, 4.5)])
+    pa, pb = points_on_a_plane(H_TRUE, np.r_[np.zeros(30), np.full(10, 4.5)])
     matches = localmatch.Matches(np.c_[np.arange(40), np.arange(40)], np.linspace(1, 0.5, 40, dtype=np.float32))
     options = dict(geometry="homography", ransac={"threshold": 3.0, "max_iterations": 1000})
     full_size = localmatch.verify_matches(_features(pa, 1.0), _features(pb, 1.0), matches, **options)
@@ -146,7 +139,7 @@ def test_correspondences_go_to_ransac_best_match_first():
 
 def test_fewer_matches_than_min_inliers_are_not_estimated():
     """Ten exact matches cannot reach 15 inliers: no model is fitted (and none reported)."""
-    pa, pb = _on_a_plane(np.zeros(10))
+    pa, pb = points_on_a_plane(H_TRUE, np.zeros(10))
     matches = localmatch.Matches(np.c_[np.arange(10), np.arange(10)], np.ones(10, np.float32))
     result = localmatch.verify_matches(_features(pa, 1.0), _features(pb, 1.0), matches, geometry="homography")
     assert (result.num_matches, result.num_inliers, result.geometry, result.matrix) == (10, 0, None, None)
