@@ -493,9 +493,10 @@ def resize_to_working(pixels: np.ndarray, max_side: int | None = DEFAULT_MAX_SID
     """Shrink an image so its long side is at most ``max_side`` (never enlarges it).
 
     ``max_side=None`` or ``0`` keeps the original size. With ``multiple > 1`` both sides are then rounded
-    to multiples of it (at least one multiple), as networks with a fixed stride need. The aspect ratio is
-    kept up to rounding; the returned per-axis scales are the exact ones, so :meth:`Resized.to_original`
-    is exact.
+    to the nearest multiple of it (at least one multiple), as networks with a fixed stride need, so a side
+    can end up to ``multiple / 2`` pixels over ``max_side`` or its original length (a 600-pixel side is
+    608 for a stride of 16). The aspect ratio is kept up to rounding; the returned per-axis scales are the
+    exact ones, so :meth:`Resized.to_original` is exact.
     """
     height, width = pixels.shape[:2]
     s = working_scale((width, height), max_side)
@@ -503,8 +504,6 @@ def resize_to_working(pixels: np.ndarray, max_side: int | None = DEFAULT_MAX_SID
     if multiple > 1:
         new_w = max(multiple, round(new_w / multiple) * multiple)
         new_h = max(multiple, round(new_h / multiple) * multiple)
-        if max_side and max(new_w, new_h) > max(max_side, multiple):
-            new_w, new_h = (max(multiple, (v // multiple) * multiple) for v in (new_w, new_h))
     if (new_w, new_h) == (width, height):
         return Resized(pixels, (1.0, 1.0))
     interpolation = cv2.INTER_AREA if new_w <= width and new_h <= height else cv2.INTER_LINEAR

@@ -481,6 +481,30 @@ def test_to_original_uses_pixel_centres():
     np.testing.assert_allclose(r.to_original(np.array([[0.0, 0.0], [14.0, 4.0]])), [[0.5, 0.5], [28.5, 8.5]])
 
 
+@pytest.mark.parametrize("multiple", [1, 8, 16, 32])
+def test_working_sizes_stay_within_max_side_and_map_back_corner_to_corner(multiple):
+    """Rounding to a network's stride takes a side at most half a stride over ``max_side`` (or its own
+    length), and each axis maps back with its own scale: the working image's outer corners land on the
+    original's (the scales differ along x and y once both sides are rounded)."""
+    for width, height in [(2000, 1000), (1000, 300), (777, 1001), (1920, 1080), (641, 479), (33, 2000)]:
+        for max_side in (1016, 512, 100):
+            r = resize_to_working(np.zeros((height, width), np.uint8), max_side, multiple=multiple)
+            h, w = r.pixels.shape
+            assert max(w, h) <= max(min(max_side, max(width, height)) + multiple // 2, multiple), \
+                (width, height, max_side)
+            assert w % multiple == 0 and h % multiple == 0
+            corners = r.to_original(np.array([[-0.5, -0.5], [w - 0.5, h - 0.5]]))
+            np.testing.assert_allclose(corners, [[-0.5, -0.5], [width - 0.5, height - 0.5]], atol=1e-3)
+
+
+def test_shrinking_averages_every_pixel_it_replaces():
+    """Shrunk 4 times, each working pixel is the mean of 16 pixels (area interpolation): the spread of
+    random noise falls to a quarter, where bilinear sampling (2 x 2 pixels) would halve it, aliasing the rest."""
+    noise = np.random.default_rng(0).normal(128, 40, size=(400, 400)).clip(0, 255).astype(np.float32)
+    small = resize_to_working(noise, 100).pixels
+    assert small.shape == (100, 100) and small.std() < 0.3 * noise.std()
+
+
 def test_image_gray_and_size(photo):
     img = Image(photo, "x")
     assert img.size == (227, 201) and img.gray().shape == (201, 227)

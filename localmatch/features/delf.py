@@ -8,7 +8,8 @@ the feature's L2 norm, which HOW (Tolias et al., ECCV 2020) uses instead of a se
 ``efficientnet-lite0`` checkpoint is needed.
 
 - Working image: the image inside its flat borders (below), long side ``max_side`` (768 by default, or
-  its own when smaller) times each of ``scales``, sides rounded to multiples of 16; never enlarged.
+  its own when smaller) times each of ``scales`` (never above its own), sides then rounded to the nearest
+  multiple of 16 (so up to 8 pixels over that).
 - Descriptors: the 112-d output of EfficientNet-Lite0's last stride-16 stage, L2-normalised.
 - Keypoints: cell ``(i, j)`` sits at working pixel ``(16 j + 15, 16 i + 15)`` (see
   :meth:`~localmatch.shortlist.efficientnet_lite.EfficientNetLite0.stride16_features`), mapped to
