@@ -26,6 +26,7 @@ def test_precision_recall_ndcg_and_ns():
     ranked = ["x", "a", "j", "b", "y"]
     assert precision_at_k(ranked, {"a", "b"}, 2) == 0.5
     assert precision_at_k(ranked, {"a", "b"}, 3, junk={"j"}) == pytest.approx(2 / 3)
+    assert precision_at_k(ranked, {"a", "b"}, 10) == 0.2  # a list shorter than k: the missing places are misses
     assert recall_at_k(ranked, {"a"}, 1) == 0.0 and recall_at_k(ranked, {"a"}, 2) == 1.0
     assert ndcg_at_k(["a", "b"], {"a", "b"}, 2) == pytest.approx(1.0)
     assert ndcg_at_k(["x", "a"], {"a"}, 2) == pytest.approx(1 / np.log2(3))
