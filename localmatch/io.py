@@ -315,6 +315,12 @@ _EXIF_TRANSPOSE = {2: PIL.Image.Transpose.FLIP_LEFT_RIGHT, 3: PIL.Image.Transpos
                    8: PIL.Image.Transpose.ROTATE_90}
 
 
+def _bgr_to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """OpenCV's ``(H, W, 3 or 4)`` BGR(A) samples in RGB(A) order, of any dtype (``cv2.cvtColor`` takes 8- and
+    16-bit integers and 32-bit floats only)."""
+    return pixels[..., [2, 1, 0, 3][:pixels.shape[2]]]
+
+
 def _decode_16_bit_colour(fileobj, img: PIL.Image.Image, source: str) -> np.ndarray | None:
     """``(H, W, 3 or 4) uint16`` RGB(A) of a 16-bit file that Pillow has decoded (so the data is sound),
     decoded again by OpenCV at full depth, EXIF orientation applied; None where OpenCV cannot."""
@@ -326,7 +332,7 @@ def _decode_16_bit_colour(fileobj, img: PIL.Image.Image, source: str) -> np.ndar
     if pixels is None or pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[:2] != (img.height, img.width):
         log.warning("%s: 16-bit colour read at 8 bits (OpenCV could not decode it)", source)
         return None
-    pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    pixels = _bgr_to_rgb(pixels)
     try:
         transpose = _EXIF_TRANSPOSE.get(img.getexif().get(0x0112, 1))
     except Exception as e:  # a broken EXIF block must not cost the pixels
@@ -340,10 +346,8 @@ def _decode_16_bit_colour(fileobj, img: PIL.Image.Image, source: str) -> np.ndar
 
 def _tiff_size(fileobj, source: str) -> tuple[int, int]:
     """``(width, height)`` of a TIFF's first image, read from its tags (Pillow's parser) without decoding."""
-    fileobj.seek(0)
-    head = fileobj.read(8)
-    if head[2:3] == b"+":  # BigTIFF: an 8-byte offset follows
-        head += fileobj.read(8)
+    head = _head(fileobj, 16)
+    head = head[:16] if head[2:3] == b"+" else head[:8]  # BigTIFF's offset is 8 bytes, a classic TIFF's 4
     try:
         tags = PIL.TiffImagePlugin.ImageFileDirectory_v2(head)
         fileobj.seek(tags.next)
@@ -379,7 +383,7 @@ def _decode_tiff_with_opencv(fileobj, source: str, max_pixels: int) -> np.ndarra
         raise ImageError(source, f"corrupt TIFF: its tags give {width}x{height} pixels, its data "
                                  f"{pixels.shape[1]}x{pixels.shape[0]}")
     if pixels.ndim == 3 and pixels.shape[2] in (3, 4):  # OpenCV reads 1, 3 or 4 samples, colour as BGR(A)
-        pixels = pixels[..., [2, 1, 0, 3][:pixels.shape[2]]]
+        pixels = _bgr_to_rgb(pixels)
     if pixels.dtype.kind in "iu" and pixels.dtype not in (np.uint8, np.uint16):
         pixels = pixels.astype(np.float64)
     return _array_to_rgb8(np.ascontiguousarray(pixels), source, None)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from localmatch.demo import skimage_photo
+from localmatch.geometry import project
 from localmatch.io import Image
 
 
@@ -50,5 +51,4 @@ def points_on_a_plane(H: np.ndarray, offsets: np.ndarray, seed: int = 0) -> tupl
     """``(N, 2)`` random points of A in a 500-pixel square and their images under ``H`` in B, B's moved by
     ``offsets`` ``(N,)`` pixels along x (0: exact correspondences)."""
     pa = np.random.default_rng(seed).uniform(0, 500, size=(len(offsets), 2))
-    q = np.c_[pa, np.ones(len(pa))] @ np.asarray(H, float).T
-    return pa, q[:, :2] / q[:, 2:] + np.c_[offsets, np.zeros(len(offsets))]
+    return pa, project(pa, H)[0] + np.c_[offsets, np.zeros(len(offsets))]
