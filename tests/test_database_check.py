@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
 import sys
 import sqlite3
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,11 @@ import pytest
 from conftest import shared_data
 from localmatch.cli import main
 from localmatch.database import CheckReport, Database
+from localmatch.database import check as check_module
 from localmatch.dedup import find_duplicates
 from localmatch.errors import DatabaseError
+from localmatch.files import file_crc32
+from localmatch.shortlist.asmk import InvertedFile
 
 SMALL = {"max_side": 400, "max_features": 500}  # small working size keeps the tests quick
 
@@ -156,8 +161,10 @@ def test_repair_leaves_an_image_whose_file_is_gone_and_deletes_one_whose_bytes_a
     shutil.copy(files[2], files[1])  # image 2's file now holds what image 3 was made from
 
     with Database(tmp_path / "db") as db:
+        assert sorted(db.shortlist(db.global_of(3), 3)[0]) == [1, 2, 3]
         report = db.repair()
         assert [(r.image_id, r.new_id) for r in report.repaired] == [(2, 3)]  # deleted: 3 holds those bytes
+        assert sorted(db.shortlist(db.global_of(3), 3)[0]) == [1, 3]  # this handle's shortlist too
         assert [(d.image_id, d.path) for d in report.left] == [(1, files[0])] and not report.ok
         assert report.left[0].reason.startswith("its stored features differ from what was written (CRC-32 ")
         assert report.left[0].reason.endswith("; not repaired: its file cannot be read (No such file or directory)")
@@ -228,7 +235,9 @@ DAMAGED_RECORDS = [
     ("UPDATE images SET global_row = 99 WHERE id = 2", {2}, "its global descriptor lies at row 99"),
     ("UPDATE images SET width = 0 WHERE id = 1", {1}, "a size of 0 x"),
     ("UPDATE images SET descriptor_scale = 'x' WHERE id = 8", {8}, "a descriptor scale of x"),
+    ("UPDATE images SET working_scale = -0.5 WHERE id = 7", {7}, "and a working scale of -0.5"),
     ("UPDATE images SET checksum = checksum + 1 WHERE id = 3", {3}, "differ from what was written"),
+    ("UPDATE images SET checksum = 'abc' WHERE id = 5", {5}, "its record holds 'abc' where a checksum must be"),
     ("INSERT INTO regions VALUES (5, 40, 10, 20, 30)", {5}, "one of its region boxes is [40.0, 10.0, 20.0, 30.0]"),
 ]
 
@@ -240,6 +249,21 @@ def test_damaged_records_are_reported_by_image(built, tmp_path, statement, damag
     report = check(db)
     assert {d.image_id for d in report.damaged} == damaged and not report.problems
     assert all(says in d.reason for d in report.damaged), report.damaged
+
+
+def test_rows_shared_by_two_images_are_found_however_the_spans_nest():
+    def shared(spans):
+        damaged: dict[int, str] = {}
+        check_module._flag_shared_rows(spans, "feature", damaged)
+        return damaged
+
+    assert shared([(0, 10, 1), (10, 20, 2), (20, 21, 3)]) == {}  # end to end: each image has rows of its own
+    assert shared([(9, 20, 2), (0, 10, 1)]) == {1: "its feature rows overlap those of image 2",
+                                                2: "its feature rows overlap those of image 1"}
+    # image 3 starts past image 2's end but inside image 1's, which holds both
+    assert shared([(0, 100, 1), (10, 20, 2), (30, 40, 3)]) == {
+        1: "its feature rows overlap those of image 2", 2: "its feature rows overlap those of image 1",
+        3: "its feature rows overlap those of image 1"}
 
 
 @pytest.mark.parametrize("statement, damaged, says", DAMAGED_RECORDS)
@@ -290,14 +314,17 @@ def test_images_added_before_checksums_get_their_values_checked_and_new_ones_a_c
 
     outside, not_finite = record(old, 2), record(old, 4)
     with open(old / "keypoints.f32", "r+b") as f:
-        f.seek(outside["feature_row"] * 8)
-        f.write(np.array([outside["width"] + 5, 10], np.float32).tobytes())
+        f.seek(outside["feature_row"] * 8)  # one beyond the right edge, one beyond the bottom
+        f.write(np.array([[outside["width"] + 5, 10], [10, outside["height"] + 5]], np.float32).tobytes())
         f.seek(not_finite["feature_row"] * 8 + 4)
         f.write(np.array([np.nan], np.float32).tobytes())
     flip_exponent(old, record(old, 6)["global_row"])
+    vectors = np.memmap(old / "global.f16", np.float16, mode="r+").reshape(-1, 3328)
+    vectors[record(old, 8)["global_row"]] = 0  # what an image with nothing to describe is stored with
+    vectors.flush()
     report = check(old)
-    assert [(d.image_id, d.reason) for d in report.damaged[:2]] == [
-        (2, "1 keypoints outside the image's 640 x 480 pixels"), (4, "keypoints that are not finite numbers")]
+    assert len(report.damaged) == 3 and [(d.image_id, d.reason) for d in report.damaged[:2]] == [
+        (2, "2 keypoints outside the image's 640 x 480 pixels"), (4, "keypoints that are not finite numbers")]
     length = re.fullmatch(r"a global descriptor of length (\S+) where 1 was written", report.damaged[2].reason)
     assert report.damaged[2].image_id == 6 and length and float(length[1]) > 100
 
@@ -420,3 +447,46 @@ def test_text_that_is_not_utf8_and_a_null_are_reported_not_raised(built, tmp_pat
             (2, "not repaired: its stored path is damaged, so its file is not known")]
         assert [d.image_id for d in opened.check().damaged] == [2]
     json.dumps(repair.to_dict())
+
+
+def test_a_codebook_for_descriptors_of_another_size_is_a_problem(tmp_path, ukbench_paths):
+    db = tmp_path / "asmk"
+    with Database(db, representation="asmk", feature_config=SMALL, asmk_config={"codebook_size": 64}) as writer:
+        writer.add(ukbench_paths[:2])
+    np.save(db / "codebook.npy", np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32))
+    report = check(db)
+    assert report.problems == [f"{db / 'codebook.npy'}: 32-d words for 128-d descriptors"]
+
+
+def test_a_saved_index_replaced_by_a_writer_while_it_is_read_is_read_again(built, tmp_path, monkeypatch):
+    """A writer replaces the file, then records its CRC: a reading that began before that compares the new
+    file with the old CRC, and must not call the new file damaged."""
+    db = copy_of(built, tmp_path)
+    path = db / "shortlist.faiss"
+    read: list[int] = []
+
+    def a_writer_replaces_it_meanwhile(file):
+        if not read:
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0x10  # the writer's new index
+            path.with_suffix(".new").write_bytes(data)
+            os.replace(path.with_suffix(".new"), path)
+            execute(db, f"UPDATE meta SET value = '{zlib.crc32(data)}' WHERE key = 'index_crc32'")
+        read.append(file_crc32(file))
+        return read[-1]
+
+    monkeypatch.setattr(check_module, "file_crc32", a_writer_replaces_it_meanwhile)
+    report = check(db)
+    assert report.ok and len(read) == 2 and read[0] == read[1], report.problems
+
+
+def test_repair_keeps_given_region_boxes_and_saves_the_inverted_file(tmp_path, ukbench_paths):
+    db = tmp_path / "rasmk"
+    boxes = np.array([[0, 0, 639, 479], [100, 50, 400, 300]], np.float32)
+    with Database(db, representation="rasmk", feature_config=SMALL, asmk_config={"codebook_size": 64}) as writer:
+        writer.add(ukbench_paths[:4], boxes={ukbench_paths[1]: boxes})
+    flip_bit(db / "descriptors.i8", record(db, 2)["feature_row"] * 128 + 7)
+    with Database(db) as opened:
+        assert [(r.image_id, r.new_id) for r in opened.repair().repaired] == [(2, 5)]
+        assert np.array_equal(opened._boxes_of(5), boxes)
+    assert list(InvertedFile.load(db / "asmk.npz").image_ids()) == [1, 3, 4, 5]  # saved as it is now
