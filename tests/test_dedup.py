@@ -7,16 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import PIL.Image
 import pytest
 
 from localmatch.cli import main
 from localmatch.database import Database
-from localmatch.dedup import _components, find_duplicates, photometric_agreement, thumbnail
+from localmatch.dedup import (DuplicatePair, _add_identical_copy, _components, _maps_inside, find_duplicates,
+                              inlier_spread, photometric_agreement, thumbnail)
 from localmatch.errors import DatabaseError
-from localmatch.demo import write_demo_collection
-from localmatch.io import load_image
+from localmatch.demo import skimage_photo, write_demo_collection
+from localmatch.io import Image, load_image
+from localmatch.types import Verification
 from localmatch.viz import homography_overlay, html_page, ranking_strip, side_by_side
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -105,6 +108,67 @@ def test_photometric_agreement_of_a_copy_and_of_another_photo(collection):
     assert coverage == pytest.approx(1.0) and similarity > 0.99
     coffee = load_image(files["coffee.jpg"])
     assert photometric_agreement(thumbnail(a), thumbnail(coffee), identity)[1] < 0.5
+
+
+def test_photometric_coverage_is_the_larger_share_and_thumbnails_scale_about_pixel_centres():
+    astronaut = skimage_photo("astronaut.png")  # 512 x 512
+    left_half = Image(np.ascontiguousarray(astronaut.pixels[:, :256]), "left half")
+    coverage, similarity = photometric_agreement(thumbnail(astronaut), thumbnail(left_half), np.eye(3))
+    assert coverage == pytest.approx(1.0) and similarity > 0.99  # all of B, though half of A
+    half_size = Image(cv2.resize(astronaut.pixels, (256, 256), interpolation=cv2.INTER_AREA), "half size")
+    to_half = np.array([[0.5, 0, -0.25], [0, 0.5, -0.25], [0, 0, 1]])  # pixel centres: 0.5 * (x + 0.5) - 0.5
+    assert photometric_agreement(thumbnail(astronaut), thumbnail(half_size), to_half)[1] > 0.9999
+    # (measured: 1 - 4e-7; scaling pixel corners instead of centres put B a quarter pixel off: 0.9924)
+    corner = np.array([[1, 0, -500], [0, 1, -500], [0, 0, 1.0]])  # a 12 x 12 px corner: too few to correlate
+    coverage, similarity = photometric_agreement(thumbnail(astronaut), thumbnail(astronaut), corner)
+    assert coverage < 0.001 and similarity == 0.0
+
+
+def cell_centres(size: tuple[int, int], grid: int = 8) -> np.ndarray:
+    xs, ys = ((np.arange(grid) + 0.5) * side / grid - 0.5 for side in size)
+    return np.array([(x, y) for y in ys for x in xs], np.float32)
+
+
+def verified(points_a: np.ndarray, points_b: np.ndarray, H: np.ndarray) -> Verification:
+    n = len(points_a)
+    return Verification(n, n, points_a, points_b, "homography", H, True, 1.0)
+
+
+def test_inlier_spread_counts_the_cells_that_hold_an_inlier_among_those_the_other_image_shows():
+    size = (800, 400)  # not square: the 8 x 8 cells are 100 px wide and 50 px high
+    everywhere = cell_centres(size)
+    left_half, left_quarter = everywhere[everywhere[:, 0] < 400], everywhere[everywhere[:, 0] < 200]
+    # A has keypoints in all 64 cells and B in its left 32; the inliers hold 16 cells: 1/4 of A's, 1/2 of B's
+    same = verified(left_quarter, left_quarter, np.eye(3))
+    assert inlier_spread(same, everywhere, size, left_half, size) == 0.25
+    # B shows only A's left half (A's right half maps past B's right edge): only those cells count
+    shift = np.array([[1, 0, 400], [0, 1, 0], [0, 0, 1.0]])
+    assert inlier_spread(verified(left_quarter, left_quarter + [400, 0], shift), everywhere, size, everywhere,
+                         size) == 0.5
+
+
+def test_a_point_that_maps_behind_the_camera_is_not_inside_the_other_image():
+    # the last coordinate 1 - x / 400 is negative right of x = 400, where x and y come out positive
+    H = np.array([[0, 0, -200], [0, -1, 0], [-1 / 400, 0, 1]])
+    points = np.array([[700, 100], [100, 100]], np.float64)  # behind, mapped to (267, 133); in front, (-267, -133)
+    assert _maps_inside(points, H, (800, 400)).tolist() == [False, False]
+    assert _maps_inside(points, np.eye(3), (800, 400)).tolist() == [True, True]
+
+
+def test_a_byte_identical_copy_takes_its_original_s_pairs_and_tests():
+    found = {("a", "x"): DuplicatePair("a", "x", "duplicate", 50, "homography")}
+    tested = {("a", "x"), ("a", "y"), ("x", "y")}
+    _add_identical_copy("c", "a", 120, found, tested)
+    assert tested == {("a", "x"), ("a", "y"), ("x", "y"), ("c", "x"), ("c", "y"), ("a", "c")}
+    assert sorted(found) == [("a", "c"), ("a", "x"), ("c", "x")]
+    assert (found[("c", "x")].a, found[("c", "x")].num_inliers) == ("c", 50)
+    assert found[("a", "c")].relation == "duplicate" and found[("a", "c")].num_inliers == 120
+
+
+def test_a_shortlist_of_one_verifies_the_best_other_image(collection):
+    folder, _ = collection
+    groups = [names(g) for g in find_duplicates([folder], shortlist=1, mirror=False, progress=False).groups]
+    assert ["coffee.jpg", "coffee_q15.jpg"] in groups
 
 
 def test_components():
