@@ -14,7 +14,8 @@ from conftest import corner_error, shared_data, warp
 from localmatch.cli import main
 from localmatch.demo import skimage_photo
 from localmatch.pairs import verify_pairs
-from localmatch.refine import MIN_TILT, tilts
+from localmatch.matching import MATCHERS
+from localmatch.refine import MIN_TILT, _frame_to_original, refine_homography, tilts
 from test_learned import needs_weights
 
 # A plane turned by about 40 degrees (tilt about 1.4), on a 563 x 377 canvas (not multiples of 8).
@@ -137,11 +138,37 @@ def test_the_part_of_the_warp_beyond_the_horizon_is_left_out():
     from localmatch.io import Image
     from localmatch.refine import _warp
 
-    image = Image(np.full((100, 100, 3), 200, np.uint8), "grey")
-    # The last coordinate 1 - x / 50 is negative right of column 50: those grid points lie behind.
-    to_image = np.array([[1.0, 0, 0], [0, 1.0, 0], [-1 / 50, 0, 1.0]])
+    image = Image(np.full((200, 200, 3), 200, np.uint8), "grey")
+    # The last coordinate w = 1 - x / 50 is negative right of column 50: those grid points lie behind. Both
+    # sides land on the image (x = 100 + 10 / w, y = 80 + 0.3 y / w), so only their depth tells them apart.
+    to_image = np.array([[-2.0, 0, 110], [-1.6, 0.3, 80], [-1 / 50, 0, 1.0]])
     warped, inside = _warp(image, to_image, (100, 100))
-    assert warped.shape == (100, 100, 3) and not inside[:, 50:].any()
+    assert warped.shape == (100, 100, 3) and inside[:, :50].any() and not inside[:, 50:].any()
+
+
+def test_frames_scale_about_pixel_centres():
+    to_original = _frame_to_original((200, 100), (100, 50))
+    np.testing.assert_allclose(to_original @ [0, 0, 1], [0.5, 0.5, 1])  # the centre of the first 2 x 2 block
+    np.testing.assert_allclose(to_original @ [-0.5, -0.5, 1], [-0.5, -0.5, 1])  # the corners coincide
+
+
+def test_a_refinement_reports_its_own_counts_and_must_keep_min_inliers(coffee_pair):
+    a, b = coffee_pair
+    features_a, features_b = localmatch.extract(a), localmatch.extract(b)
+    first = localmatch.verify(features_a, features_b, geometry="homography")
+
+    def refine(verification=first, **options):
+        return refine_homography(verification, features_a, features_b, a, b, features="sift", feature_config=None,
+                                 matcher=MATCHERS.get("nn"), matcher_config=None, **options)
+
+    refined = refine()
+    assert refined.refined and refined.num_matches != first.num_matches  # measured: 149 -> 211 matches
+    assert refined.score == refined.num_inliers / refined.num_matches < 1  # 203 inliers
+    # more matches than that, but fewer inliers: the first verification comes back as it was
+    assert refine(min_inliers=(refined.num_inliers + refined.num_matches + 1) // 2) is first
+    # the same homography scaled by -1 (its centre's last coordinate negative) is refined the same way
+    flipped = refine(dataclasses.replace(first, matrix=-first.matrix))
+    assert flipped.refined and np.allclose(flipped.matrix, refined.matrix)
 
 
 def test_pairs_file_and_command_line_refine_as_the_api(tmp_path, coffee_pair, capsys):
