@@ -99,6 +99,47 @@ def test_missing_weights_say_what_and_where(monkeypatch, tmp_path):
         resolve("superpoint")
 
 
+def test_a_download_is_checked_before_it_is_kept_and_kornia_s_cache_name_is_looked_up(monkeypatch, tmp_path,
+                                                                                        caplog):
+    """Downloads are exercised with file:// URLs (urllib's own scheme; no network here)."""
+    import hashlib
+    import logging
+
+    import localmatch.weights as weights
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "good.pth").write_bytes(b"the real weights")
+    (served / "tampered.pth").write_bytes(b"something else")
+    good = hashlib.sha256(b"the real weights").hexdigest()
+    entries = {
+        "good": weights.WeightsEntry("good", "good.pth", good, urls=("file:///nowhere/good.pth",
+                                                                     (served / "good.pth").as_uri())),
+        "tampered": weights.WeightsEntry("tampered", "tampered.pth", good, urls=((served / "tampered.pth").as_uri(),)),
+        "cached": weights.WeightsEntry("cached", "cached.pth", good, kornia_cache_name="kornia_name.pth"),
+        "unpublished": weights.WeightsEntry("unpublished", "unpublished.ckpt", None),
+    }
+    monkeypatch.setattr(weights, "manifest", lambda: entries)
+    monkeypatch.delenv("LOCALMATCH_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+
+    with pytest.raises(WeightsError, match="not found"):
+        resolve("good", download=False)
+    assert resolve("good") == hub / "good.pth" and (hub / "good.pth").read_bytes() == b"the real weights"
+    with pytest.raises(WeightsError) as refused:  # the first URL fails; the second's file is not the one published
+        resolve("tampered")
+    assert "downloaded file has sha256" in str(refused.value) and "tampered.pth" in str(refused.value)
+    assert sorted(p.name for p in hub.iterdir()) == ["good.pth"]  # nothing of the refused download is kept
+
+    (hub / "kornia_name.pth").write_bytes(b"the real weights")  # where kornia itself would have saved it
+    assert resolve("cached", download=False) == hub / "kornia_name.pth"
+    (hub / "unpublished.ckpt").write_bytes(b"anything")
+    with caplog.at_level(logging.WARNING, logger="localmatch.weights"):
+        assert resolve("unpublished", download=False) == hub / "unpublished.ckpt"
+    assert "no published sha256 to check it against" in caplog.text
+
+
 def test_shared_weights_verify(monkeypatch):
     if not os.environ.get("LOCALMATCH_WEIGHTS"):
         pytest.skip("LOCALMATCH_WEIGHTS is not set (point it at the shared weights folder)")
