@@ -220,11 +220,17 @@ def _print_add_report(report, quiet: bool) -> None:
 
 def _require_inputs(paths: list[str]) -> None:
     """Stop before any work when a file or folder named on the command line does not exist (a typo would
-    otherwise create an empty database, or find no duplicates, and exit 0). Files that exist but do not
-    decode are reported one by one as the work goes on."""
+    otherwise create an empty database, or find no duplicates, and exit 0), and warn of a folder that holds
+    no image file (the work goes on: the other inputs may hold some). Files that exist but do not decode are
+    reported one by one as the work goes on."""
+    from localmatch.database import IMAGE_SUFFIXES, expand_image_paths
+
     for path in paths:
         if not os.path.exists(path):
             raise ImageError(path, "no such file or folder")
+        if os.path.isdir(path) and not expand_image_paths([path]):
+            print(f"localmatch: warning: {path}: no image files in this folder or below (file names ending "
+                  f"{', '.join(IMAGE_SUFFIXES)}, any case; hidden ones left out)", file=sys.stderr)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:

@@ -137,6 +137,25 @@ def test_a_named_input_that_does_not_exist_stops_index_and_dedup_before_any_work
     assert capsys.readouterr().err.count(f"{typo}: no such file or folder") == 2
 
 
+def test_a_folder_without_image_files_is_warned_of_and_the_rest_goes_on(pair, tmp_path, capsys):
+    a = pair[0]
+    texts = tmp_path / "texts"
+    (texts / ".hidden").mkdir(parents=True)
+    (texts / "notes.txt").write_text("no image")
+    (texts / ".hidden" / "a.jpg").write_bytes(Path(a).read_bytes())  # hidden: left out under a folder
+    db = str(tmp_path / "db")
+    assert main(["index", "build", db, a, str(texts), "-q"]) == 0
+    assert capsys.readouterr().err == (f"localmatch: warning: {texts}: no image files in this folder or below (file "
+                                       "names ending .jpg, .jpeg, .jpe, .jfif, .png, .ppm, .pgm, .pbm, .pnm, .tif, "
+                                       ".tiff, .webp, .bmp, .gif, .avif, .heic, .heif, .jp2, .j2k, any case; hidden "
+                                       "ones left out)\n")
+    assert main(["index", "list", db, "--json"]) == 0 and len(json.loads(capsys.readouterr().out)) == 1
+    (tmp_path / "photos" / "2026").mkdir(parents=True)
+    (tmp_path / "photos" / "2026" / "b.jpg").write_bytes(Path(pair[1]).read_bytes())
+    assert main(["index", "add", db, str(tmp_path / "photos"), "-q"]) == 0  # images below it: no warning
+    assert capsys.readouterr().err == ""
+
+
 def test_version(capsys):
     import localmatch
 
