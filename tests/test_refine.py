@@ -106,6 +106,18 @@ def test_the_finer_image_gives_the_frame(finer_pair):
     assert np.median(np.linalg.norm(projected[:, :2] / projected[:, 2:] - refined.points_b, axis=1)) < 1.0
 
 
+def test_the_frame_is_chosen_by_working_pixels_not_original_ones(finer_pair):
+    """A photo over ``max_side`` is described at a reduced working size: a view of its middle at 0.95 of
+    its original pixel size, but not reduced, samples the plane more finely, so it gives the frame."""
+    _, large, _ = finer_pair  # 1408 x 942: working scale 0.73
+    H = np.array([[1.15, 0, -410], [0, 0.78, -67], [1e-5, -2e-5, 1]])  # tilt 1.5, area 0.9, centre to centre
+    view = warp(large, H, (800, 600))  # working scale 1
+    refined = localmatch.verify(large, view, geometry="homography", refine=True)
+    assert refined.refined
+    own = localmatch.extract(view).keypoints  # the frame's own keypoints are the refinement's points in it
+    assert np.linalg.norm(refined.points_b[:, None] - own[None], axis=2).min(axis=1).max() < 0.01
+
+
 def test_a_similarity_is_left_as_it_is(coffee_pair):
     a, _ = coffee_pair
     b = warp(a, H_SIMILAR, (523, 371))
