@@ -63,16 +63,23 @@ def average_precision(ranked: Sequence[str], positives: Iterable[str], junk: Ite
 
 
 def precision_at_k(ranked: Sequence[str], positives: Iterable[str], k: int, junk: Iterable[str] = ()) -> float:
-    junk = set(junk)
+    """Share of the top ``k`` places (junk removed) that hold a positive; NaN for a query without positives,
+    which :func:`evaluate` leaves out of its means, as the Revisited Oxford/Paris ``compute_map`` does."""
+    positives, junk = set(positives), set(junk)
+    if not positives:
+        return float("nan")
     kept = [r for r in ranked if r not in junk][:k]
-    return sum(r in set(positives) for r in kept) / k
+    return sum(r in positives for r in kept) / k
 
 
 def recall_at_k(ranked: Sequence[str], positives: Iterable[str], k: int, junk: Iterable[str] = ()) -> float:
-    """1 when at least one positive is in the top ``k`` (junk removed), else 0 (place-recognition recall)."""
-    junk = set(junk)
+    """1 when at least one positive is in the top ``k`` (junk removed), else 0 (place-recognition recall);
+    NaN for a query without positives."""
+    positives, junk = set(positives), set(junk)
+    if not positives:
+        return float("nan")
     kept = [r for r in ranked if r not in junk][:k]
-    return float(any(r in set(positives) for r in kept))
+    return float(any(r in positives for r in kept))
 
 
 def ndcg_at_k(ranked: Sequence[str], positives: Iterable[str], k: int, junk: Iterable[str] = ()) -> float:
@@ -177,7 +184,8 @@ def ground_truth_from_folders(paths: Sequence[str]) -> list[QueryTruth]:
 
 @dataclass
 class EvaluationReport:
-    """Mean metrics over queries, with speed and size beside them."""
+    """Mean metrics over queries, with speed and size beside them. A query without positives has no AP,
+    precision, recall or NDCG, and is left out of those means (the N-S score counts the query itself)."""
 
     queries: int
     mean_ap: float

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,8 @@ def test_precision_recall_ndcg_and_ns():
     assert ndcg_at_k(["a", "b"], {"a", "b"}, 2) == pytest.approx(1.0)
     assert ndcg_at_k(["x", "a"], {"a"}, 2) == pytest.approx(1 / np.log2(3))
     assert ukbench_ns(["q", "a", "x", "b", "c"], {"q", "a", "b", "c"}) == 3.0
+    # without positives a query has no precision, recall or NDCG to speak of
+    assert all(np.isnan(metric(ranked, set(), 2)) for metric in (precision_at_k, recall_at_k, ndcg_at_k))
 
 
 def test_json_ground_truth_and_folders(tmp_path):
@@ -147,3 +150,21 @@ def test_evaluate_checks_its_cut_offs_and_flags_before_any_search(tmp_path):
         db.search = lambda *args, **kwargs: pytest.fail("searched before the queries were checked")
         with pytest.raises(GroundTruthError, match="1 of the 1 queries are not files, for example .*never-read.jpg"):
             evaluate(db, truth)
+
+
+def test_a_query_without_positives_is_left_out_of_the_means(tmp_path):
+    """Revisited Oxford's hard protocol, for one, leaves some queries with no positive: their AP is
+    undefined, and the mean is over the others (a plain mean made every figure NaN)."""
+    from localmatch.database import Database
+    from localmatch.demo import write_demo_collection
+    from localmatch.evaluate import QueryTruth, evaluate
+
+    paths = {Path(p).name: p for p in write_demo_collection(str(tmp_path / "photos"))}
+    with Database(tmp_path / "db", feature_config={"max_side": 320}) as db:
+        db.add(sorted(paths.values()))
+        truth = [QueryTruth(paths["coffee.jpg"], frozenset({paths["coffee_q15.jpg"]})),
+                 QueryTruth(paths["rocket.jpg"], frozenset())]
+        both, alone = evaluate(db, truth, rerank=False), evaluate(db, truth[:1], rerank=False)
+    assert both.queries == 2 and both.mean_ap == alone.mean_ap == 1.0
+    assert both.precision_at == alone.precision_at and both.recall_at == alone.recall_at
+    assert both.ndcg_at == alone.ndcg_at
