@@ -9,8 +9,8 @@ apart:
   (``min_coverage``), its inliers are spread over what both images show of each other (``min_spread``,
   see :func:`inlier_spread`: a caption, watermark or poster shared by two different photos matches
   only where it is) and either they agree to a fraction of a pixel (median residual at most
-  ``max_residual`` working-image pixels: one exposure, resampled), or their disagreement, though larger,
-  is noise without spatial structure (``structure``, see :func:`residual_structure`) and, once B is
+  ``max_residual`` of B's working-image pixels: one exposure, resampled), or their disagreement, though
+  larger, is noise without spatial structure (``structure``, see :func:`residual_structure`) and, once B is
   warped onto A, the two are nearly the same image (normalised cross-correlation of blurred grey levels,
   ``min_similarity`` with residuals up to ``similar_max_residual``; ``noisy_min_similarity`` with
   residuals up to ``noisy_max_residual``, what heavy re-compression does to a copy). Another shot of a
@@ -84,7 +84,9 @@ class DuplicatePair:
         matrix: ``(3, 3)`` from A (flipped first when ``mirrored``) to B in original pixels.
         coverage: share of the smaller-covered image that the other overlaps (0 for same-scene F pairs).
         similarity: photometric correlation over the overlap (-1..1; 0 when not measured).
-        residual: median inlier residual of the homography in working-image pixels (0 when not measured).
+        residual: median inlier residual of the homography, measured in B, in B's working-image pixels (0 when
+            not measured). For images of different sizes it depends on which is B (a half-size B halves it);
+            each image of a pair is verified against the other, and either way may find it a duplicate.
         structure: how much each inlier's residual agrees with its neighbours' (about 0 for keypoint noise,
             towards 1 for a smooth misfit such as lens distortion or relief; 0 when not measured).
         spread: share of the image regions both images show that hold an inlier (0..1; 0 when not
@@ -214,7 +216,7 @@ class DuplicateTest:
     max_residual``, or the inliers' disagreement has no spatial structure (``structure <=
     max_structure``) and either ``similarity >= min_similarity`` with ``residual <=
     similar_max_residual``, or ``similarity >= noisy_min_similarity`` with ``residual <=
-    noisy_max_residual`` (residuals in working-image pixels).
+    noisy_max_residual`` (residuals in B's working-image pixels).
     """
 
     max_residual: float = 0.2
@@ -270,9 +272,8 @@ def _pairs_of(db: Database, image_id: int, path: str, shortlist: int, min_inlier
         view_thumbnail = thumbnail(view)
         for cand, h in zip(candidates, homographies):
             if h.is_match:
-                scale = min(features.working_scale, cand.working_scale)
                 spread = inlier_spread(h, features.keypoints, features.image_size, cand.keypoints, cand.image_size)
-                out.append(_classify(path, cand.path, view_thumbnail, h, mirrored, scale, spread, test))
+                out.append(_classify(path, cand.path, view_thumbnail, h, mirrored, cand.working_scale, spread, test))
             elif epipolar[cand.image_id].is_match:
                 f = epipolar[cand.image_id]
                 out.append(DuplicatePair(path, cand.path, "same-scene", f.num_inliers, f.geometry, mirrored, f.matrix))
@@ -280,7 +281,9 @@ def _pairs_of(db: Database, image_id: int, path: str, shortlist: int, min_inlier
 
 
 def _classify(path_a: str, path_b: str, thumb_a: "Thumbnail", h: Verification, mirrored: bool,
-              working_scale: float, spread: float, test: DuplicateTest) -> DuplicatePair:
+              working_scale_b: float, spread: float, test: DuplicateTest) -> DuplicatePair:
+    """The pair's cues and relation; ``working_scale_b``: B's working pixels per original pixel, the unit of
+    the residual (measured in B)."""
     matrix = h.matrix
     assert matrix is not None, "a verified pair has its homography"
     try:
@@ -288,7 +291,7 @@ def _classify(path_a: str, path_b: str, thumb_a: "Thumbnail", h: Verification, m
     except ImageError as e:
         log.warning("%s", e)
         coverage, similarity = 0.0, 0.0
-    residual = median_residual(h.points_a, h.points_b, matrix) * working_scale
+    residual = median_residual(h.points_a, h.points_b, matrix) * working_scale_b
     structure = residual_structure(h.points_a, h.points_b, matrix)
     relation = "duplicate" if test.same_picture(coverage, similarity, residual, structure, spread) else "same-scene"
     return DuplicatePair(path_a, path_b, relation, h.num_inliers, h.geometry, mirrored, h.matrix, coverage,

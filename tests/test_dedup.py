@@ -14,8 +14,8 @@ import pytest
 
 from localmatch.cli import main
 from localmatch.database import Database
-from localmatch.dedup import (DuplicatePair, _add_identical_copy, _components, _maps_inside, find_duplicates,
-                              inlier_spread, photometric_agreement, thumbnail)
+from localmatch.dedup import (DuplicatePair, DuplicateTest, _add_identical_copy, _classify, _components, _maps_inside,
+                              find_duplicates, inlier_spread, photometric_agreement, thumbnail)
 from localmatch.errors import DatabaseError
 from localmatch.demo import skimage_photo, write_demo_collection
 from localmatch.io import Image, load_image
@@ -169,6 +169,21 @@ def test_a_shortlist_of_one_verifies_the_best_other_image(collection):
     folder, _ = collection
     groups = [names(g) for g in find_duplicates([folder], shortlist=1, mirror=False, progress=False).groups]
     assert ["coffee.jpg", "coffee_q15.jpg"] in groups
+
+
+def test_the_residual_is_measured_in_b_s_working_pixels(tmp_path):
+    """A photo over ``max_side`` is described at a reduced working size, in whose pixels a copy's keypoints
+    agree to a fraction of a pixel. (The residual in B was scaled by the smaller of the two images' working
+    scales: a 4032 px photo's match in a 1024 px copy was judged at a quarter of the copy's pixels.)"""
+    coffee = skimage_photo("coffee.png")  # 600 x 400
+    PIL.Image.fromarray(coffee.pixels).save(tmp_path / "b.png")
+    grid = np.stack(np.meshgrid(np.arange(20, 600, 40.0), np.arange(20, 400, 40.0)), -1).reshape(-1, 2)
+    shifted = verified(grid.astype(np.float32), (grid + [0.3, 0]).astype(np.float32), np.eye(3))
+    pair = _classify("a.png", str(tmp_path / "b.png"), thumbnail(coffee), shifted, False, 0.5, 1.0, DuplicateTest())
+    assert pair.residual == pytest.approx(0.15, abs=1e-4) and pair.relation == "duplicate"
+    # in original pixels the same residual (0.3) would be over max_residual, and a uniform shift is all structure
+    pair = _classify("a.png", str(tmp_path / "b.png"), thumbnail(coffee), shifted, False, 1.0, 1.0, DuplicateTest())
+    assert pair.residual == pytest.approx(0.3, abs=1e-4) and pair.structure > 0.9 and pair.relation == "same-scene"
 
 
 def test_components():
