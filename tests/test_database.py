@@ -583,6 +583,37 @@ def test_index_grows_in_place_and_asks_to_be_rebuilt_once_doubled(kind):
             [once.search(v, 10)[0].tolist() for v in vectors[::100]]
 
 
+def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_ivf_is_exact_below_its_training_size_and_never_returns_empty_places():
+    vectors = unit_vectors(1000, 16, 4)
+    ids = np.arange(1000, dtype=np.int64)
+    exact, small = ShortlistIndex(16, "flat"), ShortlistIndex(16, "ivf", nprobe=1)
+    exact.build(vectors[:600], ids[:600])
+    small.build(vectors[:600], ids[:600])  # too few vectors to train lists on: searched flat
+    for v in vectors[600:620]:
+        np.testing.assert_array_equal(small.search(v, 10)[0], exact.search(v, 10)[0])
+    trained = ShortlistIndex(16, "ivf", nprobe=1)  # 1000 vectors in 25 lists, one of them searched
+    trained.build(vectors, ids)
+    found, scores = trained.search(vectors[0], 1000)
+    assert 0 < len(found) < 1000 and (found >= 0).all() and len(scores) == len(found)  # faiss pads with -1
+
+
+def test_a_loaded_index_keeps_the_size_it_was_built_with_and_refuses_another_dimension(tmp_path):
+    vectors, ids = unit_vectors(300, 16, 5), np.arange(300, dtype=np.int64)
+    index = ShortlistIndex(16, "lsh")
+    index.build(vectors[:100], ids[:100])
+    index.add(vectors[100:], ids[100:])  # grown to 300 without a rebuild
+    index.save(tmp_path / "index.faiss")
+    reopened = ShortlistIndex.load(tmp_path / "index.faiss", 16, "lsh", built_with=100)
+    assert reopened.built_with == 100 and reopened.wants_rebuild(301)  # trained on 100: doubled long ago
+    with pytest.raises(ValueError, match="not an id-mapped index of dimension 32"):
+        ShortlistIndex.load(tmp_path / "index.faiss", 32, "lsh")
+
+
 @pytest.mark.parametrize("kind", ["flat", "lsh", "ivf", "hnsw"])
 def test_removed_vectors_are_never_found_and_the_rest_rank_as_before(kind):
     """flat drops removed vectors; the others (faiss cannot remove from them as we hold them) hide them: faiss is
