@@ -280,3 +280,26 @@ def test_keypoint_cluster_regions_follow_the_features():
     assert sorted(np.round(centres, -2).tolist()) == [[100, 300], [500, 100]]
     assert (two[:, 2] - two[:, 0] < 200).all()  # each box holds one blob, not both
     assert len(keypoint_clusters(640, 480, left[:20].astype(np.float32))) == 1  # too few points: whole image
+
+
+def test_a_keypoint_on_a_box_edge_is_inside_and_keypoints_must_match_descriptors(rootsift, codebook):
+    _, descriptors, _ = rootsift[0]
+    on_edges = np.array([[10, 5], [0, 10]], np.float32)  # the right edge, and the left and bottom ones
+    regional = aggregate_regions(descriptors[:2], on_edges, np.array([[0, 0, 10, 10]]), codebook, binary=False)
+    assert len(regional) == len(aggregate(descriptors[:2], codebook)) > 0
+    with pytest.raises(ValueError, match="3 keypoints for 2 descriptors"):
+        aggregate_regions(descriptors[:2], np.zeros((3, 2)), np.array([[0, 0, 10, 10]]), codebook)
+
+
+def test_region_proposers_leave_out_repeats_small_groups_and_stray_points():
+    from localmatch.shortlist.asmk.regions import keypoint_clusters
+
+    square = grid_regions(600, 600)  # its first level's square is the whole image again
+    assert len(square) == len(np.unique(square, axis=0)) == 14
+    rng = np.random.default_rng(1)
+    assert keypoint_clusters(640, 480, rng.normal(50, 5, (5, 2)).astype(np.float32)).tolist() == [[0, 0, 639, 479]]
+    big, small = rng.normal((100, 300), 20, (100, 2)), rng.normal((500, 100), 5, (10, 2))
+    points = np.concatenate([big, [[250, 300]], small]).astype(np.float32)  # a stray point right of the big blob
+    boxes = keypoint_clusters(640, 480, points, counts=(2,))
+    assert len(boxes) == 2  # the whole image and the big blob's box: the group of 10 is under min_points
+    assert boxes[1][2] < 200  # boxed from its 2nd to its 98th percentile, the stray point does not stretch it
