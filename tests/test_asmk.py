@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from localmatch.demo import skimage_photo
 from localmatch.features import extract
-from localmatch.shortlist.asmk import (AsmkConfig, Codebook, InvertedFile, aggregate, aggregate_regions,
+from localmatch.shortlist.asmk import (Aggregated, AsmkConfig, Codebook, InvertedFile, aggregate, aggregate_regions,
                                        describe_query, train_codebook)
 from localmatch.shortlist.asmk import codebook as codebook_module, compiled, inverted_file
 from localmatch.shortlist.asmk.regions import grid_regions
@@ -141,8 +143,9 @@ def test_save_and_load_without_pickle(rootsift, codebook, tmp_path):
     ivf = InvertedFile(codebook.size, codebook.dim, True)
     for i, (_, d, _) in enumerate(rootsift):
         ivf.add(10 * i, aggregate(d, codebook))
-    ivf.remove(30)
     query = describe_query(rootsift[4][1], codebook, AsmkConfig())
+    ivf.search(query, 1)  # the images now make one segment, from which 30 is removed (its entries dead)
+    ivf.remove(30)
     before = ivf.search(query, 5)
     ivf.save(tmp_path / "asmk.npz")
     codebook.save(tmp_path / "codebook.npy")
@@ -154,6 +157,35 @@ def test_save_and_load_without_pickle(rootsift, codebook, tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ValueError, match="bad.npz"):
         InvertedFile.load(tmp_path / "bad.npz")
+    # readable, but its arrays do not make an inverted file (the compiled scoring loop does not check bounds)
+    with np.load(tmp_path / "asmk.npz") as data:
+        arrays = dict(data)
+    for key, value, says in (
+            ("image_ids", arrays["image_ids"].astype(np.int32), "index arrays of the wrong types"),
+            ("vectors", arrays["vectors"][:, :8], "vectors are uint8 (%d, 8), expected uint8 (E, 16)"
+             % len(arrays["vectors"])),
+            ("offsets", np.r_[arrays["offsets"][:-1], arrays["offsets"][-1] + 1], "word offsets do not delimit")):
+        np.savez(tmp_path / "tampered.npz", **{**arrays, key: value})
+        with pytest.raises(ValueError, match=re.escape(f"inconsistent inverted file ({says}")):
+            InvertedFile.load(tmp_path / "tampered.npz")
+
+
+def test_idf_weights_follow_images_added_after_a_search(rootsift, codebook):
+    aggregated = [aggregate(d, codebook) for _, d, _ in rootsift]
+    query = describe_query(rootsift[1][1], codebook, AsmkConfig())
+    grown, fresh = InvertedFile(codebook.size, codebook.dim, True), InvertedFile(codebook.size, codebook.dim, True)
+    for i, a in enumerate(aggregated[:-1]):
+        grown.add(i, a)
+    grown.search(query, 3, idf=True)  # the images' idf norms are computed for these contents
+    grown.add(len(aggregated) - 1, aggregated[-1])  # which moves every word's idf
+    grown.search(query, 3)  # a flush into a second segment
+    grown.remove(0)
+    for i, a in enumerate(aggregated[1:], 1):
+        fresh.add(i, a)
+    ids, scores = grown.search(query, len(aggregated), idf=True)
+    expected = fresh.search(query, len(aggregated), idf=True)
+    np.testing.assert_array_equal(ids, expected[0])
+    np.testing.assert_allclose(scores, expected[1], rtol=1e-6)
 
 
 def test_empty_images_and_queries(codebook):
@@ -168,6 +200,11 @@ def test_empty_images_and_queries(codebook):
         ivf.add(1, empty)
     with pytest.raises(ValueError, match="binary"):
         ivf.add(2, aggregate(np.zeros((0, 128), np.float32), codebook, binary=False))
+    with pytest.raises(ValueError, match="the query was aggregated differently"):
+        ivf.search(aggregate(np.zeros((0, 128), np.float32), codebook, binary=False), 5)
+    outside = Aggregated(np.array([codebook.size], np.int32), np.zeros((1, 16), np.uint8), True, 128)
+    with pytest.raises(ValueError, match=f"word ids outside 0..{codebook.size - 1}"):
+        ivf.add(3, outside)
 
 
 def test_codebook_training_is_seeded_and_shrinks_for_small_samples(rootsift):
