@@ -268,6 +268,18 @@ def test_a_damaged_sqlite_file_is_a_database_error_naming_it(small_db, tmp_path,
             db.search(ukbench_paths[0], k=3)
 
 
+def test_a_setting_damaged_while_the_database_is_open_is_a_database_error_naming_it(small_db, tmp_path, ukbench_paths):
+    copy = shutil.copytree(small_db, tmp_path / "copy")
+    with Database(copy, readonly=True) as db:
+        db.search(ukbench_paths[0], k=1, rerank=False)
+        other = sqlite3.connect(copy / "localmatch.sqlite", isolation_level=None)
+        other.execute("UPDATE meta SET value = 'x' WHERE key = 'generation'")  # read again at every search
+        other.close()
+        with pytest.raises(DatabaseError, match=re.escape(str(copy / "localmatch.sqlite")) +
+                           ".*the setting 'generation' is missing or not a number"):
+            db.search(ukbench_paths[0], k=1, rerank=False)
+
+
 def test_an_image_missing_from_the_table_is_left_out_of_the_results(small_db, tmp_path, ukbench_paths):
     """Removed by another process between the shortlist and reading its rows (here: deleted behind the
     database's back, so that its index, up to date a moment ago, still holds it)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import re
 import zipfile
 
 import numpy as np
@@ -127,6 +129,29 @@ def test_codebook_is_retrained_as_the_database_doubles(tmp_path, ukbench_paths):
         db.add(ukbench_paths[3:12])  # more than doubled: retrained, bigger
         assert db.info()["codebook_words"] > first
         assert len(InvertedFile.load(tmp_path / "db" / ASMK_FILE)) == 12
+
+
+def test_a_retrained_codebook_trains_on_a_sample_and_replaces_the_inverted_file(tmp_path, ukbench_paths, caplog):
+    """The saved inverted file holds vectors made with the words of its time: once the words change it is
+    removed (else the images already indexed kept residuals from the old words), and a saved file made for
+    another codebook size is not used."""
+    path = tmp_path / "db"
+    options = {"codebook_size": 64, "codebook_sample": 2000}
+    with Database(path, feature_config=SMALL, representation="asmk", asmk_config=options) as db:
+        db.add(ukbench_paths[:8])
+        db.add(ukbench_paths[8:10])  # not doubled: the words stay, and the saved file holds all ten
+        with caplog.at_level(logging.INFO, logger="localmatch.database"):
+            db.train_codebook()  # the same size, words from another sample
+        total = sum(len(db.features_of(i).keypoints) for i, _ in db.images())
+        trained_on = int(re.search(r"trained a 64-word codebook on (\d+) descriptors", caplog.text)[1])
+        assert total > 3000 and 1700 < trained_on < 2300  # codebook_sample of them, drawn at random
+        retrained = [(h.path, h.score) for h in db.search(ukbench_paths[5], k=10, rerank=False)]
+    (path / ASMK_FILE).unlink(missing_ok=True)
+    with Database(path, readonly=True) as db:  # built again from the stored features with the new words
+        assert [(h.path, h.score) for h in db.search(ukbench_paths[5], k=10, rerank=False)] == retrained
+    InvertedFile(32, 128, True).save(path / ASMK_FILE)  # another codebook's
+    with Database(path, readonly=True) as db:
+        assert [(h.path, h.score) for h in db.search(ukbench_paths[5], k=10, rerank=False)] == retrained
 
 
 def test_a_stale_or_corrupt_inverted_file_is_brought_up_to_date(tmp_path, ukbench_paths):
