@@ -10,6 +10,7 @@ import pytest
 
 import localmatch
 import localmatch.io
+import localmatch.pairs
 from conftest import warp
 from localmatch import UnknownNameError
 from localmatch.cli import main
@@ -49,6 +50,9 @@ def test_read_pairs_takes_tabs_spaces_comments_and_a_root(tmp_path):
     f.write_text("a.jpg b.jpg\na.jpg\n")
     with pytest.raises(PairsFileError, match=r"pairs.txt, line 2: expected two image paths"):
         read_pairs(f)
+    f.write_text("a.jpg\t\n")  # a tab, then nothing: the second path is empty
+    with pytest.raises(PairsFileError, match=r"pairs.txt, line 1: expected two image paths"):
+        read_pairs(f)
     with pytest.raises(PairsFileError, match="missing.txt: cannot read"):
         read_pairs(tmp_path / "missing.txt")
 
@@ -74,6 +78,18 @@ def test_verify_pairs_cache_keeps_the_most_recent_images(images, decodes):
     assert decodes[2:] == [images["c"], images["a"]]
     with pytest.raises(ValueError, match="cache_size"):
         list(verify_pairs(pairs, cache_size=1))
+    # kept by last use, not by first: a, in every pair, is never evicted (first in, it would be, by c)
+    decodes.clear()
+    list(verify_pairs([(images["a"], images["a2"]), (images["a"], images["c"]), (images["a"], images["bad"])],
+                      cache_size=2))
+    assert decodes.count(images["a"]) == 1 and len(decodes) == 4
+
+
+def test_verify_pairs_retries_only_pairs_that_do_not_verify(images, monkeypatch):
+    retried = []
+    monkeypatch.setattr(localmatch.pairs, "retry_in_stages", lambda a, b, *args, **options: retried.append(b.source))
+    results = list(verify_pairs([(images["a"], images["a2"]), (images["a"], images["c"])], fallback_features="asift"))
+    assert [r.verification.is_match for r in results] == [True, False] and retried == [images["c"]]
 
 
 def test_verify_pairs_reports_a_bad_image_and_goes_on(images, decodes):
