@@ -223,12 +223,12 @@ def _require_inputs(paths: list[str]) -> None:
     otherwise create an empty database, or find no duplicates, and exit 0), and warn of a folder that holds
     no image file (the work goes on: the other inputs may hold some). Files that exist but do not decode are
     reported one by one as the work goes on."""
-    from localmatch.database import IMAGE_SUFFIXES, expand_image_paths
+    from localmatch.database import IMAGE_SUFFIXES, image_files_under
 
     for path in paths:
         if not os.path.exists(path):
             raise ImageError(path, "no such file or folder")
-        if os.path.isdir(path) and not expand_image_paths([path]):
+        if os.path.isdir(path) and not any(image_files_under(path)):  # stops at the first: no second full walk
             print(f"localmatch: warning: {path}: no image files in this folder or below (file names ending "
                   f"{', '.join(IMAGE_SUFFIXES)}, any case; hidden ones left out)", file=sys.stderr)
 

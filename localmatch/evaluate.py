@@ -62,31 +62,34 @@ def average_precision(ranked: Sequence[str], positives: Iterable[str], junk: Ite
     return ap
 
 
+def _top(ranked: Sequence[str], k: int, junk: Iterable[str]) -> list[str]:
+    """The first ``k`` of ``ranked`` once the junk is taken out."""
+    junk = set(junk)
+    return [r for r in ranked if r not in junk][:k]
+
+
 def precision_at_k(ranked: Sequence[str], positives: Iterable[str], k: int, junk: Iterable[str] = ()) -> float:
     """Share of the top ``k`` places (junk removed) that hold a positive; NaN for a query without positives,
     which :func:`evaluate` leaves out of its means, as the Revisited Oxford/Paris ``compute_map`` does."""
-    positives, junk = set(positives), set(junk)
+    positives = set(positives)
     if not positives:
         return float("nan")
-    kept = [r for r in ranked if r not in junk][:k]
-    return sum(r in positives for r in kept) / k
+    return sum(r in positives for r in _top(ranked, k, junk)) / k
 
 
 def recall_at_k(ranked: Sequence[str], positives: Iterable[str], k: int, junk: Iterable[str] = ()) -> float:
     """1 when at least one positive is in the top ``k`` (junk removed), else 0 (place-recognition recall);
     NaN for a query without positives."""
-    positives, junk = set(positives), set(junk)
+    positives = set(positives)
     if not positives:
         return float("nan")
-    kept = [r for r in ranked if r not in junk][:k]
-    return float(any(r in positives for r in kept))
+    return float(any(r in positives for r in _top(ranked, k, junk)))
 
 
 def ndcg_at_k(ranked: Sequence[str], positives: Iterable[str], k: int, junk: Iterable[str] = ()) -> float:
     """Normalised discounted cumulative gain with binary relevance, junk removed."""
-    positives, junk = set(positives), set(junk)
-    kept = [r for r in ranked if r not in junk][:k]
-    dcg = sum(1.0 / np.log2(i + 2) for i, r in enumerate(kept) if r in positives)
+    positives = set(positives)
+    dcg = sum(1.0 / np.log2(i + 2) for i, r in enumerate(_top(ranked, k, junk)) if r in positives)
     ideal = sum(1.0 / np.log2(i + 2) for i in range(min(k, len(positives))))
     return dcg / ideal if ideal else float("nan")
 

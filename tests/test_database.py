@@ -487,6 +487,11 @@ def test_killed_writer_leaves_exactly_the_committed_images(tmp_path, ukbench_pat
         assert db.search(ukbench_paths[-1], k=1)[0].path == ukbench_paths[-1]
 
 
+def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
 @pytest.mark.parametrize("kind", ["flat", "lsh", "ivf", "hnsw"])
 def test_index_kinds_find_near_duplicates_and_round_trip(tmp_path, kind):
     rng = np.random.default_rng(0)
@@ -508,9 +513,7 @@ def test_index_kinds_find_near_duplicates_and_round_trip(tmp_path, kind):
 def test_a_mapped_index_searches_grows_and_shrinks_like_a_read_one(tmp_path, kind, whiten):
     """Vectors added to a mapped index are kept beside the map (faiss aborts the whole process on growing
     a mapped store); a removal or a save copies the map and merges them in."""
-    rng = np.random.default_rng(4)
-    vectors = rng.normal(size=(1200, 64)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = unit_vectors(1200, 64, 4)
     ids = np.arange(1200, dtype=np.int64) * 3 + 1
     index = ShortlistIndex(64, kind, whiten=whiten)
     index.build(vectors[:1000], ids[:1000])
@@ -577,9 +580,7 @@ def test_a_mapped_index_is_copied_into_memory_from_its_own_file_even_after_the_f
 
 @pytest.mark.parametrize("kind", ["flat", "lsh", "ivf", "hnsw"])
 def test_index_grows_in_place_and_asks_to_be_rebuilt_once_doubled(kind):
-    rng = np.random.default_rng(2)
-    vectors = rng.normal(size=(1500, 64)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = unit_vectors(1500, 64, 2)
     ids = np.arange(1500, dtype=np.int64) * 5 + 1
     grown = ShortlistIndex(64, kind)
     grown.build(vectors[:1000], ids[:1000])
@@ -593,11 +594,6 @@ def test_index_grows_in_place_and_asks_to_be_rebuilt_once_doubled(kind):
         once.build(vectors, ids)
         assert [grown.search(v, 10)[0].tolist() for v in vectors[::100]] == \
             [once.search(v, 10)[0].tolist() for v in vectors[::100]]
-
-
-def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
-    vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def test_ivf_is_exact_below_its_training_size_and_never_returns_empty_places():
@@ -632,9 +628,7 @@ def test_removed_vectors_are_never_found_and_the_rest_rank_as_before(kind):
     asked for as many more results as are hidden and those are dropped, so the ranking of the rest is the
     index's own. The removed ids include each query's own vector, the best match before. (For lsh, ``before``
     re-scores all 700 for its top 7 + 234, and the hidden index the sketch's best 10 * 7 + 234: the same here.)"""
-    rng = np.random.default_rng(3)
-    vectors = rng.normal(size=(700, 32)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = unit_vectors(700, 32, 3)
     ids = np.arange(700, dtype=np.int64) + 10
     index, before = ShortlistIndex(32, kind), ShortlistIndex(32, kind)
     index.build(vectors, ids)

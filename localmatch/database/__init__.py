@@ -35,7 +35,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Concatenate, Iterable, Mapping, ParamSpec, TypeVar
+from typing import Callable, Concatenate, Iterable, Iterator, Mapping, ParamSpec, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -121,12 +121,17 @@ def expand_image_paths(items: Iterable[str | os.PathLike]) -> list[str]:
     for item in items:
         path = os.fspath(item)
         if os.path.isdir(path):
-            found = [p for p in sorted(Path(path).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                     and not any(part.startswith(".") for part in p.relative_to(path).parts)]
-            out.extend(os.path.join(path, os.path.relpath(f, path)) for f in found)
+            out.extend(os.path.join(path, os.path.relpath(f, path)) for f in sorted(image_files_under(path)))
         else:
             out.append(path)
     return _one_spelling_per_file(out)
+
+
+def image_files_under(folder: str) -> Iterator[Path]:
+    """The image files under ``folder`` (recursive, by :data:`IMAGE_SUFFIXES` in any case, hidden files and
+    folders left out), in the file system's order, found as the walk goes (``any(...)`` stops at the first)."""
+    return (p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def _one_spelling_per_file(paths: list[str]) -> list[str]:
