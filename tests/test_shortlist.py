@@ -12,7 +12,8 @@ import torch
 import localmatch
 from localmatch import UnknownNameError
 from localmatch.shortlist import GLOBAL_DESCRIPTORS, get_global_descriptor
-from localmatch.shortlist.efficientnet_lite import EfficientNetLite0
+from localmatch.shortlist.efficientnet_lite import EfficientNetLite0, input_tensor, pretrained
+from localmatch.shortlist.gem import GeM, gem
 from localmatch.weights import WeightsError, load_state_dict, resolve
 
 
@@ -62,6 +63,47 @@ def test_fusion_is_the_mean_of_the_parts(photos):
     g, v = parts(gem), parts(vlad)
     assert a @ b == pytest.approx((g[0] @ g[1] + v[0] @ v[1]) / 2, abs=1e-5)
     assert fused.dim == gem.dim + vlad.dim and fused.accepts == ("rootsift",)
+
+
+def test_gem_is_the_generalised_mean_of_the_positive_part():
+    """(mean(x^p))^(1/p) per channel, values below eps taken as eps: p = 1 is the mean, p = 3 leans to
+    the largest value, never past it."""
+    x = torch.tensor([1.0, 2.0, 3.0, -4.0]).reshape(1, 1, 2, 2)
+    assert gem(x, 1.0).item() == pytest.approx((1 + 2 + 3 + 1e-6) / 4)
+    assert gem(x, 3.0).item() == pytest.approx(((1 + 8 + 27 + 1e-18) / 4) ** (1 / 3))
+    assert gem(torch.full((2, 3, 4, 5), 7.0)).shape == (2, 3)
+
+
+def test_the_gem_descriptor_pools_the_network_map_of_the_image_at_most_512_pixels_long(astronaut):
+    """An image longer than 512 px is shrunk (area interpolation) to a long side of 512 before the network;
+    a smaller one is not enlarged; the descriptor is the L2-normalised GeM of the map with its own p."""
+    import cv2
+
+    def expected(pixels: np.ndarray, p: float) -> np.ndarray:
+        with torch.inference_mode():
+            v = gem(pretrained().features(input_tensor(pixels)), p)[0]
+        return (v / v.norm()).numpy()
+
+    large = cv2.resize(astronaut.pixels, (1024, 768), interpolation=cv2.INTER_CUBIC)
+    small = cv2.resize(astronaut.pixels, (300, 240), interpolation=cv2.INTER_AREA)
+    shrunk = cv2.resize(large, (512, 384), interpolation=cv2.INTER_AREA)
+    for p in (1.0, 3.0):
+        describe = GeM(p=p).describe
+        np.testing.assert_allclose(describe(localmatch.Image(large, "large"), None), expected(shrunk, p), atol=1e-6)
+        np.testing.assert_allclose(describe(localmatch.Image(small, "small"), None), expected(small, p), atol=1e-6)
+
+
+def test_vlad_blocks_are_intra_normalised_then_power_normalised(astronaut):
+    """Undoing the signed square root (sign(v) v^2) leaves one block of d values per visual word, each
+    block of a word that holds a descriptor with the same norm, the others zero."""
+    vlad = get_global_descriptor("vlad")
+    features = localmatch.extract(astronaut)
+    v = vlad.describe(None, features).astype(np.float64)
+    k, d = vlad.model.centroids.shape
+    norms = np.linalg.norm((np.sign(v) * v ** 2).reshape(k, d), axis=1)
+    used = norms > 0
+    assert 10 < used.sum() <= k
+    np.testing.assert_allclose(norms[used], norms[used][0], rtol=1e-4)
 
 
 def test_vlad_of_an_image_without_features_is_zero():

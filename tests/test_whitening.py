@@ -29,6 +29,11 @@ def test_whitening_equalises_the_variance_of_the_principal_directions():
     expected = variances / (variances + variances.mean())  # lambda / (lambda + s * mean(lambda))
     np.testing.assert_allclose(np.var((x - shrunk.mean) @ shrunk.projection.T, axis=0), expected, rtol=1e-3)
     np.testing.assert_allclose(np.linalg.norm(shrunk.apply(x), axis=1), 1.0, rtol=1e-5)
+    # Fewer vectors than dimensions (the variances come from a thin SVD): the same equalisation.
+    few = x[:15, :] @ rng.normal(size=(20, 40))
+    thin = learn_whitening(few, 8, shrinkage=0.0)
+    y = (few - thin.mean) @ thin.projection.T
+    np.testing.assert_allclose(np.cov(y, rowvar=False, bias=True), np.eye(8), atol=1e-4)
 
 
 def test_whitening_learns_at_most_one_direction_less_than_it_has_vectors():
