@@ -79,10 +79,14 @@ def test_delf_pyramid_threshold_and_config_checks(warped):
     sizes = [16 / ((464 / 469 + 432 / 437) / 2), 16 / ((240 / 469 + 224 / 437) / 2)]  # cells in original pixels
     np.testing.assert_allclose(sorted(set(pyramid.scales)), sizes, rtol=1e-5)
     assert pyramid.working_scale == pytest.approx((240 / 469 + 224 / 437) / 2 / CELL_PER_PIXEL_NOISE)
+    # A factor above 1 does not enlarge an image already under max_side: the same cells again.
+    doubled = localmatch.extract(warped, "delf", scales=[1.0, 2.0], max_features=5000, min_contrast=None)
+    assert len(doubled) == 2 * 29 * 27
+    np.testing.assert_allclose(doubled.scales, sizes[0], rtol=1e-5)
     strong = localmatch.extract(warped, "delf", detection_threshold=80.0, max_features=5000, min_contrast=None)
     assert 0 < len(strong) < 29 * 27 and strong.scores.min() >= 80.0
     assert DelfConfig(scales=[1, 0.5]).scales == (1, 0.5)
-    for bad in ((), 0.5, [0], [-1.0], ["1"], [True]):
+    for bad in ((), 0.5, [0], [-1.0], [8.5], ["1"], [True]):
         with pytest.raises(ConfigError, match="scales"):
             DelfConfig(scales=bad)
     for bad in (-1.0, float("nan"), "1", True):
@@ -101,7 +105,7 @@ def test_delf_recovers_a_homography_to_a_few_pixels_and_rejects_another_photo(as
 
 
 def test_tiny_and_flat_images_give_valid_features(tmp_path):
-    """A flat image has nothing to describe (no features); with ``min_contrast=None`` every cell is kept."""
+    """A flat image has nothing to describe (no features); with ``min_contrast=None`` or 0 every cell is kept."""
     needs_weights(*WEIGHTS)
     for size in ((1, 1), (3, 5), (16, 16)):
         f = localmatch.extract(np.full((*size, 3), 90, np.uint8), "delf")
@@ -111,9 +115,22 @@ def test_tiny_and_flat_images_give_valid_features(tmp_path):
     flat = np.full((120, 200, 3), 128, np.uint8)
     assert len(localmatch.extract(flat, "delf")) == 0
     assert len(localmatch.extract(flat, "delf", min_contrast=None)) == 12 * 8  # 192 x 128 working pixels
+    assert len(localmatch.extract(flat, "delf", min_contrast=0)) == 12 * 8  # nothing varies less than 0
     assert not localmatch.verify(flat, np.zeros((90, 150, 3), np.uint8), features="delf").is_match
     with Database(tmp_path / "db", features="delf") as db:
         assert db.descriptor_dim == 112 and len(db) == 0
+
+
+def test_cells_over_a_flat_inside_are_dropped():
+    """A flat square inside a varied picture is no border, but each cell whose 32 x 32 window lies in it is
+    dropped: centres 15 + 16 k in 79..175 along both axes of the square 64..191, 7 x 7 of the 16 x 16 cells."""
+    needs_weights(*WEIGHTS)
+    picture = np.random.default_rng(0).integers(0, 256, (256, 256, 3)).astype(np.uint8)
+    picture[64:192, 64:192] = 128
+    f = localmatch.extract(picture, "delf", max_features=5000)
+    assert len(f) == 16 * 16 - 7 * 7
+    in_square = ((f.keypoints >= 79) & (f.keypoints <= 175)).all(axis=1)
+    assert not in_square.any()
 
 
 def test_window_contrast_is_the_standard_deviation_of_the_clipped_window():
@@ -133,6 +150,9 @@ def test_content_box_cuts_flat_borders_only():
     noisy_bar = framed.copy()
     noisy_bar[:25] = rng.integers(0, 2, (25, 130))  # JPEG-like noise in the top bar: still flat at 1 grey level
     assert content_box(noisy_bar, 1.0) == (30, 25, 110, 85)
+    white_top = framed.copy()
+    white_top[:25] = 255  # the side bars are flat in the rows left once the (white) top bar is cut
+    assert content_box(white_top, 1.0) == (30, 25, 110, 85)
     inner = picture.copy()
     inner[20:40, :] = 7  # a flat band inside the picture is not a border
     assert content_box(inner, 1.0) == (0, 0, 80, 60)
