@@ -23,6 +23,7 @@ import argparse
 import itertools
 import random
 import string
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -30,7 +31,6 @@ import numpy as np
 import localmatch
 from common import multiview_pairs, ukbench_pairs
 from localmatch.api import correspondences_of, verify_correspondences
-from localmatch.geometry import RansacConfig, estimate
 
 PAGES, LINES, WORDS_PER_LINE = 4, 30, 7
 GEOMETRIES = ("auto", "homography")
@@ -58,12 +58,11 @@ def shuffled_ratio(features_a: localmatch.Features, features_b: localmatch.Featu
     result = verify_correspondences(points)
     if not (result.is_match and result.geometry == "fundamental"):
         return None
-    config = RansacConfig().replace(threshold=RansacConfig().threshold / points.working_scale)
     rng = np.random.default_rng(0)
     shuffled = []
     for _ in range(SHUFFLES):
-        model = estimate(points.points_a, points.points_b[rng.permutation(len(points))], "fundamental", config=config)
-        shuffled.append(0 if model is None else model.num_inliers)
+        refit = replace(points, points_b=points.points_b[rng.permutation(len(points))])
+        shuffled.append(verify_correspondences(refit, geometry="fundamental", min_inliers=1).num_inliers)
     return result.num_inliers / max(float(np.mean(shuffled)), 1.0)
 
 

@@ -48,7 +48,8 @@ def verify(
         backend: robust estimator, ``"opencv"`` (USAC MAGSAC++) or ``"pycolmap"`` (LO-RANSAC).
         min_inliers: inliers needed for ``is_match``.
         feature_config, matcher_config, ransac: options of each stage (config objects or dicts).
-            ``ransac.threshold`` is in working-image pixels and is scaled to original pixels.
+            ``ransac.threshold`` is in working-image pixels: RANSAC runs on each image's working pixels
+            (a large photo and a small copy each in their own).
         fallback_features: when A and B do not verify, extract these features (default options) from
             both images, match them with ``nn`` and verify again; ``"asift"`` (SIFT on affine-simulated
             views) recovers pairs with strong viewpoint change, at about 0.5-2.5 s per retried pair (in two
@@ -137,18 +138,19 @@ def retry_in_stages(a: ImageSource, b: ImageSource, features: str, **options: An
 def correspondences_of(features_a: Features, features_b: Features, matches: Matches) -> Correspondences:
     """The matched points of A and B, best match first."""
     return matched_points(features_a.keypoints, features_b.keypoints, matches,
-                          min(features_a.working_scale, features_b.working_scale))
+                          features_a.working_scale, features_b.working_scale)
 
 
 def matched_points(keypoints_a: np.ndarray, keypoints_b: np.ndarray, matches: Matches,
-                   working_scale: float = 1.0) -> Correspondences:
-    """``(N, 2)`` and ``(M, 2)`` keypoints indexed by the matches, best match first."""
+                   working_scale_a: float = 1.0, working_scale_b: float = 1.0) -> Correspondences:
+    """``(N, 2)`` and ``(M, 2)`` keypoints indexed by the matches, best match first (working scales as
+    :class:`~localmatch.types.Correspondences`)."""
     if len(matches) and (matches.indices.min() < 0 or matches.indices[:, 0].max() >= len(keypoints_a)
                          or matches.indices[:, 1].max() >= len(keypoints_b)):  # -1 would quietly take the last
         raise ValueError(f"match indices out of range: A has {len(keypoints_a)} keypoints and B {len(keypoints_b)}")
     order = np.argsort(-matches.scores, kind="stable")
     return Correspondences(keypoints_a[matches.indices[order, 0]], keypoints_b[matches.indices[order, 1]],
-                           matches.scores[order], working_scale)
+                           matches.scores[order], working_scale_a, working_scale_b)
 
 
 def verify_matches(features_a: Features, features_b: Features, matches: Matches, **options: Any) -> Verification:
@@ -176,14 +178,19 @@ def verify_correspondences(
     """
     check_min_inliers(min_inliers)
     config = build_config(RansacConfig, ransac, {}, "ransac")
-    # The threshold is meant at working resolution; points are in original pixels.
-    scale = correspondences.working_scale
-    if scale != 1.0:
-        config = config.replace(threshold=config.threshold / scale)
     model = None
     if len(correspondences) >= min_inliers:
-        model = estimate(correspondences.points_a, correspondences.points_b, geometry, backend=backend, config=config,
+        # The threshold is in working pixels. Each image's points go to its own working pixels, times
+        # 1 / the smaller working scale: the same problem, in coordinates no smaller than original pixels.
+        # OpenCV's USAC fits a little differently at another magnitude (BENCHMARKS.md, "RANSAC in each
+        # image's working pixels"), so a pair at one working scale is fitted in original pixels as before.
+        unit = min(correspondences.working_scale_a, correspondences.working_scale_b)
+        factor_a, factor_b = correspondences.working_scale_a / unit, correspondences.working_scale_b / unit
+        model = estimate(correspondences.points_a * factor_a, correspondences.points_b * factor_b, geometry,
+                         backend=backend, config=config.replace(threshold=config.threshold / unit),
                          min_inliers=min_inliers if only_matches else 0)
+        if model is not None:
+            model = model.for_scaled_points(1 / factor_a, 1 / factor_b)
     return verification_from_model(correspondences, model, min_inliers)
 
 

@@ -77,6 +77,19 @@ class Model:
     def num_inliers(self) -> int:
         return int(self.inliers.sum())
 
+    def for_scaled_points(self, scale_a: float, scale_b: float) -> Model:
+        """The same model for A's points multiplied by ``scale_a`` and B's by ``scale_b``.
+
+        With ``S = diag(s, s, 1)``: ``S_b H S_a^-1`` for a homography or affine map (``[2, 2]`` kept),
+        ``S_b^-1 F S_a^-1`` for a fundamental matrix.
+        """
+        s_a, s_b = np.diag([scale_a, scale_a, 1.0]), np.diag([scale_b, scale_b, 1.0])
+        if self.geometry == FUNDAMENTAL:
+            matrix = np.linalg.inv(s_b) @ self.matrix @ np.linalg.inv(s_a)
+        else:
+            matrix = s_b @ self.matrix @ np.linalg.inv(s_a)
+        return Model(self.geometry, matrix, self.inliers)
+
 
 Estimator = Callable[[str, np.ndarray, np.ndarray, RansacConfig], "tuple[np.ndarray, np.ndarray] | None"]
 GEOMETRY_BACKENDS: Registry[Estimator] = Registry("geometry backend")

@@ -126,7 +126,7 @@ def refine_homography(verification: Verification, features_a: Features, features
     refined = corrected if frame_is_a else np.linalg.inv(corrected)
     # The correction is fitted where the matches are; it must still explain the first fit's inliers.
     first_error = np.linalg.norm(project(verification.points_a, refined)[0] - verification.points_b, axis=1)
-    if np.count_nonzero(first_error * min(scale_a, scale_b) <= first_config.threshold) < \
+    if np.count_nonzero(first_error * scale_b <= first_config.threshold) < \
             KEEP_FIRST * verification.num_inliers:
         return verification
     inliers = matches[model.inliers]

@@ -102,8 +102,8 @@ def verify_candidates(query: Features, candidates: Sequence[Candidate], *, match
         if q is not None:  # the nn matcher
             assert isinstance(cfg, NNConfig)
             all_matches = match_nn_batched(q, [candidates[i].descriptors for i in chunk], cfg, query.extractor)
-            pairs = [matched_points(query.keypoints, candidates[i].keypoints, mt,
-                                    min(query.working_scale, candidates[i].working_scale))
+            pairs = [matched_points(query.keypoints, candidates[i].keypoints, mt, query.working_scale,
+                                    candidates[i].working_scale)
                      for i, mt in zip(chunk, all_matches)]
         elif m.dense:
             if query_image is None:

@@ -94,14 +94,16 @@ class Correspondences:
         points_a: ``(K, 2) float32`` in A's original pixels.
         points_b: ``(K, 2) float32`` the corresponding points in B.
         scores: ``(K,) float32`` match quality, descending.
-        working_scale: the smaller working size / original size of the two images (RANSAC thresholds
-            given in working pixels are divided by it).
+        working_scale_a, working_scale_b: each image's working size / original size (see
+            :class:`Features`). RANSAC's threshold holds in each image's working pixels, whatever the
+            two images' sizes (see :func:`localmatch.api.verify_correspondences`).
     """
 
     points_a: np.ndarray
     points_b: np.ndarray
     scores: np.ndarray
-    working_scale: float = 1.0
+    working_scale_a: float = 1.0
+    working_scale_b: float = 1.0
 
     def __len__(self) -> int:
         return len(self.points_a)

@@ -77,12 +77,36 @@ def test_fundamental_matrix_maps_a_to_b(backend):
     pa, pb, good, _ = scene_3d()
     model = estimate(pa, pb, "fundamental", backend=backend)
     assert model.geometry == "fundamental" and model.inliers[good].mean() > 0.95
-    F = model.matrix
     # x_b^T F x_a = 0, measured as distance of x_b to the epipolar line F x_a.
-    xa, xb = np.c_[pa[good], np.ones(good.sum())], np.c_[pb[good], np.ones(good.sum())]
-    lines = xa @ F.T
-    dist = np.abs((xb * lines).sum(1)) / np.linalg.norm(lines[:, :2], axis=1)
-    assert np.median(dist) < 0.5
+    assert np.median(_epipolar_distance(model.matrix, pa[good], pb[good])) < 0.5
+
+
+def _epipolar_distance(F, pa, pb):
+    """``(N,)`` distances of B's points to the epipolar lines ``F x_a``."""
+    lines = np.c_[pa, np.ones(len(pa))] @ F.T
+    return np.abs((np.c_[pb, np.ones(len(pb))] * lines).sum(1)) / np.linalg.norm(lines[:, :2], axis=1)
+
+
+@pytest.mark.parametrize("geometry", ["homography", "fundamental", "affine"])
+def test_a_model_fitted_to_scaled_points_maps_the_original_points(geometry):
+    """A model fitted to A's points times 0.5 and B's times 0.25 (each image's working pixels), mapped back
+    with ``for_scaled_points(2, 4)``, relates the original points as one fitted to them does."""
+    if geometry == "fundamental":
+        pa, pb, good, _ = scene_3d()
+    elif geometry == "homography":
+        pa, pb, good = planar()
+        true = H_TRUE
+    else:
+        pa = np.random.default_rng(1).uniform(0, 500, size=(200, 2))
+        true = np.array([[1.2, 0.1, 5.0], [-0.2, 0.8, -7.0], [0.0, 0.0, 1.0]])
+        pb, good = apply_h(true, pa), np.ones(len(pa), bool)
+    model = estimate(pa * 0.5, pb * 0.25, geometry).for_scaled_points(2.0, 4.0)
+    assert model.geometry == geometry and model.inliers[good].mean() > 0.95
+    if geometry == "fundamental":
+        assert np.median(_epipolar_distance(model.matrix, pa[good], pb[good])) < 0.5
+    else:
+        assert model.matrix[2, 2] == pytest.approx(1.0)
+        assert np.linalg.norm(apply_h(model.matrix, pa[good]) - apply_h(true, pa[good]), axis=1).max() < 1.0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

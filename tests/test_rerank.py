@@ -30,15 +30,16 @@ def _candidate(image_id: int, points: np.ndarray, working_scale: float) -> Candi
                      working_scale, (500, 500))
 
 
-def test_the_threshold_is_in_working_pixels_of_the_coarser_of_query_and_candidate():
-    """30 exact correspondences and 10 that are 4.5 original pixels off: outliers at 3 working pixels when
-    both images were worked on at full size, inliers when either was worked on at half size."""
+def test_the_threshold_is_in_working_pixels_of_each_image():
+    """30 exact correspondences and 10 whose candidate points are 4.5 original pixels off: outliers at 3
+    working pixels when the candidate was worked on at full size, whatever the query's size; inliers when
+    the candidate was worked on at half size."""
     pa, pb = points_on_a_plane(H, np.r_[np.zeros(30), np.full(10, 4.5)])
     options = dict(geometry="homography", ransac={"threshold": 3.0, "max_iterations": 1000}, threads=1)
-    inliers = [v.num_inliers for v in verify_candidates(_query(pa, 1.0), [_candidate(1, pb, 1.0), _candidate(2, pb, 0.5)],
-                                                        **options)]
-    assert inliers == [30, 40]
-    assert verify_candidates(_query(pa, 0.5), [_candidate(1, pb, 1.0)], **options)[0].num_inliers == 40
+    candidates = [_candidate(1, pb, 1.0), _candidate(2, pb, 0.5)]
+    for query_scale in (1.0, 0.5):
+        results = verify_candidates(_query(pa, query_scale), candidates, **options)
+        assert [v.num_inliers for v in results] == [30, 40], query_scale
 
 
 def _verification(num_inliers: int, min_inliers: int = 15) -> Verification:

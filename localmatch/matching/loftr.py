@@ -96,9 +96,8 @@ def match_loftr(image_a: Image, image_b: Image, config: LoFTRConfig) -> Correspo
     kp_a = out["keypoints0"].float().cpu().numpy()[keep] - 0.5
     kp_b = out["keypoints1"].float().cpu().numpy()[keep] - 0.5
     order = np.argsort(-confidence[keep], kind="stable")
-    scale = min(sum(work_a.scale) / 2, sum(work_b.scale) / 2)
     return Correspondences(work_a.to_original(kp_a[order]), work_b.to_original(kp_b[order]),
-                           confidence[keep][order].astype(np.float32), scale)
+                           confidence[keep][order].astype(np.float32), sum(work_a.scale) / 2, sum(work_b.scale) / 2)
 
 
 MATCHERS.add("loftr", Matcher("loftr", LoFTRConfig, match_loftr, dense=True))
