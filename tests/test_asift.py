@@ -110,8 +110,23 @@ def test_asift_stages_end_with_the_full_extraction(astronaut):
                       (stages[1].scales, full.scales), (stages[1].scores, full.scores)):
         np.testing.assert_array_equal(got, want)
     assert len(list(asift_stages(astronaut, AsiftConfig(max_tilt=1)))) == 1
-    single = list(asift_stages(astronaut, AsiftConfig(max_tilt=0, max_features=500)))
-    assert len(single) == 1 and len(single[0]) == 500
+    single = list(asift_stages(astronaut, AsiftConfig(max_tilt=0)))
+    assert len(single) == 1  # the frontal view alone, as extract_asift takes it
+    np.testing.assert_array_equal(single[0].keypoints, localmatch.extract(astronaut, "asift", max_tilt=0).keypoints)
+
+
+def test_asift_views_are_opencvs_and_take_the_contrast_threshold(astronaut):
+    """Tilts 1, sqrt 2 (every 72 / sqrt 2 degrees) and 2 (every 36 degrees, 180 left out as the same view as
+    0): 10 views for max_tilt 2, as the module says; SIFT's contrast threshold reaches every view."""
+    from localmatch.features.asift import opencv_views
+
+    tilts, rolls = opencv_views(2)
+    assert len(tilts) == 10
+    np.testing.assert_allclose(rolls[np.isclose(tilts, 2)], [0, 36, 72, 108, 144], atol=1e-4)
+    np.testing.assert_allclose(rolls[np.isclose(tilts, 2 ** 0.5)], 72 / 2 ** 0.5 * np.arange(4), atol=1e-3)
+    default, strict = (len(localmatch.extract(astronaut, "asift", max_tilt=0, contrast_threshold=t))
+                       for t in (0.04, 0.1))
+    assert strict < 0.7 * default
 
 
 def test_fallback_stops_at_the_first_stage_that_verifies(astronaut, coffee, slanted, monkeypatch):
