@@ -83,12 +83,10 @@ class Model:
         With ``S = diag(s, s, 1)``: ``S_b H S_a^-1`` for a homography or affine map (``[2, 2]`` kept),
         ``S_b^-1 F S_a^-1`` for a fundamental matrix.
         """
-        s_a, s_b = np.diag([scale_a, scale_a, 1.0]), np.diag([scale_b, scale_b, 1.0])
-        if self.geometry == FUNDAMENTAL:
-            matrix = np.linalg.inv(s_b) @ self.matrix @ np.linalg.inv(s_a)
-        else:
-            matrix = s_b @ self.matrix @ np.linalg.inv(s_a)
-        return Model(self.geometry, matrix, self.inliers)
+        # Products with diagonal matrices: the rows scaled by S_b (or S_b^-1), the columns by S_a^-1.
+        row = 1 / scale_b if self.geometry == FUNDAMENTAL else scale_b
+        rows, columns = np.array([row, row, 1.0]), np.array([1 / scale_a, 1 / scale_a, 1.0])
+        return Model(self.geometry, self.matrix * rows[:, None] * columns, self.inliers)
 
 
 Estimator = Callable[[str, np.ndarray, np.ndarray, RansacConfig], "tuple[np.ndarray, np.ndarray] | None"]

@@ -110,15 +110,21 @@ def _features(points: np.ndarray, working_scale: float) -> localmatch.Features:
                                (500, 500), "rootsift", working_scale)
 
 
+def _one_to_one(n: int) -> localmatch.Matches:
+    """Keypoint i of A matched to keypoint i of B, scores falling from 1 to 0.5 (best first)."""
+    return localmatch.Matches(np.c_[np.arange(n), np.arange(n)], np.linspace(1, 0.5, n, dtype=np.float32))
+
+
 def test_the_ransac_threshold_is_in_each_images_working_pixels():
     """30 exact correspondences and 10 whose points in B are 4.5 original pixels off. At 3 working pixels,
     those 10 are outliers when B was worked on at full size (A's size does not matter: its points are
     exact) and inliers when B was worked on at half size (4.5 original pixels are 2.25 working ones). The
     homography found maps A's original pixels to B's whatever the scales."""
     pa, pb = points_on_a_plane(H_TRUE, np.r_[np.zeros(30), np.full(10, 4.5)])
-    matches = localmatch.Matches(np.c_[np.arange(40), np.arange(40)], np.linspace(1, 0.5, 40, dtype=np.float32))
+    matches = _one_to_one(40)
     options = dict(geometry="homography", ransac={"threshold": 3.0, "max_iterations": 1000})
-    for scales, inliers in (((1.0, 1.0), 30), ((0.5, 1.0), 30), ((0.25, 1.0), 30), ((1.0, 0.5), 40), ((0.25, 0.5), 40)):
+    for scales, inliers in (((1.0, 1.0), 30), ((0.5, 1.0), 30), ((0.25, 1.0), 30), ((1.0, 0.5), 40),
+                            ((0.25, 0.5), 40)):
         result = localmatch.verify_matches(_features(pa, scales[0]), _features(pb, scales[1]), matches, **options)
         assert result.num_inliers == inliers, scales
         assert corner_error(result.matrix, H_TRUE, 500, 500) < 2.0, scales
@@ -131,7 +137,7 @@ def test_a_pair_at_one_working_scale_is_fitted_in_original_pixels():
     from localmatch.geometry import RansacConfig, estimate
 
     pa, pb = points_on_a_plane(H_TRUE, np.random.default_rng(3).normal(0, 1.5, 60))
-    matches = localmatch.Matches(np.c_[np.arange(60), np.arange(60)], np.linspace(1, 0.5, 60, dtype=np.float32))
+    matches = _one_to_one(60)
     result = localmatch.verify_matches(_features(pa, 0.5), _features(pb, 0.5), matches, geometry="homography")
     direct = estimate(pa.astype(np.float32), pb.astype(np.float32), "homography", config=RansacConfig(threshold=6.0))
     np.testing.assert_array_equal(result.matrix, direct.matrix)

