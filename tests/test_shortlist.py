@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -38,7 +39,6 @@ def test_odd_sizes_run_and_give_ceil_sized_maps():
 
 @pytest.fixture(scope="module")
 def photos(astronaut, coffee):
-    import cv2
     smaller = localmatch.Image(cv2.resize(astronaut.pixels, (301, 301), interpolation=cv2.INTER_AREA), "small")
     return astronaut, smaller, coffee
 
@@ -77,8 +77,6 @@ def test_gem_is_the_generalised_mean_of_the_positive_part():
 def test_the_gem_descriptor_pools_the_network_map_of_the_image_at_most_512_pixels_long(astronaut):
     """An image longer than 512 px is shrunk (area interpolation) to a long side of 512 before the network;
     a smaller one is not enlarged; the descriptor is the L2-normalised GeM of the map with its own p."""
-    import cv2
-
     def expected(pixels: np.ndarray, p: float) -> np.ndarray:
         with torch.inference_mode():
             v = gem(pretrained().features(input_tensor(pixels)), p)[0]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import localmatch
+from localmatch.geometry import RansacConfig, estimate
 from conftest import corner_error, points_on_a_plane, shared_data, warp
 
 # Rotation, scale, shear and perspective; the target canvas is 469 x 437 (not multiples of 8).
@@ -134,8 +135,6 @@ def test_a_pair_at_one_working_scale_is_fitted_in_original_pixels():
     """OpenCV's USAC fits the same problem a little differently at another coordinate magnitude, so a pair
     whose images share a working scale is fitted on its original pixels with the threshold over that scale:
     exactly the model :func:`~localmatch.geometry.estimate` gives there."""
-    from localmatch.geometry import RansacConfig, estimate
-
     pa, pb = points_on_a_plane(H_TRUE, np.random.default_rng(3).normal(0, 1.5, 60))
     matches = _one_to_one(60)
     result = localmatch.verify_matches(_features(pa, 0.5), _features(pb, 0.5), matches, geometry="homography")
