@@ -22,11 +22,13 @@ apart:
 The thresholds were set on UKBench-made copies against the other UKBench photos of the same object,
 which are often nearly the same shot (bench/dedup.py, the set the benchmark reports on; its
 ``--source multiview`` set, copies of multiview_dev, was held out until it showed the need for the
-spread test): copies have a median residual of 0.1 px, the other photos 0.6 px (1 % of them below
-0.28 px); correlation alone let 273 of those photos through; copies re-compressed at JPEG quality 10-30
+spread test): copies have a median residual of 0.1 px, the other photos 0.53 px (1 % of them below
+0.275 px; ``similar_max_residual`` was re-set from 0.3 to 0.27 px in session 39, when homographies began to
+be fitted with MAGSAC's cutoff at the threshold and other photos' residuals fell by 8 %, copies' by 1 %);
+correlation alone let 273 of those photos through; copies re-compressed at JPEG quality 10-30
 have residuals of 0.3-0.6 px but a structure of at most 0.08 (0.07 for the built-in demo's quality-15
 coffee), while of the other photos that come as close in residual and correlation, all but two pairs
-(two views of one tile, 0.05 and 0.09, kept apart by the grouping below) have a structure of 0.13-0.8.
+(two views of one tile, -0.01 and 0.02, kept apart by the grouping below) have a structure of 0.12-0.8.
 The spread of copies is 0.58 or more for 99 % of pairs on both sets (lowest 0.37-0.43: half-size copies
 of textureless photos, which the grouping still joins); different photos that share only an overlaid
 caption or a few planar markers (multiview_dev's corridor) score 0.1-0.38.
@@ -222,7 +224,7 @@ class DuplicateTest:
     max_residual: float = 0.2
     max_structure: float = 0.1
     min_similarity: float = 0.95
-    similar_max_residual: float = 0.3
+    similar_max_residual: float = 0.27
     noisy_min_similarity: float = 0.99
     noisy_max_residual: float = 0.6
     min_coverage: float = 0.5

@@ -28,6 +28,13 @@ GEOMETRIES = (HOMOGRAPHY, FUNDAMENTAL, AFFINE, "auto")
 MIN_POINTS = {HOMOGRAPHY: 4, FUNDAMENTAL: 8, AFFINE: 3}
 #: Points per random sample of the estimators (OpenCV USAC and COLMAP solve F from 7).
 SAMPLE_SIZE = {HOMOGRAPHY: 4, FUNDAMENTAL: 7, AFFINE: 3}
+#: Coordinate units per pixel in which OpenCV's USAC is given the points (and the threshold). Its MAGSAC++
+#: weighs points up to a cutoff fixed in coordinate units, whatever the threshold: 7.5 for homographies and
+#: affine maps, 2.5 for F (``maximum_thr`` in OpenCV's usac/ransac_solvers.cpp). On pixels its local
+#: optimisation so leaned on points up to 7.5 px off, 2.5 times the default threshold; in units of 1/2.5 px
+#: the cutoff is 3 px, the default threshold, and the homographies come closer to the truth (BENCHMARKS.md,
+#: "MAGSAC's cutoff"). F keeps pixels: its 2.5 px is already under the 3 px threshold.
+USAC_UNITS_PER_PIXEL = {HOMOGRAPHY: 2.5, AFFINE: 2.5, FUNDAMENTAL: 1.0}
 MIN_CAPPED_ITERATIONS = 100
 
 
@@ -83,10 +90,15 @@ class Model:
         With ``S = diag(s, s, 1)``: ``S_b H S_a^-1`` for a homography or affine map (``[2, 2]`` kept),
         ``S_b^-1 F S_a^-1`` for a fundamental matrix.
         """
-        # Products with diagonal matrices: the rows scaled by S_b (or S_b^-1), the columns by S_a^-1.
-        row = 1 / scale_b if self.geometry == FUNDAMENTAL else scale_b
-        rows, columns = np.array([row, row, 1.0]), np.array([1 / scale_a, 1 / scale_a, 1.0])
-        return Model(self.geometry, self.matrix * rows[:, None] * columns, self.inliers)
+        return Model(self.geometry, _for_scaled_points(self.geometry, self.matrix, scale_a, scale_b), self.inliers)
+
+
+def _for_scaled_points(geometry: str, matrix: np.ndarray, scale_a: float, scale_b: float) -> np.ndarray:
+    """``matrix`` (``(3, 3)``, or an affine map's ``(2, 3)``) as :meth:`Model.for_scaled_points` gives it."""
+    # Products with diagonal matrices: the rows scaled by S_b (or S_b^-1), the columns by S_a^-1.
+    row = 1 / scale_b if geometry == FUNDAMENTAL else scale_b
+    rows, columns = np.array([row, row, 1.0])[: len(matrix)], np.array([1 / scale_a, 1 / scale_a, 1.0])
+    return matrix * rows[:, None] * columns
 
 
 Estimator = Callable[[str, np.ndarray, np.ndarray, RansacConfig], "tuple[np.ndarray, np.ndarray] | None"]
@@ -234,8 +246,9 @@ def _usac_params(config: RansacConfig) -> cv2.UsacParams:
 
 @GEOMETRY_BACKENDS.register("opencv")
 def _opencv(geometry: str, points_a: np.ndarray, points_b: np.ndarray, config: RansacConfig):
-    params = _usac_params(config)
-    pa, pb = points_a.astype(np.float32), points_b.astype(np.float32)
+    units = USAC_UNITS_PER_PIXEL[geometry]
+    params = _usac_params(config.replace(threshold=config.threshold * units))
+    pa, pb = (points_a * units).astype(np.float32), (points_b * units).astype(np.float32)
     if geometry == HOMOGRAPHY:
         matrix, mask = cv2.findHomography(pa, pb, params)
     elif geometry == FUNDAMENTAL:
@@ -244,7 +257,8 @@ def _opencv(geometry: str, points_a: np.ndarray, points_b: np.ndarray, config: R
         matrix, mask = cv2.estimateAffine2D(pa, pb, params=params)
     if matrix is None or mask is None:
         return None
-    return matrix, mask
+    # fitted to points times `units`: the same model for the points themselves
+    return _for_scaled_points(geometry, np.asarray(matrix, np.float64), 1 / units, 1 / units), mask
 
 
 @GEOMETRY_BACKENDS.register("pycolmap")

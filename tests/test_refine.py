@@ -69,8 +69,13 @@ def test_learned_features_are_refined_with_their_own_extractor_and_matcher(coffe
     refined = localmatch.verify(a, b, refine=True, **options)
     assert refined.refined and refined.features == "xfeat" and refined.is_match
     assert "warped" in described[-1][0] and described[-1][1].max_features == 1500
+    assert refined.num_matches != first.num_matches  # the matches of the warped image
     before, after = corner_error(first.matrix, H_TILTED, *a.size), corner_error(refined.matrix, H_TILTED, *a.size)
-    assert after < 0.5 * before  # measured: 5.59 -> 2.21 px (4.26 -> 1.30 at LighterGlue's old threshold, 0.1)
+    # XFeat's keypoints lie on whole pixels: once the first fit is within half a pixel where the features
+    # are, the warped image's keypoints land where the frame's do and the correction is the identity.
+    # Measured: 4.10 -> 4.10 px since session 38 (MAGSAC's cutoff at 3 px, geometry.USAC_UNITS_PER_PIXEL);
+    # 5.59 -> 2.21 px before, when the first fit was worse.
+    assert after <= 1.001 * before
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +207,7 @@ def test_pairs_file_and_command_line_refine_as_the_api(tmp_path, coffee_pair, ca
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("k,before,after", [(3, 3.0, 2.5), (4, 2.0, 1.5)])
+@pytest.mark.parametrize("k,before,after", [(3, 1.3, 0.5), (4, 1.1, 0.9)])
 def test_graf_pairs_come_closer_to_the_ground_truth(k, before, after):
     # graf is a painted wall seen from 20-60 degrees: SIFT's keypoints drift with the tilt.
     root = shared_data("oxford_affine_vgg") / "graf"
@@ -212,6 +217,7 @@ def test_graf_pairs_come_closer_to_the_ground_truth(k, before, after):
     plain = localmatch.verify(first, other, geometry="homography")
     refined = localmatch.verify(first, other, geometry="homography", refine=True)
     assert refined.refined
-    # measured: 3.32 -> 1.78 px (graf 1-3), 2.21 -> 0.94 px (graf 1-4)
+    # measured: 1.49 -> 0.19 px (graf 1-3), 1.27 -> 0.77 px (graf 1-4); before session 38, with MAGSAC's
+    # cutoff at 7.5 px instead of 3 (geometry.USAC_UNITS_PER_PIXEL): 3.32 -> 1.78 and 2.21 -> 0.94 px
     assert corner_error(plain.matrix, H_true, *size) > before
     assert corner_error(refined.matrix, H_true, *size) < after
