@@ -10,6 +10,7 @@ import pytest
 import localmatch
 from conftest import corner_error, shared_data, warp
 from localmatch.database import Database
+from localmatch.types import Features
 from localmatch.weights import WeightsError, resolve
 from test_verify import H_TRUE
 
@@ -169,6 +170,29 @@ def test_learned_features_are_matched_by_their_lightglue_unless_told_otherwise()
     assert np.array_equal(localmatch.match(fa, fb).indices, localmatch.match(fa, fb, "lighterglue").indices)
     again = localmatch.verify(cathedral, root / "st_pauls_cathedral/2.jpg", features="xfeat")
     assert again.is_match
+
+
+def test_lightglue_keeps_matches_scored_over_its_threshold_and_takes_the_given_options(astronaut, warped):
+    """Each kept match carries its own assignment score, above the extractor's threshold (0.4 for ALIKED) or
+    the one given; the early-stop and pruning options reach kornia's model."""
+    from localmatch.matching.lightglue import _model
+
+    needs_weights(*WEIGHTS_OF["aliked"])
+    fa, fb = (localmatch.extract(image, "aliked", **SMALL) for image in (astronaut, warped))
+    default, strict = (localmatch.match(fa, fb, "lightglue", config) for config in (None, {"filter_threshold": 0.9}))
+    assert len(default) >= 100 and (default.scores > 0.4).all() and (default.scores <= 1).all()
+    assert 0 < len(strict) < len(default) and (strict.scores > 0.9).all()
+    kept = {tuple(r) for r in strict.indices}
+    in_strict = np.array([tuple(r) in kept for r in default.indices])
+    assert len(kept) == in_strict.sum() and (default.scores[in_strict] > 0.9).all()
+    assert (default.scores[~in_strict] <= 0.9).all()  # each score is its own match's
+    empty = Features(np.zeros((0, 2), np.float32), *(np.zeros(0, np.float32),) * 3, np.zeros((0, 128), np.float32),
+                     fa.image_size, "aliked")
+    assert len(localmatch.match(fa, empty, "lightglue")) == len(localmatch.match(empty, fb, "lightglue")) == 0
+    model = _model("aliked", "aliked-lightglue", "cpu", 0.4, -1, 0.5, False)
+    assert (model.conf.filter_threshold, model.conf.depth_confidence, model.conf.width_confidence) == (0.4, -1, 0.5)
+    preset = _model("aliked", "aliked-lightglue", "cpu", 0.4, None, None, False).conf
+    assert (preset.depth_confidence, preset.width_confidence) == (0.95, 0.99)  # kornia's ALIKED preset
 
 
 def test_lightglue_mixed_precision_only_where_asked_and_the_hardware_has_it(monkeypatch):
