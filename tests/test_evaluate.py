@@ -122,6 +122,39 @@ def test_corrupt_or_foreign_mat_files_raise_ground_truth_errors(tmp_path):
         load_ground_truth(corrupt)
 
 
+def test_revisited_mat_fields_as_stored_one_image_no_boxes_and_bad_values(tmp_path):
+    """MATLAB squeezes a list of one name to a scalar and a missing field away: both read as lists; box
+    coordinates keep their fractions; a field of text, an unreadable file and a non-MAT file are named,
+    each with its own reason (not a child's exit status)."""
+    from scipy.io import savemat
+
+    from localmatch.matfile import read_revisited_mat
+
+    no_boxes = np.zeros((1,), dtype=[("easy", "O"), ("hard", "O"), ("junk", "O")])
+    no_boxes[0] = (np.array([0]), np.array([], dtype=float), np.array([], dtype=float))
+    savemat(tmp_path / "one.mat", {"imlist": np.array(["i0"], dtype=object), "qimlist": np.array(["q0"], dtype=object),
+                                   "gnd": no_boxes})
+    fields = read_revisited_mat(tmp_path / "one.mat")
+    assert fields == {"imlist": ["i0"], "qimlist": ["q0"], "gnd": [{"easy": [0.0], "hard": [], "junk": [], "bbx": None}]}
+    assert load_ground_truth(tmp_path / "one.mat", images_root="r")[0].bbox is None
+    boxes = np.zeros((1,), dtype=[("easy", "O"), ("hard", "O"), ("junk", "O"), ("bbx", "O")])
+    boxes[0] = (np.array([0]), np.array([1]), np.array([], dtype=float), np.array([10.5, 20.25, 110.0, 220.75]))
+    savemat(tmp_path / "boxes.mat", {"imlist": np.array(["i0", "i1"], dtype=object),
+                                     "qimlist": np.array(["q0"], dtype=object), "gnd": boxes})
+    assert read_revisited_mat(tmp_path / "boxes.mat")["gnd"][0]["bbx"] == [10.5, 20.25, 110.0, 220.75]
+    text = np.zeros((1,), dtype=[("easy", "O"), ("hard", "O"), ("junk", "O")])
+    text[0] = (np.array(["i0"], dtype=object), np.array([1]), np.array([2]))
+    savemat(tmp_path / "text.mat", {"imlist": np.array(["i0", "i1", "i2"], dtype=object),
+                                    "qimlist": np.array(["q0"], dtype=object), "gnd": text})
+    for name, reason in (("text.mat", "gnd.easy holds .* not numbers"), ("missing.mat", "cannot read"),
+                         ("garbage.mat", "not a MATLAB .mat file")):
+        if name == "garbage.mat":
+            (tmp_path / name).write_bytes(b"garbage")
+        with pytest.raises(GroundTruthError, match=reason) as raised:
+            read_revisited_mat(tmp_path / name)
+        assert str(tmp_path / name) in str(raised.value) and "exit status" not in str(raised.value)
+
+
 def test_a_crashing_mat_reader_is_reported_not_fatal(tmp_path, monkeypatch):
     import signal
     import subprocess
