@@ -290,8 +290,10 @@ def test_heic_decodes_with_its_rotation():
     assert np.abs(image.pixels.astype(float) - np.rot90(crop, -1)).mean() < 4  # lossy, upright
     data = HEIC.read_bytes()
     for name, broken in (("cut.heic", data[: len(data) // 2]), ("header.heic", data[:40])):
-        with pytest.raises(ImageError, match=name):
+        with pytest.raises(ImageError, match=f"{name}: a corrupt HEIF"):  # the child's reason, as it gave it
             decode_bytes(broken, name)
+    with pytest.raises(ImageError, match=r"big\.heic: 256x200 = 51200 pixels is over the limit of 1000"):
+        decode_bytes(data, "big.heic", max_pixels=1000)  # the limit reaches the child
 
 
 @needs_heif_plugin
