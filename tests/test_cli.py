@@ -115,6 +115,108 @@ def test_stage_options_reach_extraction_matching_and_ransac(pair, tmp_path, caps
     assert "valid names: clusters, full, grid" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
+class Called(Exception):
+    """Raised by a stand-in for the library function a command calls, once it has what it was called with."""
+
+
+def stand_in(calls: list):
+    def record(*args, **kwargs):
+        calls.append(kwargs)
+        raise Called
+
+    return record
+
+
+class StandInDatabase:
+    """What ``_open_database`` gives the commands: ``add`` and ``search`` record their options and stop."""
+
+    def __init__(self, calls: list) -> None:
+        self.add = self.search = stand_in(calls)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+
+def test_every_command_hands_its_options_to_the_library(pair, tmp_path, monkeypatch):
+    """Each option reaches the call that does the work, with the value given (not the call's default)."""
+    import localmatch.dedup
+    import localmatch.evaluate
+    import localmatch.pairs
+    from localmatch import cli
+
+    a, b, _ = pair
+    calls: list = []
+    stages = ["--feature-option", "max_features=500", "--matcher-option", "ratio=0.8", "--ransac-option", "threshold=2"]
+    pipeline = {"features": "rootsift", "matcher": "nn", "geometry": "homography", "backend": "pycolmap",
+                "min_inliers": 30, "fallback_features": "asift", "refine": True,
+                "feature_config": {"max_features": 500}, "matcher_config": {"ratio": 0.8}, "ransac": {"threshold": 2}}
+    pipeline_options = ["--features", "rootsift", "--matcher", "nn", "--geometry", "homography", "--backend",
+                        "pycolmap", "--min-inliers", "30", "--fallback-features", "asift", "--refine", *stages]
+    monkeypatch.setattr(cli, "verify", stand_in(calls))
+    with pytest.raises(Called):
+        main(["verify", a, b, *pipeline_options])
+    pairs_file = tmp_path / "pairs.txt"
+    pairs_file.write_text(f"{a} {b}\n")
+    monkeypatch.setattr(localmatch.pairs, "verify_pairs", stand_in(calls))
+    with pytest.raises(Called):
+        main(["verify", "--pairs", str(pairs_file), *pipeline_options])
+    assert calls == [pipeline, pipeline]
+    calls.clear()
+
+    codebook = tmp_path / "words.npy"
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({a: [[0, 0, 10, 10]]}))
+    monkeypatch.setattr(cli, "_open_database",
+                        lambda path, **settings: calls.append(settings) or StandInDatabase(calls))
+    with pytest.raises(Called):
+        main(["index", "build", str(tmp_path / "db"), a, "--features", "rootsift", "--index", "ivf", "--whiten", "64",
+              "--representation", "rasmk", "--codebook-size", "64", "--codebook", str(codebook), "--feature-option",
+              "max_features=500", "--asmk-option", "idf=true", "--boxes", str(boxes), "-q"])
+    assert calls.pop(0) == {"readonly": False, "must_exist": False, "features": "rootsift", "index": "ivf",
+                            "whitening": 64, "representation": "rasmk",
+                            "asmk_config": {"idf": True, "codebook_size": 64}, "codebook": str(codebook),
+                            "feature_config": {"max_features": 500}}
+    assert calls.pop(0) == {"progress": False, "boxes": {a: [[0, 0, 10, 10]]}}
+    with pytest.raises(Called):
+        main(["index", "add", str(tmp_path / "db"), a, "--boxes", str(boxes)])
+    assert calls == [{"readonly": False}, {"progress": None, "boxes": {a: [[0, 0, 10, 10]]}}]
+    calls.clear()
+
+    monkeypatch.setattr(cli, "_open_database", lambda path, **settings: StandInDatabase(calls))
+    rerank = ["--shortlist", "7", "--no-rerank", "--matcher", "lightglue", "--matcher-top", "3", "--geometry",
+              "homography", *stages[2:]]
+    with pytest.raises(Called):
+        main(["search", "db", a, "-k", "4", "--min-inliers", "25", "--box", "1,2,30,40", *rerank])
+    assert calls.pop() == {"k": 4, "shortlist": 7, "rerank": False, "matcher": "lightglue", "matcher_top": 3,
+                           "geometry": "homography", "min_inliers": 25, "matcher_config": {"ratio": 0.8},
+                           "ransac": {"threshold": 2}, "box": (1.0, 2.0, 30.0, 40.0)}
+
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"queries": [{"query": a, "positives": [b]}]}))
+    monkeypatch.setattr(localmatch.evaluate, "load_ground_truth", stand_in(calls))
+    with pytest.raises(Called):
+        main(["eval", "db", str(truth), "--protocol", "hard", "--images-root", "jpg"])
+    assert calls.pop() == {"protocol": "hard", "images_root": "jpg"}
+    monkeypatch.undo()  # the real ground-truth reader again
+    monkeypatch.setattr(cli, "_open_database", lambda path, **settings: StandInDatabase([]))
+    monkeypatch.setattr(localmatch.evaluate, "evaluate", stand_in(calls))
+    with pytest.raises(Called):
+        main(["eval", "db", str(truth), "--keep-query", "--ukbench", *rerank])
+    assert calls.pop() == {"rerank": False, "shortlist": 7, "exclude_query": False, "ukbench": True,
+                           "matcher": "lightglue", "matcher_top": 3, "geometry": "homography",
+                           "matcher_config": {"ratio": 0.8}, "ransac": {"threshold": 2}}
+
+    monkeypatch.setattr(localmatch.dedup, "find_duplicates", stand_in(calls))
+    with pytest.raises(Called):
+        main(["dedup", a, b, "--db", str(tmp_path / "kept"), "--shortlist", "5", "--min-inliers", "40", "--no-mirror",
+              "-q"])
+    assert calls.pop() == {"database": str(tmp_path / "kept"), "shortlist": 5, "mirror": False, "min_inliers": 40,
+                           "progress": False}
+
+
 def test_option_values_are_read_as_json_else_as_text():
     from localmatch.cli import _key_value
 

@@ -135,7 +135,8 @@ def test_revisited_mat_fields_as_stored_one_image_no_boxes_and_bad_values(tmp_pa
     savemat(tmp_path / "one.mat", {"imlist": np.array(["i0"], dtype=object), "qimlist": np.array(["q0"], dtype=object),
                                    "gnd": no_boxes})
     fields = read_revisited_mat(tmp_path / "one.mat")
-    assert fields == {"imlist": ["i0"], "qimlist": ["q0"], "gnd": [{"easy": [0.0], "hard": [], "junk": [], "bbx": None}]}
+    assert fields == {"imlist": ["i0"], "qimlist": ["q0"],
+                      "gnd": [{"easy": [0.0], "hard": [], "junk": [], "bbx": None}]}
     assert load_ground_truth(tmp_path / "one.mat", images_root="r")[0].bbox is None
     boxes = np.zeros((1,), dtype=[("easy", "O"), ("hard", "O"), ("junk", "O"), ("bbx", "O")])
     boxes[0] = (np.array([0]), np.array([1]), np.array([], dtype=float), np.array([10.5, 20.25, 110.0, 220.75]))

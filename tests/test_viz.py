@@ -23,7 +23,8 @@ def near(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 30) -
 
 def outline_near(canvas: np.ndarray, row: int, column: int) -> bool:
     """Whether the anti-aliased outline passes through ``(row, column)``, give or take a pixel across it."""
-    return any(near(canvas[r, c], OUTLINE_COLOUR) for r in range(row - 1, row + 2) for c in range(column - 1, column + 2))
+    return any(near(canvas[r, c], OUTLINE_COLOUR)
+               for r in range(row - 1, row + 2) for c in range(column - 1, column + 2))
 
 
 def test_side_by_side_draws_each_match_where_its_points_are_in_both_scaled_images():
