@@ -111,7 +111,7 @@ def test_a_model_fitted_to_scaled_points_maps_the_original_points(geometry):
 
 
 @pytest.mark.parametrize("geometry", ["homography", "affine", "fundamental"])
-def test_opencv_is_given_homographies_and_affine_maps_in_units_of_a_fifth_of_the_threshold(geometry):
+def test_opencv_is_given_homographies_and_affine_maps_in_units_of_two_fifths_of_a_pixel(geometry):
     """The OpenCV backend hands USAC the points and the threshold times USAC_UNITS_PER_PIXEL (2.5 for H and
     affine maps, 1 for F) and maps the model back to pixels."""
     pa, pb = scene_3d()[:2] if geometry == "fundamental" else planar()[:2]

@@ -73,7 +73,7 @@ def test_learned_features_are_refined_with_their_own_extractor_and_matcher(coffe
     before, after = corner_error(first.matrix, H_TILTED, *a.size), corner_error(refined.matrix, H_TILTED, *a.size)
     # XFeat's keypoints lie on whole pixels: once the first fit is within half a pixel where the features
     # are, the warped image's keypoints land where the frame's do and the correction is the identity.
-    # Measured: 4.10 -> 4.10 px since session 38 (MAGSAC's cutoff at 3 px, geometry.USAC_UNITS_PER_PIXEL);
+    # Measured: 4.10 -> 4.10 px with MAGSAC's cutoff at 3 px (geometry.USAC_UNITS_PER_PIXEL, session 39);
     # 5.59 -> 2.21 px before, when the first fit was worse.
     assert after <= 1.001 * before
 
@@ -217,7 +217,7 @@ def test_graf_pairs_come_closer_to_the_ground_truth(k, before, after):
     plain = localmatch.verify(first, other, geometry="homography")
     refined = localmatch.verify(first, other, geometry="homography", refine=True)
     assert refined.refined
-    # measured: 1.49 -> 0.19 px (graf 1-3), 1.27 -> 0.77 px (graf 1-4); before session 38, with MAGSAC's
+    # measured: 1.49 -> 0.19 px (graf 1-3), 1.27 -> 0.77 px (graf 1-4); before session 39, with MAGSAC's
     # cutoff at 7.5 px instead of 3 (geometry.USAC_UNITS_PER_PIXEL): 3.32 -> 1.78 and 2.21 -> 0.94 px
     assert corner_error(plain.matrix, H_true, *size) > before
     assert corner_error(refined.matrix, H_true, *size) < after
