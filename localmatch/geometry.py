@@ -32,8 +32,10 @@ SAMPLE_SIZE = {HOMOGRAPHY: 4, FUNDAMENTAL: 7, AFFINE: 3}
 #: weighs points up to a cutoff fixed in coordinate units, whatever the threshold: 7.5 for homographies and
 #: affine maps, 2.5 for F (``maximum_thr`` in OpenCV's usac/ransac_solvers.cpp). On pixels its local
 #: optimisation so leaned on points up to 7.5 px off, 2.5 times the default threshold; in units of 1/2.5 px
-#: the cutoff is 3 px, the default threshold, and the homographies come closer to the truth (BENCHMARKS.md,
-#: "MAGSAC's cutoff"). F keeps pixels: its 2.5 px is already under the 3 px threshold.
+#: the cutoff is 3 px of the coordinates given, and the homographies come closer to the truth (BENCHMARKS.md,
+#: "MAGSAC's cutoff"). That is the default threshold where those are working pixels (images not resized);
+#: for another threshold (a resized photo's, in its working pixels; the refinement's 1 px) the cutoff stays
+#: 3 px of the coordinates. F keeps pixels: its 2.5 px is already under the 3 px threshold.
 USAC_UNITS_PER_PIXEL = {HOMOGRAPHY: 2.5, AFFINE: 2.5, FUNDAMENTAL: 1.0}
 MIN_CAPPED_ITERATIONS = 100
 
